@@ -1,0 +1,137 @@
+"""Grouped-query attention (Ainslie et al., 2023, "GQA"), from one key/value head to one per query head.
+
+Every token asks a question (query), offers a label (key) and carries a
+message (value). A token's output is the average of all messages, weighted by
+how well its query matches each key: softmax(Q K^T / sqrt(Dh)) V.
+
+Multi-head attention runs H of these side by side on slices of size Dh. To
+save memory, several query heads may share one key/value head:
+
+    MHA (G = H)            GQA (G = 2)            MQA (G = 1)
+    q: 0 1 2 3             q: 0 1 2 3             q: 0 1 2 3
+       | | | |                \ / \ /                 \ | | /
+    kv:0 1 2 3             kv: 0   1              kv:   0
+
+Notation:
+    B  batch size              H   query heads (n_heads)
+    T  tokens in a sequence    G   key/value heads (n_kv_heads), H % G == 0
+    D  model size (d_model)    Dh  head size, D / H
+
+Two paths compute the same numbers: `explicit_attention` writes the formula
+out and returns the weights for pictures; `fused_attention` calls
+`F.scaled_dot_product_attention`, which is faster and is what training uses.
+A test holds them equal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .positional import apply_rope, rope_angles
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """Repeat each key/value head n_rep times, so G heads serve H = G * n_rep queries.
+
+    The same as `torch.repeat_interleave(x, n_rep, dim=1)`: head g serves
+    query heads g*n_rep ... g*n_rep + n_rep - 1.
+    """
+    if n_rep == 1:
+        return x
+    B, G, T, Dh = x.shape
+    x = x[:, :, None, :, :].expand(B, G, n_rep, T, Dh)   # (B, G, n_rep, T, Dh)
+    return x.reshape(B, G * n_rep, T, Dh)                 # (B, H, T, Dh)
+
+
+def attention_mask(key_padding_mask: torch.Tensor | None, seq_len: int,
+                   causal: bool = False, device=None) -> torch.Tensor | None:
+    """A boolean mask, True where a query may look at a key. Returns (B or 1, 1, T, T) or None.
+
+    key_padding_mask is (B, T), True on real tokens and False on [PAD]: nobody
+    attends to padding. causal=True also hides every later token.
+    """
+    mask = None
+    if key_padding_mask is not None:
+        mask = key_padding_mask[:, None, None, :].bool()                        # (B, 1, 1, T)
+        device = key_padding_mask.device
+    if causal:
+        lower = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()  # (T, T)
+        mask = lower[None, None] if mask is None else mask & lower              # (B, 1, T, T)
+    return mask
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+                       training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(Q K^T / sqrt(Dh)) V, written out. Returns the output and the weights.
+
+    q is (B, H, T, Dh); k and v are (B, G, T, Dh); mask is True where allowed.
+    """
+    n_rep = q.size(1) // k.size(1)
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)                # (B, H, T, Dh)
+    # 1) similarity of every query with every key, scaled so the softmax
+    #    does not saturate as Dh grows
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))      # (B, H, T, T)
+    # 2) forbidden pairs get -inf, which the softmax turns into weight 0
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    # 3) each row becomes a probability distribution over keys
+    weights = scores.softmax(dim=-1)                               # (B, H, T, T)
+    dropped = F.dropout(weights, dropout_p, training) if dropout_p else weights
+    # 4) the output is the weighted average of the values
+    return dropped @ v, weights                                    # (B, H, T, Dh), (B, H, T, T)
+
+
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """The same result as `explicit_attention`, from PyTorch's fused kernel; no weights."""
+    n_rep = q.size(1) // k.size(1)
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)                # (B, H, T, Dh)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+class GroupedQueryAttention(nn.Module):
+    """Attention with n_heads query heads sharing n_kv_heads key/value heads."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.n_kv_heads = cfg.n_kv_heads
+        self.head_dim = cfg.head_dim
+        self.attention_dropout = cfg.attention_dropout
+        self.use_rope = cfg.pos_encoding == "rope"
+        # K and V are smaller than Q when G < H: that is the whole saving of GQA
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim)
+        self.out_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                causal: bool = False, need_weights: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x is (B, T, D); key_padding_mask (B, T) is True on real tokens.
+
+        Returns the output (B, T, D) and, with need_weights=True, the
+        attention weights (B, H, T, T) from the explicit path; otherwise the
+        fused path runs and the weights are None.
+        """
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # (B, H, T, Dh)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, Dh)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, Dh)
+        if self.use_rope:
+            cos, sin = rope_angles(T, self.head_dim, device=x.device)                   # (T, Dh/2)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        mask = attention_mask(key_padding_mask, T, causal, device=x.device)
+        dropout_p = self.attention_dropout if self.training else 0.0
+        if need_weights:
+            out, weights = explicit_attention(q, k, v, mask, dropout_p, self.training)
+        else:
+            out, weights = fused_attention(q, k, v, mask, dropout_p), None
+        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)           # (B, T, H*Dh)
+        return self.out_proj(out), weights                                              # (B, T, D)

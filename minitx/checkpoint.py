@@ -1,0 +1,146 @@
+"""Saving and loading a trained run: a folder of four plain files, no pickles.
+
+    checkpoints/<run name>/
+        model.safetensors   the weights (safetensors: tensors only, no code can hide in it)
+        config.json         {"model": ModelConfig, "train": TrainConfig}
+        tokenizer.json      the exact tokenizer the model was trained with
+        metrics.json        status, accuracies, the whole training history
+
+A run is written into a hidden temporary folder beside its final place and
+renamed into place in one step, so a crash mid-save leaves either the whole
+run or nothing. Loading rebuilds the model from config.json, and any missing,
+truncated or mismatched file raises a ValueError that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig, TrainConfig
+from .encoder import SentimentClassifier
+from .tokenizer import Tokenizer
+
+MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, METRICS_FILE = (
+    "model.safetensors", "config.json", "tokenizer.json", "metrics.json")
+RUN_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, METRICS_FILE)
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one plain folder name: letters, digits, '.', '_' and '-', at most 100."""
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or name.endswith("."):
+        raise ValueError(
+            f"run name {name!r} is not allowed: use 1 to 100 letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit.")
+    return name
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    model: SentimentClassifier
+    model_config: ModelConfig
+    train_config: TrainConfig
+    tokenizer: Tokenizer
+    metrics: dict
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
+
+
+def save_run(directory: str | os.PathLike, name: str, model: SentimentClassifier,
+             train_config: TrainConfig, tokenizer: Tokenizer, metrics: dict) -> Path:
+    """Write a run folder atomically and return its path. An existing run is never overwritten."""
+    directory = Path(directory)
+    final = directory / check_run_name(name)
+    if final.exists():
+        raise ValueError(f"a run named {name!r} already exists in {directory}.")
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".saving-{name}-", dir=directory))
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(staging / MODEL_FILE))
+        _write_json(staging / CONFIG_FILE, {"model": model.cfg.to_dict(), "train": train_config.to_dict()})
+        tokenizer.save(staging / TOKENIZER_FILE)
+        _write_json(staging / METRICS_FILE, metrics)
+        os.rename(staging, final)   # one step: the run appears whole, or not at all
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ValueError(f"{path.name} is missing from {path.parent}.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path.name} in {path.parent} is unreadable: {error}.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} in {path.parent} does not hold a JSON object.")
+    return data
+
+
+def read_run_configs(path: str | os.PathLike) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configs of a saved run, validated."""
+    path = Path(path)
+    saved = _read_json(path / CONFIG_FILE)
+    try:
+        return ModelConfig.from_dict(saved["model"]), TrainConfig.from_dict(saved["train"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{CONFIG_FILE} in {path} does not describe a valid run: {error}") from None
+
+
+def read_metrics(path: str | os.PathLike) -> dict:
+    return _read_json(Path(path) / METRICS_FILE)
+
+
+def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild a saved run's model, tokenizer and metrics; ValueError names any bad file."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"there is no run folder at {path}.")
+    model_config, train_config = read_run_configs(path)
+    tokenizer = Tokenizer.load(path / TOKENIZER_FILE) if (path / TOKENIZER_FILE).is_file() else None
+    if tokenizer is None:
+        raise ValueError(f"{TOKENIZER_FILE} is missing from {path}.")
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise ValueError(f"{TOKENIZER_FILE} in {path} has {tokenizer.vocab_size} tokens but the "
+                         f"model expects {model_config.vocab_size}.")
+    metrics = read_metrics(path)
+
+    weights_path = path / MODEL_FILE
+    if not weights_path.is_file():
+        raise ValueError(f"{MODEL_FILE} is missing from {path}.")
+    try:
+        state = load_file(str(weights_path))
+    except Exception as error:  # safetensors raises its own error type on damaged files
+        raise ValueError(f"{MODEL_FILE} in {path} is unreadable (truncated or corrupted?): {error}") from None
+
+    model = SentimentClassifier(model_config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{MODEL_FILE} in {path} does not match {CONFIG_FILE}: "
+                         f"missing {missing[:3]}, unexpected {unexpected[:3]}.")
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise ValueError(f"{MODEL_FILE} in {path}: tensor {key} has shape {tuple(tensor.shape)}, "
+                             f"but {CONFIG_FILE} needs {tuple(expected[key].shape)}.")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{MODEL_FILE} in {path}: tensor {key} holds NaN or infinite values.")
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return LoadedRun(path, model, model_config, train_config, tokenizer, metrics)

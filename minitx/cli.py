@@ -1,0 +1,207 @@
+"""`python -m minitx.train`: train a sentiment encoder on IMDB from the command line.
+
+    python -m minitx.train --preset quick
+    python -m minitx.train --preset quick --n-kv-heads 1 --pos-encoding rope --json
+
+Every field of ModelConfig and TrainConfig has a flag that overrides the
+preset, except the three the data decides (vocab_size of the model, pad_id,
+n_classes). Ctrl-C once stops after the current step and still saves the run;
+twice quits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+import typing
+from dataclasses import fields
+
+from .config import (DEVICES, FFNS, LR_SCHEDULES, NORM_POSITIONS, NORMS, POOLINGS,
+                     POS_ENCODINGS, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig)
+from .presets import PRESETS
+
+# Fields the tokenizer and the dataset decide, so no flag sets them.
+DERIVED_MODEL_FIELDS = {"vocab_size", "pad_id", "n_classes"}
+CHOICES = {"pos_encoding": POS_ENCODINGS, "norm": NORMS, "norm_position": NORM_POSITIONS,
+           "ffn": FFNS, "pooling": POOLINGS, "tokenizer": TOKENIZER_KINDS,
+           "truncation": TRUNCATIONS, "lr_schedule": LR_SCHEDULES, "device": DEVICES}
+HELP = {
+    "n_kv_heads": "key/value heads: n_heads = MHA, 1 = MQA, a divisor between = GQA",
+    "train_size": "balanced training reviews (validation included), or 'all'",
+    "test_size": "balanced test reviews, or 'all' for the full 25,000",
+    "vocab_size": "vocabulary size asked of the tokenizer",
+    "truncation": "which tokens a long review keeps",
+    "warmup_fraction": "share of all steps spent warming the learning rate up",
+    "grad_clip": "max gradient norm, 0 = off",
+    "word_dropout": "share of training tokens replaced by [UNK]",
+    "patience": "epochs without a better validation accuracy before stopping; 0 = never",
+    "eval_every": "also evaluate every N steps; 0 = at epoch ends only",
+    "threads": "CPU threads, or 'all'",
+}
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """Bad input ends with one line and exit code 2, not a usage dump or a traceback."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _optional_int(text: str) -> int | None:
+    if text.lower() in ("all", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', not {text!r}") from None
+
+
+def _add_field_flags(group, config_class, skip=frozenset()) -> None:
+    hints = typing.get_type_hints(config_class)
+    for f in fields(config_class):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        common = dict(dest=f.name, default=argparse.SUPPRESS, help=HELP.get(f.name))
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+        elif kind == int | None:
+            group.add_argument(flag, type=_optional_int, metavar="N", **common)
+        elif f.name in CHOICES:
+            group.add_argument(flag, choices=CHOICES[f.name], **common)
+        else:
+            group.add_argument(flag, type=kind, metavar=f.name.upper(), **common)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(
+        prog="python -m minitx.train",
+        description="Train a from-scratch transformer encoder on IMDB sentiment.")
+    parser.add_argument("--preset", choices=list(PRESETS), default="quick",
+                        help="recipe to start from (default: quick)")
+    parser.add_argument("--checkpoint-dir", default="checkpoints",
+                        help="where the run folder is created (default: checkpoints/)")
+    parser.add_argument("--run-name", default=None, help="run folder name (default: date-time-preset)")
+    parser.add_argument("--no-save", action="store_true", help="do not write a checkpoint")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object with the results as the last line of stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_field_flags(parser.add_argument_group("model (overrides the preset)"), ModelConfig,
+                     DERIVED_MODEL_FIELDS)
+    _add_field_flags(parser.add_argument_group("training (overrides the preset)"), TrainConfig)
+    return parser
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    """The preset, with every flag the user gave laid over it; ValueError if the mix is impossible."""
+    model_cfg, train_cfg = PRESETS[args.preset]
+    given = vars(args)
+    model_changes = {f.name: given[f.name] for f in fields(ModelConfig) if f.name in given
+                     and f.name not in DERIVED_MODEL_FIELDS}
+    train_changes = {f.name: given[f.name] for f in fields(TrainConfig) if f.name in given}
+    return model_cfg.replace(**model_changes), train_cfg.replace(**train_changes)
+
+
+class ConsoleProgress:
+    """A progress bar per epoch on stderr and a one-line result per epoch on stdout."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet, self.bar = quiet, None
+
+    def on_step(self, event: dict) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            per_epoch = event["total_steps"] // event["epochs"]
+            self.bar = tqdm(total=per_epoch, desc=f"epoch {event['epoch']}/{event['epochs']}",
+                            unit="step", file=sys.stderr, leave=False, dynamic_ncols=True)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{event['loss']:.3f}", lr=f"{event['lr']:.2e}",
+                             tok_s=f"{event['tokens_per_second']:.0f}", refresh=False)
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_epoch_end(self, event: dict) -> None:
+        self._close_bar()
+        parts = [f"epoch {event['epoch']}/{event['epochs']}", f"train loss {event['train_loss']:.4f}"]
+        if "val_accuracy" in event:
+            parts.append(f"val acc {event['val_accuracy']:.4f}")
+        if "test_accuracy" in event:
+            parts.append(f"test acc {event['test_accuracy']:.4f}")
+        parts += [f"{event['tokens_per_second']:.0f} tok/s", f"{event['elapsed']:.1f} s"]
+        print(" | ".join(parts), flush=True)
+
+    def on_end(self, event: dict) -> None:
+        self._close_bar()
+
+
+def _graceful_interrupt(stop: threading.Event) -> None:
+    """First Ctrl-C: stop after this step (the run is still saved). Second: quit now."""
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step (Ctrl-C again to quit at once)...", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        model_cfg, train_cfg = configs_from_args(args)
+        if args.run_name is not None:
+            from .checkpoint import check_run_name
+
+            check_run_name(args.run_name)
+        from .train import resolve_device
+
+        resolve_device(train_cfg.device)
+    except ValueError as error:
+        parser.error(str(error))
+
+    from .data import DataUnavailableError
+    from .train import default_run_name, run_training
+
+    stop = threading.Event()
+    _graceful_interrupt(stop)
+    try:
+        outcome = run_training(model_cfg, train_cfg, callbacks=[ConsoleProgress(args.quiet)], stop=stop,
+                               checkpoint_dir=None if args.no_save else args.checkpoint_dir,
+                               run_name=args.run_name or default_run_name(args.preset))
+    except DataUnavailableError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; nothing was saved.", file=sys.stderr)
+        return 130
+
+    metrics = outcome.metrics
+    if metrics["status"] == "failed":
+        print(f"run failed: {metrics['reason']}", file=sys.stderr)
+    else:
+        note = f" ({metrics['reason']})" if metrics["reason"] else ""
+        print(f"{metrics['status']}{note}: test accuracy {metrics['test_accuracy']:.4f} on the "
+              f"{metrics['test_subset']}, chosen on validation (val acc "
+              f"{metrics['val_accuracy'] or float('nan'):.4f}); saved to {outcome.checkpoint}", flush=True)
+    if args.json:
+        summary = {k: metrics[k] for k in (
+            "status", "reason", "test_accuracy", "val_accuracy", "train_size", "val_size",
+            "test_size", "epochs", "steps", "tokens_per_second", "parameters", "device")}
+        summary.update(preset=args.preset, wall_seconds=round(time.perf_counter() - started, 2),
+                       checkpoint=str(outcome.checkpoint) if outcome.checkpoint else None)
+        print(json.dumps(summary), flush=True)
+    return 1 if metrics["status"] == "failed" else 0

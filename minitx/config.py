@@ -1,0 +1,201 @@
+"""Configuration: two frozen dataclasses, validated once when they are made.
+
+`ModelConfig` says what the network looks like; `TrainConfig` says how it is
+trained and on which data. Both are plain values: they are saved whole into a
+run's `config.json` and a checkpoint is rebuilt with `ModelConfig(**saved)`.
+A config that cannot work raises `ValueError` with a sentence that names the
+offending numbers, so a learner moving a slider knows what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+POS_ENCODINGS = ("sinusoidal", "rope", "learned", "none")
+NORMS = ("layernorm", "rmsnorm")
+NORM_POSITIONS = ("pre", "post")
+FFNS = ("relu", "gelu", "swiglu")
+POOLINGS = ("mean", "cls")
+
+TOKENIZER_KINDS = ("bpe", "wordpiece", "unigram", "word", "char")
+TRUNCATIONS = ("head", "head_tail")
+LR_SCHEDULES = ("cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}.")
+
+
+def _at_least(name: str, value, low) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= low:
+        raise ValueError(f"{name} must be a number of at least {low}, not {value!r}.")
+
+
+def _whole(name: str, value, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be a whole number of at least {low}, not {value!r}.")
+
+
+def _fraction(name: str, value, *, upper_open: bool = True) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and 0.0 <= value and (value < 1.0 if upper_open else value <= 1.0)
+    if not ok:
+        bound = "below 1" if upper_open else "at most 1"
+        raise ValueError(f"{name} must be between 0 and {bound}, not {value!r}.")
+
+
+class _Config:
+    """Shared helpers: build from a dict that may carry unknown keys, copy with changes."""
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field(s) {', '.join(unknown)}.")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Config):
+    """The shape of the encoder.
+
+    Derived values (`head_dim`, `queries_per_kv`) are properties, never stored,
+    so they cannot disagree with the numbers they come from.
+    """
+
+    vocab_size: int = 20_000
+    d_model: int = 128
+    n_heads: int = 4
+    n_kv_heads: int = 4          # n_heads = MHA, 1 = MQA, anything between = GQA
+    n_layers: int = 1
+    d_ff: int = 512
+    max_len: int = 512           # longest sequence the model accepts, [CLS] included
+    dropout: float = 0.1         # on embeddings, residual branches and the classifier
+    attention_dropout: float = 0.0  # on attention weights; slows the fused path on CPU
+    pos_encoding: str = "sinusoidal"
+    norm: str = "layernorm"
+    norm_position: str = "pre"
+    ffn: str = "relu"
+    pooling: str = "mean"
+    n_classes: int = 2
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def queries_per_kv(self) -> int:
+        """How many query heads share one key/value head."""
+        return self.n_heads // self.n_kv_heads
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "d_model", "n_heads", "n_kv_heads", "n_layers",
+                     "d_ff", "max_len"):
+            _whole(name, getattr(self, name), 1)
+        _whole("n_classes", self.n_classes, 2)
+        if self.vocab_size < 3:
+            raise ValueError(
+                f"vocab_size {self.vocab_size} is too small: [PAD], [UNK] and [CLS] alone need 3.")
+        _whole("pad_id", self.pad_id, 0)
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError(f"pad_id {self.pad_id} is outside the vocabulary of {self.vocab_size}.")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}: "
+                f"every head needs the same size.")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_kv_heads {self.n_kv_heads} does not divide n_heads {self.n_heads}: "
+                f"each key/value head must serve the same number of query heads.")
+        _fraction("dropout", self.dropout)
+        _fraction("attention_dropout", self.attention_dropout)
+        _one_of("pos_encoding", self.pos_encoding, POS_ENCODINGS)
+        _one_of("norm", self.norm, NORMS)
+        _one_of("norm_position", self.norm_position, NORM_POSITIONS)
+        _one_of("ffn", self.ffn, FFNS)
+        _one_of("pooling", self.pooling, POOLINGS)
+        if self.pos_encoding == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"RoPE rotates pairs of dimensions, so head_dim must be even; "
+                f"d_model {self.d_model} / n_heads {self.n_heads} = {self.head_dim}.")
+        if self.pos_encoding == "sinusoidal" and self.d_model % 2:
+            raise ValueError(
+                f"the sinusoidal table pairs sine and cosine, so d_model must be even, "
+                f"not {self.d_model}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    """How to train: the data subset, the tokenizer, the optimiser and its schedule."""
+
+    train_size: int | None = 5_000   # balanced subset of IMDB train; None = all 25,000
+    test_size: int | None = 5_000    # balanced subset of IMDB test; None = all 25,000
+    val_fraction: float = 0.1        # carved from the training subset, for model selection
+    tokenizer: str = "word"
+    vocab_size: int = 20_000         # asked of the tokenizer; the model gets the size it reached
+    lowercase: bool = True
+    truncation: str = "head_tail"    # keep the first tokens, or the first and the last
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    warmup_fraction: float = 0.1     # of all steps, linear from 0 to lr
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0           # max gradient norm; 0 turns clipping off
+    word_dropout: float = 0.0        # training tokens replaced by [UNK] at this rate
+    patience: int = 0                # epochs without a better validation accuracy; 0 = never stop early
+    eval_every: int = 0              # also evaluate every N steps; 0 = only at epoch ends
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None       # CPU threads; None = every core
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None:
+                _whole(name, value, 2)
+                if value % 2:
+                    raise ValueError(
+                        f"{name} {value} is odd: a balanced subset takes half from each class.")
+        _fraction("val_fraction", self.val_fraction)
+        if self.train_size is not None and self.val_fraction > 0:
+            n_val = round(self.train_size * self.val_fraction)
+            if n_val < 2 or self.train_size - n_val < 2:
+                raise ValueError(
+                    f"val_fraction {self.val_fraction} of train_size {self.train_size} leaves "
+                    f"{n_val} validation and {self.train_size - n_val} training reviews; "
+                    f"each needs at least 2.")
+        _one_of("tokenizer", self.tokenizer, TOKENIZER_KINDS)
+        _whole("vocab_size", self.vocab_size, 10)
+        _one_of("truncation", self.truncation, TRUNCATIONS)
+        _whole("epochs", self.epochs, 1)
+        _whole("batch_size", self.batch_size, 1)
+        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"lr must be a positive number, not {self.lr!r}.")
+        _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _fraction("warmup_fraction", self.warmup_fraction)
+        _at_least("weight_decay", self.weight_decay, 0)
+        _at_least("grad_clip", self.grad_clip, 0)
+        _fraction("word_dropout", self.word_dropout)
+        _whole("patience", self.patience, 0)
+        _whole("eval_every", self.eval_every, 0)
+        _one_of("device", self.device, DEVICES)
+        if self.threads is not None:
+            _whole("threads", self.threads, 1)

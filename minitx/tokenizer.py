@@ -1,0 +1,216 @@
+"""Tokenizers: how raw text becomes the integer ids a model can look up.
+
+A thin wrapper around Hugging Face `tokenizers`, which does the heavy lifting
+in Rust. Five kinds, from coarse to fine:
+
+- word:      one id per word or run of punctuation; unseen words become [UNK]
+- wordpiece: words split into pieces, later pieces marked "##" (BERT, Schuster & Nakajima 2012)
+- bpe:       start from characters, repeatedly merge the most frequent pair (Sennrich et al. 2016)
+- unigram:   keep the pieces that best explain the text under a unigram model (Kudo 2018)
+- char:      one id per character
+
+Every kind shares three special tokens, always with the same ids:
+[PAD] = 0 fills short sequences, [UNK] = 1 stands for anything unknown,
+[CLS] = 2 starts every sequence (its final state can summarise the review).
+Text is cleaned the same way by every kind: IMDB's `<br />` tags become
+spaces, Unicode is NFKC-normalised and, optionally, lowercased.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer as BackendTokenizer
+
+from .config import TOKENIZER_KINDS
+
+PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
+SPECIAL_TOKENS = [PAD, UNK, CLS]          # trainers give them ids 0, 1, 2 in this order
+PAD_ID, UNK_ID, CLS_ID = 0, 1, 2
+CACHE_VERSION = "1"                       # bump when the recipe below changes
+
+
+@dataclass
+class Encoded:
+    """One text, tokenised: ids, the tokens they stand for, and where each came from in the text."""
+
+    ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]        # character span (start, end) in the original text
+
+
+def _normalizer(lowercase: bool) -> normalizers.Normalizer:
+    steps = [normalizers.Replace(Regex(r"<br\s*/?>"), " "), normalizers.NFKC(),
+             normalizers.Replace(Regex(r"\s+"), " ")]
+    if lowercase:
+        steps.append(normalizers.Lowercase())
+    return normalizers.Sequence(steps)
+
+
+def _build(kind: str, vocab_size: int) -> tuple[BackendTokenizer, trainers.Trainer]:
+    """An untrained backend tokenizer of this kind and the trainer that fills its vocabulary."""
+    common = dict(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    if kind == "word":
+        tok = BackendTokenizer(models.WordLevel(unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()       # words, and runs of punctuation
+        trainer = trainers.WordLevelTrainer(min_frequency=2, **common)
+    elif kind == "char":
+        tok = BackendTokenizer(models.WordLevel(unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+        trainer = trainers.WordLevelTrainer(**common)
+    elif kind == "wordpiece":
+        tok = BackendTokenizer(models.WordPiece(unk_token=UNK, continuing_subword_prefix="##"))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##")
+        trainer = trainers.WordPieceTrainer(continuing_subword_prefix="##", **common)
+    elif kind == "bpe":
+        tok = BackendTokenizer(models.BPE(unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()        # a word's start is marked "▁"
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(min_frequency=2, limit_alphabet=1000, **common)
+    elif kind == "unigram":
+        tok = BackendTokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(unk_token=UNK, **common)
+    else:
+        raise ValueError(f"tokenizer kind must be one of {', '.join(TOKENIZER_KINDS)}, not {kind!r}.")
+    return tok, trainer
+
+
+def _kind_of(backend: BackendTokenizer) -> str:
+    """Recover our kind name from a saved tokenizer (word and char share the WordLevel model)."""
+    spec = json.loads(backend.to_str())
+    model = spec["model"]["type"]
+    if model == "WordLevel":
+        return "char" if spec["pre_tokenizer"]["type"] == "Split" else "word"
+    return {"WordPiece": "wordpiece", "BPE": "bpe", "Unigram": "unigram"}[model]
+
+
+class Tokenizer:
+    """Text to ids and back, with our special tokens at fixed ids."""
+
+    pad_id, unk_id, cls_id = PAD_ID, UNK_ID, CLS_ID
+
+    def __init__(self, backend: BackendTokenizer):
+        for token, expected in zip(SPECIAL_TOKENS, (PAD_ID, UNK_ID, CLS_ID)):
+            if backend.token_to_id(token) != expected:
+                raise ValueError(f"this tokenizer does not have {token} at id {expected}.")
+        self.backend = backend
+        self.kind = _kind_of(backend)
+
+    # -- making one ---------------------------------------------------------------
+
+    @classmethod
+    def train(cls, kind: str, texts: Iterable[str], vocab_size: int,
+              lowercase: bool = True) -> "Tokenizer":
+        """Learn a vocabulary of at most vocab_size entries from texts."""
+        if vocab_size < len(SPECIAL_TOKENS) + 1:
+            raise ValueError(f"vocab_size {vocab_size} leaves no room beside the "
+                             f"{len(SPECIAL_TOKENS)} special tokens.")
+        backend, trainer = _build(kind, vocab_size)
+        backend.normalizer = _normalizer(lowercase)
+        backend.train_from_iterator(texts, trainer)
+        return cls(backend)
+
+    @classmethod
+    def from_str(cls, text: str) -> "Tokenizer":
+        try:
+            backend = BackendTokenizer.from_str(text)
+        except Exception as error:  # the Rust side raises its own exception type
+            raise ValueError(f"not a valid tokenizer description: {error}") from None
+        return cls(backend)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read tokenizer file {path}: {error}") from None
+        try:
+            return cls.from_str(text)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+
+    def to_str(self) -> str:
+        return self.backend.to_str()
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(self.to_str(), encoding="utf-8")
+
+    # -- using one ----------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    @property
+    def lowercase(self) -> bool:
+        steps = json.loads(self.to_str()).get("normalizer") or {}
+        return any(step.get("type") == "Lowercase" for step in steps.get("normalizers", []))
+
+    def encode(self, text: str) -> Encoded:
+        """Tokens of one text, with ids and character offsets; no special tokens added."""
+        enc = self.backend.encode(text, add_special_tokens=False)
+        return Encoded(list(enc.ids), list(enc.tokens), [tuple(o) for o in enc.offsets])
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids of many texts at once, in parallel; the fast path for whole datasets."""
+        return [enc.ids for enc in self.backend.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.backend.decode(list(ids))
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self.backend.id_to_token(token_id)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+
+# -- a cache on disk, so the same tokenizer is never trained twice -------------------
+
+def texts_fingerprint(texts: Iterable[str]) -> str:
+    """A short hash of the training texts, in order."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """Where trained tokenizers are kept: $MINITX_CACHE, else ~/.cache/minitx."""
+    root = os.environ.get("MINITX_CACHE") or Path.home() / ".cache" / "minitx"
+    return Path(root) / "tokenizers"
+
+
+def cached_tokenizer(kind: str, texts: Sequence[str], vocab_size: int, lowercase: bool = True,
+                     directory: str | os.PathLike | None = None) -> Tokenizer:
+    """Train a tokenizer, or load the one trained before on the same (kind, size, case, texts)."""
+    directory = Path(directory) if directory is not None else cache_dir()
+    key = f"{kind}-{vocab_size}-{'lower' if lowercase else 'cased'}-{texts_fingerprint(texts)}-v{CACHE_VERSION}"
+    path = directory / f"{key}.json"
+    if path.exists():
+        try:
+            return Tokenizer.load(path)
+        except ValueError:
+            pass  # a damaged cache entry is retrained and overwritten
+    tokenizer = Tokenizer.train(kind, texts, vocab_size, lowercase)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False,
+                                         encoding="utf-8") as handle:
+            handle.write(tokenizer.to_str())
+        os.replace(handle.name, path)   # atomic: readers see the old file or the whole new one
+    except OSError:
+        pass  # a read-only cache only costs speed
+    return tokenizer
