@@ -1,4 +1,4 @@
-"""Grouped-query attention (Ainslie et al., 2023, "GQA"), from one key/value head to one per query head.
+r"""Grouped-query attention (Ainslie et al., 2023, "GQA"), from one key/value head to one per query head.
 
 Every token asks a question (query), offers a label (key) and carries a
 message (value). A token's output is the average of all messages, weighted by

@@ -216,7 +216,8 @@ class Trainer:
                 if not torch.isfinite(loss):
                     status = "failed"
                     reason = (f"the loss became {loss.item()} at step {step + 1} (learning rate "
-                              f"{lr:.3g}); lower the learning rate or keep gradient clipping on.")
+                              f"{lr:.3g}); lower the learning rate"
+                              + (" or turn gradient clipping on." if cfg.grad_clip == 0 else "."))
                     break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

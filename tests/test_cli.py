@@ -1,0 +1,77 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minitx.cli import build_parser, configs_from_args
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "minitx.train", *args], capture_output=True,
+                          text=True, timeout=timeout, env=os.environ.copy())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--d-model", "abc"], "invalid int value: 'abc'"),
+    (["--pos-encoding", "alibi"], "invalid choice: 'alibi'"),
+    (["--d-model", "100", "--n-heads", "3"], "d_model 100 is not divisible by n_heads 3"),
+    (["--n-kv-heads", "3"], "n_kv_heads 3 does not divide n_heads 4"),
+    (["--train-size", "5001"], "train_size 5001 is odd"),
+    (["--run-name", "../escape"], "run name '../escape' is not allowed"),
+])
+def test_bad_flags_give_one_line_and_exit_code_2(args, message):
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
+
+
+def test_flags_override_the_preset():
+    args = build_parser().parse_args(["--preset", "seed", "--n-kv-heads", "1", "--train-size", "all",
+                                      "--no-lowercase", "--pos-encoding", "rope"])
+    model_cfg, train_cfg = configs_from_args(args)
+    assert (model_cfg.d_model, model_cfg.n_layers, model_cfg.n_kv_heads) == (256, 3, 1)
+    assert model_cfg.pos_encoding == "rope" and model_cfg.norm_position == "post"
+    assert train_cfg.train_size is None and train_cfg.lowercase is False
+    assert train_cfg.tokenizer == "wordpiece" and train_cfg.lr == 5e-5
+
+
+def test_seed_preset_is_the_write_up_recipe():
+    model_cfg, train_cfg = configs_from_args(build_parser().parse_args(["--preset", "seed"]))
+    assert (model_cfg.d_model, model_cfg.n_heads, model_cfg.n_kv_heads, model_cfg.d_ff,
+            model_cfg.n_layers, model_cfg.max_len) == (256, 4, 4, 1024, 3, 512)
+    assert (model_cfg.norm, model_cfg.norm_position, model_cfg.pos_encoding, model_cfg.ffn,
+            model_cfg.pooling, model_cfg.dropout) == ("layernorm", "post", "sinusoidal", "relu", "mean", 0.1)
+    assert (train_cfg.tokenizer, train_cfg.vocab_size, train_cfg.lr, train_cfg.batch_size,
+            train_cfg.epochs, train_cfg.train_size, train_cfg.test_size,
+            train_cfg.weight_decay) == ("wordpiece", 30_000, 5e-5, 16, 3, 5000, 5000, 0.0)
+
+
+def test_json_run_end_to_end(imdb, tmp_path):
+    done = run_cli("--preset", "quick", "--train-size", "400", "--test-size", "200", "--epochs", "1",
+                   "--d-model", "32", "--d-ff", "64", "--max-len", "128", "--json",
+                   "--checkpoint-dir", str(tmp_path), "--run-name", "cli-run")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("test_accuracy", "train_size", "test_size", "epochs", "wall_seconds",
+                "tokens_per_second", "checkpoint"):
+        assert key in summary
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert (summary["train_size"], summary["test_size"], summary["epochs"]) == (400, 200, 1)
+    assert summary["checkpoint"] == str(tmp_path / "cli-run")
+    assert sorted(p.name for p in (tmp_path / "cli-run").iterdir()) == [
+        "config.json", "metrics.json", "model.safetensors", "tokenizer.json"]
+    assert "epoch 1/1" in done.stdout
+
+
+def test_missing_data_is_a_one_line_error(tmp_path):
+    env = {**os.environ, "MINITX_IMDB": str(tmp_path / "nowhere")}
+    done = subprocess.run([sys.executable, "-m", "minitx.train", "--no-save", "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+    assert "MINITX_IMDB" in done.stderr and "go online" in done.stderr

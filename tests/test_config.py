@@ -1,0 +1,62 @@
+import dataclasses
+
+import pytest
+
+from minitx.config import ModelConfig, TrainConfig
+
+
+def test_defaults_are_valid_and_derived_values_follow():
+    cfg = ModelConfig(d_model=128, n_heads=8, n_kv_heads=2)
+    assert cfg.head_dim == 16
+    assert cfg.queries_per_kv == 4
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ModelConfig().d_model = 64
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(d_model=100, n_heads=3), "d_model 100 is not divisible by n_heads 3"),
+    (dict(n_heads=4, n_kv_heads=3), "n_kv_heads 3 does not divide n_heads 4"),
+    (dict(n_heads=4, n_kv_heads=8), "n_kv_heads 8 does not divide n_heads 4"),
+    (dict(pos_encoding="alibi"), "pos_encoding must be one of sinusoidal, rope, learned, none, not 'alibi'"),
+    (dict(norm="batchnorm"), "norm must be one of layernorm, rmsnorm"),
+    (dict(norm_position="middle"), "norm_position must be one of pre, post"),
+    (dict(ffn="tanh"), "ffn must be one of relu, gelu, swiglu"),
+    (dict(pooling="max"), "pooling must be one of mean, cls"),
+    (dict(dropout=1.0), "dropout must be between 0 and below 1, not 1.0"),
+    (dict(d_model=0), "d_model must be a whole number of at least 1, not 0"),
+    (dict(n_layers=1.5), "n_layers must be a whole number of at least 1, not 1.5"),
+    (dict(vocab_size=2), "vocab_size 2 is too small"),
+    (dict(d_model=36, n_heads=12, pos_encoding="rope"), "head_dim must be even; d_model 36 / n_heads 12 = 3"),
+])
+def test_model_config_errors_name_the_numbers(changes, message):
+    with pytest.raises(ValueError) as error:
+        ModelConfig(**changes)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(train_size=5001), "train_size 5001 is odd"),
+    (dict(test_size=0), "test_size must be a whole number of at least 2, not 0"),
+    (dict(train_size=10, val_fraction=0.05), "leaves 0 validation and 10 training reviews"),
+    (dict(tokenizer="sentencepiece"), "tokenizer must be one of bpe, wordpiece, unigram, word, char"),
+    (dict(lr=0), "lr must be a positive number, not 0"),
+    (dict(lr=float("nan")), "lr must be a positive number"),
+    (dict(epochs=0), "epochs must be a whole number of at least 1, not 0"),
+    (dict(warmup_fraction=1.5), "warmup_fraction must be between 0 and below 1, not 1.5"),
+    (dict(device="tpu"), "device must be one of auto, cpu, cuda, not 'tpu'"),
+])
+def test_train_config_errors_name_the_numbers(changes, message):
+    with pytest.raises(ValueError) as error:
+        TrainConfig(**changes)
+    assert message in str(error.value)
+
+
+def test_round_trip_through_a_dict_and_unknown_keys_rejected():
+    cfg = ModelConfig(d_model=64, n_heads=4, n_kv_heads=1, pos_encoding="rope")
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="has no field"):
+        ModelConfig.from_dict({**cfg.to_dict(), "d_modle": 3})
+    assert TrainConfig(train_size=None).train_size is None

@@ -1,0 +1,173 @@
+import math
+import threading
+
+import pytest
+import torch
+
+from minitx.config import ModelConfig, TrainConfig
+from minitx.data import EncodedSplit
+from minitx.encoder import SentimentClassifier
+from minitx.train import Trainer, apply_word_dropout, lr_multiplier, resolve_device, run_training
+from tests.conftest import tiny_config
+
+GOOD, BAD = 10, 11
+
+
+def synthetic_split(n: int, seed: int) -> EncodedSplit:
+    """Reviews of random filler words; positives hold the word GOOD, negatives BAD."""
+    g = torch.Generator().manual_seed(seed)
+    seqs, labels = [], []
+    for i in range(n):
+        label = i % 2
+        length = int(torch.randint(4, 20, (1,), generator=g))
+        body = torch.randint(12, 50, (length,), generator=g).tolist()
+        body[int(torch.randint(0, length, (1,), generator=g))] = GOOD if label else BAD
+        seqs.append([2] + body)
+        labels.append(label)
+    return EncodedSplit(seqs, labels, [""] * n)
+
+
+class Recorder:
+    def __init__(self):
+        self.events = {"on_step": [], "on_eval": [], "on_epoch_end": [], "on_end": []}
+
+    def __getattr__(self, name):
+        if name in ("on_step", "on_eval", "on_epoch_end", "on_end"):
+            return self.events[name].append
+        raise AttributeError(name)
+
+
+def make_trainer(callbacks=(), stop=None, model_changes=None, **train_changes):
+    torch.manual_seed(0)
+    cfg = TrainConfig(**{**dict(epochs=3, batch_size=16, lr=3e-3, seed=0), **train_changes})
+    model = SentimentClassifier(tiny_config(**(model_changes or {})))
+    return Trainer(model, cfg, synthetic_split(192, 1), synthetic_split(64, 2), synthetic_split(64, 3),
+                   torch.device("cpu"), callbacks, stop)
+
+
+def test_learns_a_synthetic_task_and_fires_every_event():
+    recorder = Recorder()
+    trainer = make_trainer([recorder])
+    result = trainer.fit()
+    assert result.status == "finished" and result.reason is None
+    assert result.test_accuracy > 0.9
+    steps = recorder.events["on_step"]
+    assert len(steps) == trainer.total_steps == 3 * 12
+    assert [e["step"] for e in steps] == list(range(1, 37))
+    for key in ("loss", "lr", "tokens_per_second", "elapsed", "step", "total_steps", "epoch"):
+        assert key in steps[0]
+    assert len(recorder.events["on_eval"]) == len(recorder.events["on_epoch_end"]) == 3
+    assert recorder.events["on_end"] == [pytest.approx(recorder.events["on_end"][0])]
+    assert recorder.events["on_end"][0]["status"] == "finished"
+
+
+def test_reported_test_accuracy_is_the_one_chosen_on_validation():
+    result = make_trainer(eval_every=5).fit()
+    evals = result.history["evals"]
+    assert len(evals) > 3
+    chosen = max(evals, key=lambda e: (e["val_accuracy"], -e["val_loss"]))
+    assert result.best == chosen
+    assert result.test_accuracy == chosen["test_accuracy"]
+
+
+def test_the_selected_weights_are_the_ones_kept():
+    trainer = make_trainer(eval_every=5)
+    result = trainer.fit()
+    from minitx.data import evaluation_batches
+    from minitx.train import evaluate
+
+    again = evaluate(trainer.model, evaluation_batches(trainer.test_split), 64, torch.device("cpu"))
+    assert again.accuracy == result.test_accuracy
+
+
+def test_training_is_deterministic_on_cpu():
+    a = make_trainer(word_dropout=0.1, model_changes=dict(dropout=0.2)).fit()
+    b = make_trainer(word_dropout=0.1, model_changes=dict(dropout=0.2)).fit()
+    assert [e["loss"] for e in a.history["steps"]] == [e["loss"] for e in b.history["steps"]]
+
+
+def test_stop_flag_is_honoured_within_one_step():
+    stop = threading.Event()
+
+    class StopAtSeven:
+        def on_step(self, event):
+            if event["step"] == 7:
+                stop.set()
+
+    result = make_trainer([StopAtSeven()], stop).fit()
+    assert result.status == "stopped"
+    assert result.steps == 7
+    assert "step 7" in result.reason
+
+
+def test_nan_loss_ends_the_run_as_failed_with_a_reason():
+    trainer = make_trainer()
+    with torch.no_grad():
+        trainer.model.classifier.weight.fill_(float("nan"))
+    recorder = Recorder()
+    trainer.callbacks.append(recorder)
+    result = trainer.fit()
+    assert result.status == "failed"
+    assert "loss became nan at step 1" in result.reason
+    assert result.test_accuracy is None
+    assert recorder.events["on_end"][0]["status"] == "failed"
+
+
+def test_learning_rate_10_fails_cleanly():
+    result = make_trainer(lr=10.0, warmup_fraction=0.0).fit()
+    assert result.status == "failed"
+    assert "loss became nan" in result.reason and "lower the learning rate" in result.reason
+
+
+def test_early_stopping_uses_patience(monkeypatch):
+    trainer = make_trainer(epochs=10, patience=2)
+    val_accuracies = iter([0.6, 0.7, 0.65, 0.69, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+
+    def fake_evaluate(step, epoch, elapsed):
+        return {"step": step, "epoch": epoch, "val_loss": 0.5, "val_accuracy": next(val_accuracies),
+                "test_loss": 0.5, "test_accuracy": 0.5}, None
+
+    monkeypatch.setattr(trainer, "_evaluate", fake_evaluate)
+    result = trainer.fit()
+    assert len(result.history["epochs"]) == 4          # epochs 3 and 4 were no better than epoch 2
+    assert "stopped early after epoch 4" in result.reason
+    assert result.status == "finished" and result.best["val_accuracy"] == 0.7
+
+
+def test_learning_rate_schedule_warms_up_then_decays_to_zero():
+    values = [lr_multiplier(s, 100, 10) for s in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))
+    assert values[-1] < 0.01
+    assert lr_multiplier(50, 100, 10, "constant") == 1.0
+
+
+def test_word_dropout_only_touches_real_tokens():
+    ids = torch.tensor([[2, 5, 6, 7, 0, 0]] * 200)
+    dropped = apply_word_dropout(ids, 0.5)
+    assert (dropped[:, 0] == 2).all() and (dropped[:, 4:] == 0).all()
+    share = (dropped[:, 1:4] == 1).float().mean().item()
+    assert 0.4 < share < 0.6
+
+
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_a_tiny_model_on_imdb_clearly_beats_chance(imdb, tmp_path):
+    """The real pipeline, end to end: IMDB subset, tokenizer, model, training, checkpoint."""
+    model_cfg = ModelConfig(d_model=64, n_heads=4, n_kv_heads=2, n_layers=1, d_ff=128, max_len=256,
+                            dropout=0.2)
+    train_cfg = TrainConfig(train_size=2000, test_size=1000, vocab_size=8000, epochs=3,
+                            batch_size=32, lr=3e-3, seed=0, threads=2)
+    outcome = run_training(model_cfg, train_cfg, checkpoint_dir=tmp_path, run_name="tiny")
+    assert outcome.result.status == "finished"
+    assert outcome.metrics["test_accuracy"] >= 0.70, outcome.metrics["test_accuracy"]
+    assert outcome.metrics["test_size"] == 1000 and outcome.metrics["train_size"] == 2000
+    assert sum(map(sum, outcome.metrics["confusion"])) == 1000
+    assert (tmp_path / "tiny" / "model.safetensors").is_file()
+    assert not math.isnan(outcome.metrics["val_accuracy"])
