@@ -15,6 +15,7 @@ truncated or mismatched file raises a ValueError that names it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -54,8 +55,19 @@ class LoadedRun:
     metrics: dict
 
 
+def _json_safe(value):
+    """JSON has no NaN or infinity: such numbers are stored as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
+    path.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False), encoding="utf-8")
 
 
 def save_run(directory: str | os.PathLike, name: str, model: SentimentClassifier,

@@ -194,9 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run failed: {metrics['reason']}", file=sys.stderr)
     else:
         note = f" ({metrics['reason']})" if metrics["reason"] else ""
-        print(f"{metrics['status']}{note}: test accuracy {metrics['test_accuracy']:.4f} on the "
-              f"{metrics['test_subset']}, chosen on validation (val acc "
-              f"{metrics['val_accuracy'] or float('nan'):.4f}); saved to {outcome.checkpoint}", flush=True)
+        if metrics["test_accuracy"] is None:
+            score = "no evaluation happened yet"
+        else:
+            score = (f"test accuracy {metrics['test_accuracy']:.4f} on the {metrics['test_subset']}"
+                     + (f", chosen on validation (val acc {metrics['val_accuracy']:.4f})"
+                        if metrics["val_accuracy"] is not None else ""))
+        where = f"saved to {outcome.checkpoint}" if outcome.checkpoint else "not saved"
+        print(f"{metrics['status']}{note}: {score}; {where}", flush=True)
     if args.json:
         summary = {k: metrics[k] for k in (
             "status", "reason", "test_accuracy", "val_accuracy", "train_size", "val_size",

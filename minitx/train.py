@@ -321,7 +321,7 @@ def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Iter
                  stop=None, checkpoint_dir: str | os.PathLike | None = "checkpoints",
                  run_name: str | None = None, source: str | None = None,
                  data: PreparedData | None = None) -> RunOutcome:
-    """Everything a run needs, in order; the model is saved unless the run failed."""
+    """Everything a run needs, in order; the model is saved unless the run failed or never stepped."""
     wall_start = time.perf_counter()
     torch.set_num_threads(train_cfg.threads or available_cores())
     device = resolve_device(train_cfg.device)
@@ -353,7 +353,8 @@ def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Iter
         "history": result.history,
     }
     checkpoint = None
-    if checkpoint_dir is not None and result.status != "failed":
+    # a failed model is not worth keeping, and one stopped before its first step learned nothing
+    if checkpoint_dir is not None and result.status != "failed" and result.steps > 0:
         checkpoint = save_run(checkpoint_dir, run_name or default_run_name(), model, train_cfg,
                               data.tokenizer, metrics)
     return RunOutcome(result, metrics, checkpoint, model, data.tokenizer, data)

@@ -105,3 +105,45 @@ def test_an_existing_run_is_never_overwritten(saved_run):
     path, model, tok = saved_run
     with pytest.raises(ValueError, match="already exists"):
         save_run(path.parent, path.name, model, TrainConfig(), tok, {})
+
+
+def test_non_finite_metrics_are_stored_as_null(tmp_path):
+    tok = Tokenizer.train("word", TEXTS, vocab_size=40)
+    model = SentimentClassifier(tiny_config(vocab_size=tok.vocab_size))
+    path = save_run(tmp_path, "nan", model, TrainConfig(), tok, {"val_loss": float("inf"), "h": [float("nan"), 1.0]})
+    assert json.loads((path / "metrics.json").read_text()) == {"val_loss": None, "h": [None, 1.0]}
+
+
+KILLED_SAVE = """
+import sys, time
+from minitx import checkpoint
+from minitx.config import TrainConfig
+from minitx.encoder import SentimentClassifier
+from minitx.tokenizer import Tokenizer
+from tests.conftest import tiny_config
+
+tok = Tokenizer.train("word", ["a good film", "a bad film"] * 10, vocab_size=40)
+model = SentimentClassifier(tiny_config(vocab_size=tok.vocab_size))
+checkpoint.Tokenizer.save = lambda self, path: time.sleep(60)   # hang mid-save, after the weights
+checkpoint.save_run(sys.argv[1], "killed", model, TrainConfig(), tok, {})
+"""
+
+
+def test_a_killed_save_leaves_no_half_run(tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    child = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(tmp_path)], cwd=root)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".saving-killed-*/model.safetensors")):
+            assert time.monotonic() < deadline and child.poll() is None, "the save never started"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+    assert not (tmp_path / "killed").exists()
+    assert [p.name.startswith(".saving-") for p in tmp_path.iterdir()] == [True]   # hidden, never a run
