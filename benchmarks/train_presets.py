@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]   # run as a script from anywhere
 from common import write_result  # noqa: E402
 
 TARGETS = {"quick": {"min_test_accuracy": 0.85, "max_wall_seconds": 120},
@@ -35,15 +36,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("preset", choices=list(TARGETS))
     parser.add_argument("--cold", action="store_true", help="train the tokenizer from scratch")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="more flags for minitx.train")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()   # anything else goes to minitx.train
 
     env = os.environ.copy()
     scratch = Path(tempfile.mkdtemp(prefix="minitx-bench-"))
     if args.cold:
         env["MINITX_CACHE"] = str(scratch / "cache")
     command = [sys.executable, "-m", "minitx.train", "--preset", args.preset, "--json", "--quiet",
-               "--checkpoint-dir", str(scratch / "runs"), *args.extra]
+               "--checkpoint-dir", str(scratch / "runs"), *extra]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env,
                           cwd=Path(__file__).resolve().parents[1])

@@ -19,7 +19,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
                     dropout=0.3, pos_encoding="sinusoidal", norm="layernorm",
                     norm_position="pre", ffn="relu", pooling="mean"),
         TrainConfig(train_size=5_000, test_size=5_000, tokenizer="word", vocab_size=20_000,
-                    truncation="head_tail", epochs=4, batch_size=32, lr=2e-3,
+                    truncation="head_tail", epochs=3, batch_size=32, lr=2e-3,
                     warmup_fraction=0.1, weight_decay=0.05, seed=0),
     ),
     "seed": (
@@ -35,7 +35,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
                     dropout=0.3, pos_encoding="sinusoidal", norm="layernorm",
                     norm_position="pre", ffn="relu", pooling="mean"),
         TrainConfig(train_size=None, test_size=None, tokenizer="word", vocab_size=30_000,
-                    truncation="head_tail", epochs=4, batch_size=32, lr=2e-3,
+                    truncation="head_tail", epochs=2, batch_size=32, lr=2e-3,
                     warmup_fraction=0.1, weight_decay=0.05, seed=0),
     ),
 }
