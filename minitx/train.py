@@ -179,6 +179,22 @@ class Trainer:
             return True
         return (event["val_accuracy"], -event["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
 
+    def _train_step(self, batch, lr: float) -> float:
+        """One optimiser step on one batch; returns the loss (not finite: no step was taken)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ids = apply_word_dropout(batch.ids, self.cfg.word_dropout).to(self.device)   # (B, T)
+        labels = batch.labels.to(self.device)                                        # (B,)
+        loss = F.cross_entropy(self.model(ids), labels)
+        if not torch.isfinite(loss):
+            return loss.item()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        return loss.item()
+
     def fit(self) -> TrainResult:
         cfg, model = self.cfg, self.model
         model.train()
@@ -208,24 +224,14 @@ class Trainer:
                     break
                 tick = time.perf_counter()
                 lr = cfg.lr * lr_multiplier(step, self.total_steps, self.warmup_steps, cfg.lr_schedule)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                ids = apply_word_dropout(batch.ids, cfg.word_dropout).to(self.device)   # (B, T)
-                labels = batch.labels.to(self.device)                                   # (B,)
-                loss = F.cross_entropy(model(ids), labels)
-                if not torch.isfinite(loss):
+                loss_value = self._train_step(batch, lr)
+                if not math.isfinite(loss_value):
                     status = "failed"
-                    reason = (f"the loss became {loss.item()} at step {step + 1} (learning rate "
+                    reason = (f"the loss became {loss_value} at step {step + 1} (learning rate "
                               f"{lr:.3g}); lower the learning rate"
                               + (" or turn gradient clipping on." if cfg.grad_clip == 0 else "."))
                     break
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                self.optimizer.step()
                 step += 1
-                loss_value = loss.item()
                 epoch_losses.append(loss_value)
                 train_seconds += time.perf_counter() - tick
                 train_tokens += batch.n_tokens
@@ -252,8 +258,8 @@ class Trainer:
             self.history["epochs"].append(summary)
             self._emit("on_epoch_end", summary)
             if cfg.patience and epochs_without_improvement >= cfg.patience and epoch + 1 < cfg.epochs:
-                reason = (f"stopped early after epoch {epoch + 1}: validation accuracy did not "
-                          f"improve for {cfg.patience} epoch(s)")
+                reason = (f"stopped early after epoch {epoch + 1}: the validation score "
+                          f"(accuracy, then loss) did not improve for {cfg.patience} epoch(s)")
                 break
 
         if best_state is not None and status != "failed":
