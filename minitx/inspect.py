@@ -1,0 +1,137 @@
+"""Looking inside: the numbers and tensors the playground's pages draw.
+
+Everything here is plain PyTorch and returns plain values (tensors, lists,
+dicts), so a page only has to draw them. Nothing here trains or imports
+Streamlit.
+
+Notation: B batch, T tokens, H query heads, G key/value heads, Dh head size,
+D model size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .attention import GroupedQueryAttention, attention_mask, explicit_attention, fused_attention, repeat_kv
+from .config import ModelConfig
+from .encoder import SentimentClassifier
+from .positional import apply_rope, rope_angles
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline, with the shape of what comes out of it."""
+
+    name: str
+    shape: tuple[int, ...]
+    meaning: str
+
+
+def pipeline_shapes(cfg: ModelConfig, n_tokens: int, batch: int = 1) -> list[Stage]:
+    """The tensor shapes from text to logits, for a model config and a review of n_tokens ids."""
+    B, T, D, H, G, Dh = batch, n_tokens, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    stages = [
+        Stage("token ids", (B, T), "one integer per token"),
+        Stage("embeddings", (B, T, D), f"a row of the {cfg.vocab_size} x {D} table per token, times sqrt(D)"),
+    ]
+    if cfg.pos_encoding in ("sinusoidal", "learned"):
+        stages.append(Stage(f"+ {cfg.pos_encoding} positions", (B, T, D), "position codes added"))
+    stages += [
+        Stage("queries", (B, T, H, Dh), f"{H} heads of size {Dh}"),
+        Stage("keys and values", (B, T, G, Dh), f"{G} key/value head(s), each shared by {H // G} quer{'y' if H // G == 1 else 'ies'}"),
+        Stage("attention weights", (B, H, T, T), "every token's weights over every token, per head"),
+        Stage("attention output", (B, T, D), "heads concatenated, then projected"),
+        Stage("feed-forward hidden", (B, T, cfg.d_ff), f"{cfg.ffn} MLP, per token"),
+        Stage(f"after {cfg.n_layers} layer(s)", (B, T, D), "the residual stream"),
+        Stage(f"pooled ({cfg.pooling})", (B, D), "one vector per review"),
+        Stage("logits", (B, cfg.n_classes), "one score per class"),
+    ]
+    return stages
+
+
+@dataclass
+class GQAWalkthrough:
+    """Every intermediate tensor of one grouped-query attention call, for the pictures."""
+
+    q: torch.Tensor              # (B, H, T, Dh)
+    k: torch.Tensor              # (B, G, T, Dh), before repeat_kv
+    v: torch.Tensor              # (B, G, T, Dh)
+    weights: torch.Tensor        # (B, H, T, T)
+    explicit: torch.Tensor       # (B, H, T, Dh), from softmax(QK^T/sqrt(Dh))V
+    fused: torch.Tensor          # (B, H, T, Dh), from F.scaled_dot_product_attention
+    max_difference: float        # max |explicit - fused|
+    kv_group_of_head: list[int]  # query head h reads key/value head kv_group_of_head[h]
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"q": tuple(self.q.shape), "k": tuple(self.k.shape), "v": tuple(self.v.shape),
+                "k after repeat_kv": tuple(repeat_kv(self.k, self.q.size(1) // self.k.size(1)).shape),
+                "weights": tuple(self.weights.shape), "output": tuple(self.explicit.shape)}
+
+
+@torch.no_grad()
+def gqa_walkthrough(cfg: ModelConfig, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                    causal: bool = False, seed: int = 0) -> GQAWalkthrough:
+    """Run one freshly initialised (seeded) attention layer on x (B, T, D), both paths."""
+    torch.manual_seed(seed)
+    attn = GroupedQueryAttention(cfg).eval()
+    B, T, _ = x.shape
+    q = attn.q_proj(x).view(B, T, cfg.n_heads, cfg.head_dim).transpose(1, 2)       # (B, H, T, Dh)
+    k = attn.k_proj(x).view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)    # (B, G, T, Dh)
+    v = attn.v_proj(x).view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)    # (B, G, T, Dh)
+    if cfg.pos_encoding == "rope":
+        cos, sin = rope_angles(T, cfg.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    mask = attention_mask(key_padding_mask, T, causal)
+    explicit, weights = explicit_attention(q, k, v, mask)
+    fused = fused_attention(q, k, v, mask)
+    return GQAWalkthrough(q, k, v, weights, explicit, fused,
+                          (explicit - fused).abs().max().item(),
+                          [h // cfg.queries_per_kv for h in range(cfg.n_heads)])
+
+
+def attention_parameters(d_model: int, n_heads: int, n_kv_heads: int, bias: bool = True) -> int:
+    """Weights of one attention layer: Q and output are D x D, K and V are D x (G * Dh) each."""
+    head_dim = d_model // n_heads
+    kv_width = n_kv_heads * head_dim
+    weights = 2 * d_model * d_model + 2 * d_model * kv_width
+    biases = (2 * d_model + 2 * kv_width) if bias else 0
+    return weights + biases
+
+
+def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int,
+                   batch: int = 1, bytes_per_value: int = 2) -> int:
+    """Memory a decoder keeps for keys and values: 2 (K and V) x layers x G x Dh x tokens x batch."""
+    return 2 * n_layers * n_kv_heads * head_dim * seq_len * batch * bytes_per_value
+
+
+# Published shapes of well-known models (from their papers and model cards).
+WELL_KNOWN_MODELS = {
+    "Llama 2 7B (MHA)": dict(d_model=4096, n_heads=32, n_kv_heads=32, n_layers=32),
+    "Llama 2 70B (GQA)": dict(d_model=8192, n_heads=64, n_kv_heads=8, n_layers=80),
+    "Llama 3 8B (GQA)": dict(d_model=4096, n_heads=32, n_kv_heads=8, n_layers=32),
+    "Mistral 7B (GQA)": dict(d_model=4096, n_heads=32, n_kv_heads=8, n_layers=32),
+    "Falcon 7B (MQA)": dict(d_model=4544, n_heads=71, n_kv_heads=1, n_layers=32),
+}
+
+
+def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
+    """Trainable parameters by part of the model, counted on a real instance."""
+    model = SentimentClassifier(cfg)
+    parts: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if name.startswith("encoder.layers."):
+            part = "attention" if ".attention." in name else (
+                "feed-forward" if ".feed_forward." in name else "norms")
+        elif name.startswith("encoder.final_norm"):
+            part = "norms"
+        elif name.startswith("embedding"):
+            part = "embedding table"
+        elif name.startswith("positional"):
+            part = "learned positions"
+        else:
+            part = "classifier"
+        parts[part] = parts.get(part, 0) + p.numel()
+    return parts

@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from minitx.attention import GroupedQueryAttention
+from minitx.config import ModelConfig
+from minitx.encoder import SentimentClassifier, count_parameters
+from minitx.inspect import (WELL_KNOWN_MODELS, attention_parameters, gqa_walkthrough,
+                            kv_cache_bytes, parameter_breakdown, pipeline_shapes)
+from tests.conftest import random_ids, tiny_config
+
+
+def test_pipeline_answers_the_quiz_shape():
+    stages = {s.name: s.shape for s in pipeline_shapes(ModelConfig(d_model=512, n_heads=4), 10)}
+    assert stages["queries"] == (1, 10, 4, 128)     # batch, tokens, heads, head size
+
+
+@pytest.mark.parametrize("changes", [dict(), dict(n_kv_heads=1, pos_encoding="rope", pooling="cls")])
+def test_pipeline_shapes_are_the_real_model_shapes(changes):
+    cfg = tiny_config(**changes)
+    out = SentimentClassifier(cfg).eval().run(random_ids(2, 7), need_weights=True)
+    stages = {s.name: s.shape for s in pipeline_shapes(cfg, 7, batch=2)}
+    assert stages["embeddings"] == tuple(out.embeddings.shape)
+    assert stages["attention weights"] == tuple(out.attentions[0].shape)
+    assert stages[f"after {cfg.n_layers} layer(s)"] == tuple(out.layer_states[-1].shape)
+    assert stages[f"pooled ({cfg.pooling})"] == tuple(out.pooled.shape)
+    assert stages["logits"] == tuple(out.logits.shape)
+
+
+@pytest.mark.parametrize("n_kv_heads", [1, 2, 4])
+def test_walkthrough_paths_agree_and_groups_are_right(n_kv_heads):
+    cfg = tiny_config(n_heads=4, n_kv_heads=n_kv_heads)
+    mask = torch.tensor([[True] * 6 + [False] * 2])
+    walk = gqa_walkthrough(cfg, torch.randn(1, 8, cfg.d_model), mask, causal=True)
+    assert walk.max_difference < 1e-5
+    assert walk.kv_group_of_head == [h // (4 // n_kv_heads) for h in range(4)]
+    assert walk.shapes["k"] == (1, n_kv_heads, 8, cfg.head_dim)
+    assert walk.shapes["k after repeat_kv"] == (1, 4, 8, cfg.head_dim)
+    assert walk.weights[0, :, :, 6:].abs().max() == 0
+
+
+@pytest.mark.parametrize("n_kv_heads", [1, 2, 8])
+def test_attention_parameter_formula_matches_a_real_layer(n_kv_heads):
+    cfg = ModelConfig(d_model=64, n_heads=8, n_kv_heads=n_kv_heads)
+    assert attention_parameters(64, 8, n_kv_heads) == count_parameters(GroupedQueryAttention(cfg))
+
+
+def test_kv_cache_of_llama_2_7b_is_half_a_megabyte_per_token():
+    llama = WELL_KNOWN_MODELS["Llama 2 7B (MHA)"]
+    per_token = kv_cache_bytes(llama["n_layers"], llama["n_kv_heads"], 128, seq_len=1)
+    assert per_token == 512 * 1024                   # fp16: 2 x 32 layers x 32 heads x 128 x 2 bytes
+    gqa = WELL_KNOWN_MODELS["Llama 2 70B (GQA)"]
+    assert kv_cache_bytes(gqa["n_layers"], gqa["n_kv_heads"], 128, 4096) == 4096 * 320 * 1024
+
+
+def test_parameter_breakdown_adds_up():
+    cfg = tiny_config(pos_encoding="learned")
+    parts = parameter_breakdown(cfg)
+    assert sum(parts.values()) == count_parameters(SentimentClassifier(cfg))
+    assert parts["embedding table"] == cfg.vocab_size * cfg.d_model
+    assert parts["learned positions"] == cfg.max_len * cfg.d_model
