@@ -1,12 +1,13 @@
-"""minitx playground: the frame. Navigation over the pages; every number comes from minitx.
+"""minitx playground: the frame. Navigation over the pages, nothing else.
 
-The concept pages and the training page arrive with their own issues; until
-then the frame shows the home page only.
+Every page starts with `model_sidebar()`, the shared "your model" sidebar, so
+a page opened on its own (a deep link on a fresh server) still has it.
 """
 
 import streamlit as st
 
 st.set_page_config(page_title="minitx: transformers from scratch", page_icon="🔎", layout="wide")
 
-pages = [st.Page("pages/home.py", title="Home", icon="🏠", default=True)]
-st.navigation(pages).run()
+PAGES = [st.Page("pages/home.py", title="Home", icon="🏠", default=True)]
+
+st.navigation(PAGES).run()

@@ -156,3 +156,13 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loa
     model.load_state_dict(state)
     model.to(device).eval()
     return LoadedRun(path, model, model_config, train_config, tokenizer, metrics)
+
+
+def run_folders(directory: str | os.PathLike) -> list[Path]:
+    """Run folders under directory, newest first; hidden folders (saves in progress) are skipped."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    runs = [p for p in directory.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and _RUN_NAME.fullmatch(p.name)]
+    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)

@@ -1,11 +1,64 @@
+"""The app, rendered with streamlit.testing.v1.AppTest (no browser)."""
+
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
+
+from tests.conftest import skip_or_fail
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 
 
-def test_home_page_renders():
-    at = AppTest.from_file(APP, default_timeout=30).run()
+@pytest.fixture
+def app(monkeypatch, tmp_path, imdb):
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(tmp_path / "no-runs"))
+    import streamlit as st
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    return AppTest.from_file(APP, default_timeout=60)
+
+
+def test_home_renders_the_pipeline_for_the_sidebar_model(app):
+    at = app.run()
     assert not at.exception
     assert "minitx" in at.title[0].value
+    table = at.dataframe[0].value
+    queries = table[table["stage"] == "queries"]["shape"].item()
+    n_tokens = len(at.code[0].value.split())            # [CLS] + the sentence's tokens
+    assert queries == f"[1, {n_tokens}, 4, 32]"        # quick preset: d_model 128, 4 heads
+    at.select_slider(key="w_model_d_model").set_value(512).run()
+    table = at.dataframe[0].value
+    assert table[table["stage"] == "queries"]["shape"].item() == f"[1, {n_tokens}, 4, 128]"
+
+
+def test_kv_head_choices_are_always_divisors_of_the_head_count(app):
+    at = app.run()
+    for d_model in (32, 512):
+        at.select_slider(key="w_model_d_model").set_value(d_model).run()
+        for heads in at.select_slider(key="w_model_n_heads").options:
+            at.select_slider(key="w_model_n_heads").set_value(int(heads)).run()
+            assert not at.exception
+            choices = [int(g) for g in at.select_slider(key="w_model_n_kv_heads").options]
+            assert choices == [g for g in range(1, int(heads) + 1) if int(heads) % g == 0]
+
+
+def test_an_invalidated_choice_moves_to_a_valid_one(app):
+    at = app.run()
+    at.select_slider(key="w_model_d_model").set_value(512).run()
+    at.select_slider(key="w_model_n_heads").set_value(16).run()
+    at.select_slider(key="w_model_n_kv_heads").set_value(16).run()
+    at.select_slider(key="w_model_n_heads").set_value(2).run()      # 16 KV heads no longer divide 2
+    assert not at.exception
+    assert at.session_state["model_config"].n_kv_heads in (1, 2)
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t ", "😀🎬🍿" * 50, "这部电影很好看", "הסרט היה נהדר",
+                                  "zero\u200bwidth\u200djoiners", "ctrl\x00\x07\x1bchars", "word " * 20_000])
+def test_home_survives_odd_input(app, text):
+    at = app.run()
+    at.text_input[0].set_value(text).run()
+    assert not at.exception
+    if not text.strip():
+        assert at.info, "empty text should get a message"

@@ -147,3 +147,12 @@ def test_a_killed_save_leaves_no_half_run(tmp_path):
         child.wait()
     assert not (tmp_path / "killed").exists()
     assert [p.name.startswith(".saving-") for p in tmp_path.iterdir()] == [True]   # hidden, never a run
+
+
+def test_run_folders_lists_newest_first_and_skips_saves_in_progress(saved_run, tmp_path):
+    path, model, tok = saved_run
+    newer = save_run(tmp_path, "run-2", model, TrainConfig(), tok, {})
+    os.utime(path, (1, 1))
+    (tmp_path / ".saving-run-3-abc").mkdir()
+    assert checkpoint.run_folders(tmp_path) == [newer, path]
+    assert checkpoint.run_folders(tmp_path / "nowhere") == []

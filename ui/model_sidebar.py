@@ -1,0 +1,87 @@
+"""The shared sidebar: "your model", one ModelConfig every page shows.
+
+Every page calls `model_sidebar()` first. Each value is kept under its own
+session_state key ("model_d_model", ...) that no widget owns, and copied into
+its widget ("w_model_d_model") before the widget is drawn; the widget's
+on_change copies it back. So the values survive page switches and reloads of
+a page, whichever page draws the widgets. Choices are only ever valid ones:
+heads are divisors of d_model, KV heads divisors of heads; a value that a
+change made invalid is moved to the nearest valid one before it is drawn.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from minitx.config import FFNS, NORM_POSITIONS, NORMS, POOLINGS, POS_ENCODINGS, ModelConfig
+from minitx.presets import PRESETS
+
+D_MODELS = [32, 64, 128, 256, 512]
+HEADS = [1, 2, 4, 8, 16]
+D_FFS = [64, 128, 256, 512, 1024, 2048]
+MAX_LENS = [64, 128, 256, 400, 512]
+KEY = "model_{}".format
+DEFAULT = PRESETS["quick"][0]   # the model the Quick preset trains
+
+
+def divisors_among(n: int, candidates: list[int]) -> list[int]:
+    return [c for c in candidates if n % c == 0]
+
+
+def kv_head_choices(n_heads: int) -> list[int]:
+    """Every divisor of n_heads: 1 (MQA) up to n_heads (MHA)."""
+    return [g for g in range(1, n_heads + 1) if n_heads % g == 0]
+
+
+def _remembered(name: str, options: list) -> str:
+    """Prepare the widget for a value: a valid remembered value, copied into the widget's key."""
+    store, widget = KEY(name), "w_" + KEY(name)
+    value = st.session_state.get(store, getattr(DEFAULT, name))
+    if value not in options:
+        numeric = all(isinstance(o, int) for o in options) and isinstance(value, int)
+        value = min(options, key=lambda o: abs(o - value)) if numeric else options[0]
+    st.session_state[store] = st.session_state[widget] = value
+    return widget
+
+
+def _remember(name: str) -> None:
+    st.session_state[KEY(name)] = st.session_state["w_" + KEY(name)]
+
+
+def _select_slider(label: str, name: str, options: list, help: str | None = None):
+    return st.select_slider(label, options=options, key=_remembered(name, options), help=help,
+                            on_change=_remember, args=(name,))
+
+
+def _selectbox(label: str, name: str, options: tuple[str, ...], help: str | None = None):
+    return st.selectbox(label, options, key=_remembered(name, list(options)), help=help,
+                        on_change=_remember, args=(name,))
+
+
+def model_sidebar() -> ModelConfig:
+    """Draw the "your model" controls in the sidebar and return the config they describe."""
+    with st.sidebar:
+        st.header("Your model")
+        d_model = _select_slider("d_model (model size D)", "d_model", D_MODELS)
+        n_heads = _select_slider("heads H", "n_heads", divisors_among(d_model, HEADS),
+                                 help="Only divisors of d_model: every head gets d_model / H dimensions.")
+        n_kv_heads = _select_slider("KV heads G", "n_kv_heads", kv_head_choices(n_heads),
+                                    help="Only divisors of H. G = H is MHA, G = 1 is MQA, between is GQA.")
+        n_layers = st.slider("layers", 1, 6, key=_remembered("n_layers", list(range(1, 7))),
+                             on_change=_remember, args=("n_layers",))
+        d_ff = _select_slider("d_ff (feed-forward size)", "d_ff", D_FFS)
+        max_len = _select_slider("max_len (tokens kept)", "max_len", MAX_LENS)
+        pos_encoding = _selectbox("positional encoding", "pos_encoding", POS_ENCODINGS)
+        norm = _selectbox("norm", "norm", NORMS)
+        norm_position = _selectbox("norm position", "norm_position", NORM_POSITIONS)
+        ffn = _selectbox("feed-forward", "ffn", FFNS)
+        pooling = _selectbox("pooling", "pooling", POOLINGS)
+        cfg = ModelConfig(d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, n_layers=n_layers,
+                          d_ff=d_ff, max_len=max_len, pos_encoding=pos_encoding, norm=norm,
+                          norm_position=norm_position, ffn=ffn, pooling=pooling,
+                          dropout=DEFAULT.dropout, vocab_size=DEFAULT.vocab_size)
+        kind = {1: "MQA"}.get(n_kv_heads, "MHA" if n_kv_heads == n_heads else "GQA")
+        st.caption(f"{kind}: {n_heads} query heads share {n_kv_heads} key/value head(s); "
+                   f"head size {cfg.head_dim}.")
+    st.session_state["model_config"] = cfg
+    return cfg

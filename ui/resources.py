@@ -1,0 +1,65 @@
+"""Shared, read-only objects the pages load lazily and cache: tokenizers, trained runs, data.
+
+Nothing is loaded at import time: each loader runs the first time a page asks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from minitx.checkpoint import LoadedRun, load_run, run_folders
+from minitx.data import DataUnavailableError, imdb_subsets
+from minitx.tokenizer import Tokenizer, cached_tokenizer
+
+CHECKPOINTS = Path(os.environ.get("MINITX_CHECKPOINTS", "checkpoints"))
+SAMPLE_REVIEWS = 2_000
+
+
+@st.cache_data(show_spinner="Reading an IMDB sample...")
+def imdb_sample(size: int = SAMPLE_REVIEWS, seed: int = 0) -> tuple[list[str], list[int]] | None:
+    """A balanced sample of training reviews, or None when IMDB cannot be loaded."""
+    try:
+        split = imdb_subsets(size, 2, 0.0, seed)["train"]
+    except DataUnavailableError:
+        return None
+    return split.texts, split.labels
+
+
+@st.cache_resource(show_spinner="Training a tokenizer on an IMDB sample...")
+def sample_tokenizer(kind: str = "word", vocab_size: int = 20_000, lowercase: bool = True) -> Tokenizer | None:
+    sample = imdb_sample()
+    if sample is None:
+        return None
+    return cached_tokenizer(kind, sample[0], vocab_size, lowercase)
+
+
+@st.cache_resource(show_spinner="Loading the newest trained run...")
+def _load(path: str, modified: float) -> LoadedRun:
+    return load_run(path)
+
+
+def newest_run() -> tuple[LoadedRun | None, str | None]:
+    """The newest readable run in checkpoints/ and None, or None and why there is none."""
+    problems = []
+    for path in run_folders(CHECKPOINTS):
+        try:
+            return _load(str(path), path.stat().st_mtime), None
+        except ValueError as error:
+            problems.append(f"{path.name}: {error}")
+    if problems:
+        return None, "no readable run in checkpoints/ (" + "; ".join(problems[:2]) + ")"
+    return None, "no trained run in checkpoints/ yet"
+
+
+def playground_tokenizer() -> tuple[Tokenizer | None, str]:
+    """The tokenizer of the newest trained run, else one trained on an IMDB sample; and where it came from."""
+    run, _ = newest_run()
+    if run is not None:
+        return run.tokenizer, f"the tokenizer of run {run.path.name}"
+    tok = sample_tokenizer()
+    if tok is None:
+        return None, "none: IMDB could not be loaded (set MINITX_IMDB to a local copy, or go online)"
+    return tok, f"a word-level tokenizer trained on {SAMPLE_REVIEWS:,} IMDB reviews"
