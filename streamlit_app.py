@@ -8,6 +8,9 @@ import streamlit as st
 
 st.set_page_config(page_title="minitx: transformers from scratch", page_icon="🔎", layout="wide")
 
-PAGES = [st.Page("pages/home.py", title="Home", icon="🏠", default=True)]
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/attention.py", title="4 · Grouped-query attention", icon="🎯"),
+]
 
 st.navigation(PAGES).run()

@@ -135,3 +135,91 @@ def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
             part = "classifier"
         parts[part] = parts.get(part, 0) + p.numel()
     return parts
+
+
+# -- tokenization ----------------------------------------------------------------------
+
+def tokenizer_stats(tokenizer, texts: list[str], max_len: int) -> dict[str, float]:
+    """Chars per token, tokens per review, the share of reviews max_len truncates, [UNK] rate."""
+    from .tokenizer import UNK_ID
+
+    ids = tokenizer.encode_batch(texts)
+    n_tokens = sum(map(len, ids)) or 1
+    lengths = sorted(len(seq) + 1 for seq in ids)   # + [CLS]
+    return {
+        "chars_per_token": sum(map(len, texts)) / n_tokens,
+        "mean_tokens_per_review": n_tokens / max(1, len(texts)),
+        "median_tokens_per_review": float(lengths[len(lengths) // 2]) if lengths else 0.0,
+        "truncated_share": sum(n > max_len for n in lengths) / max(1, len(lengths)),
+        "unknown_rate": sum(seq.count(UNK_ID) for seq in ids) / n_tokens,
+        "vocab_size": tokenizer.vocab_size,
+    }
+
+
+def bpe_merges(tokenizer, n: int = 20) -> list[tuple[str, str]]:
+    """The first merges a BPE tokenizer learned: the most frequent pairs, in order."""
+    import json
+
+    spec = json.loads(tokenizer.to_str())["model"]
+    if spec.get("type") != "BPE":
+        return []
+    merges = spec.get("merges", [])[:n]
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
+
+
+# -- embeddings ------------------------------------------------------------------------
+
+def cosine_similarity_matrix(vectors: torch.Tensor) -> torch.Tensor:
+    """cos(angle) between every pair of rows.  # (N, D) -> (N, N)"""
+    unit = torch.nn.functional.normalize(vectors.float(), dim=-1)
+    return unit @ unit.T
+
+
+def pca_2d(vectors: torch.Tensor) -> torch.Tensor:
+    """Project rows onto their two main directions of variation.  # (N, D) -> (N, 2)"""
+    centred = vectors.float() - vectors.float().mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T
+
+
+def nearest_neighbours(table: torch.Tensor, token_id: int, k: int = 8) -> list[tuple[int, float]]:
+    """The k rows most similar (cosine) to one row, itself excluded."""
+    sims = torch.nn.functional.normalize(table.float(), dim=-1) @ \
+        torch.nn.functional.normalize(table[token_id].float(), dim=0)   # (V,)
+    sims[token_id] = -2.0
+    values, ids = sims.topk(min(k, table.size(0) - 1))
+    return list(zip(ids.tolist(), values.tolist()))
+
+
+def word_positivity(tokenizer, texts: list[str], labels: list[int],
+                    min_count: int = 20) -> dict[int, float]:
+    """log-odds of a token appearing in positive rather than negative reviews (smoothed)."""
+    import math
+    from collections import Counter
+
+    positive, negative = Counter(), Counter()
+    for ids, label in zip(tokenizer.encode_batch(texts), labels):
+        (positive if label == 1 else negative).update(set(ids))
+    n_pos, n_neg = max(1, labels.count(1)), max(1, labels.count(0))
+    return {t: math.log((positive[t] + 1) / n_pos) - math.log((negative[t] + 1) / n_neg)
+            for t in set(positive) | set(negative) if positive[t] + negative[t] >= min_count}
+
+
+# -- positions -------------------------------------------------------------------------
+
+@torch.no_grad()
+def order_blindness(model: SentimentClassifier, id_sequences: list[list[int]]) -> torch.Tensor:
+    """Pooled vectors of several id sequences (same length), in eval mode.  # (N, D)"""
+    model.eval()
+    return model.run(torch.tensor(id_sequences)).pooled
+
+
+def rope_relative_scores(head_dim: int, positions: list[tuple[int, int]], seed: int = 0) -> list[float]:
+    """q_m . k_n after RoPE for a fixed random q and k placed at each (m, n) pair."""
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(head_dim, generator=g), torch.randn(head_dim, generator=g)
+    longest = max(max(m, n) for m, n in positions) + 1
+    cos, sin = rope_angles(longest, head_dim)
+    q_at = apply_rope(q.expand(1, 1, longest, head_dim), cos, sin)[0, 0]   # (T, Dh)
+    k_at = apply_rope(k.expand(1, 1, longest, head_dim), cos, sin)[0, 0]   # (T, Dh)
+    return [float(q_at[m] @ k_at[n]) for m, n in positions]

@@ -62,3 +62,24 @@ def test_home_survives_odd_input(app, text):
     assert not at.exception
     if not text.strip():
         assert at.info, "empty text should get a message"
+
+
+def test_attention_page_draws_one_heatmap_per_head_and_paths_agree(app):
+    at = app.run()
+    at.switch_page("pages/attention.py").run()
+    assert not at.exception
+    for heads, kv in ((4, 2), (8, 8), (8, 1), (2, 1), (16, 4)):
+        at.select_slider(key="w_model_n_heads").set_value(heads).run()
+        at.select_slider(key="w_model_n_kv_heads").set_value(kv).run()
+        assert not at.exception
+        assert len(at.get("vega_lite_chart")) == heads
+        assert float(at.metric[0].value) < 1e-5
+    for control, value in (("attention_causal", True), ("attention_pad", 0), ("attention_pad", 6),
+                           ("attention_context", 32768)):
+        widget = at.toggle(key=control) if control == "attention_causal" else (
+            at.slider(key=control) if control == "attention_pad" else at.select_slider(key=control))
+        widget.set_value(value).run()
+        assert not at.exception
+        assert float(at.metric[0].value) < 1e-5
+    at.text_input(key="attention_text").set_value("   ").run()
+    assert not at.exception and at.info

@@ -58,3 +58,57 @@ def test_parameter_breakdown_adds_up():
     assert sum(parts.values()) == count_parameters(SentimentClassifier(cfg))
     assert parts["embedding table"] == cfg.vocab_size * cfg.d_model
     assert parts["learned positions"] == cfg.max_len * cfg.d_model
+
+
+def _tok():
+    from minitx.tokenizer import Tokenizer
+
+    texts = ["a great great film", "a bad awful film", "great acting", "awful plot"] * 30
+    return Tokenizer.train("bpe", texts, 60), texts
+
+
+def test_tokenizer_stats_count_what_they_say():
+    from minitx.inspect import bpe_merges, tokenizer_stats
+
+    tok, texts = _tok()
+    stats = tokenizer_stats(tok, ["great film", "zzz great film " * 50], max_len=10)
+    assert stats["truncated_share"] == 0.5
+    assert stats["unknown_rate"] > 0          # 'z' never seen
+    merges = bpe_merges(tok, 5)
+    assert len(merges) == 5 and all(len(m) == 2 for m in merges)
+
+
+def test_pca_cosine_and_neighbours():
+    from minitx.inspect import cosine_similarity_matrix, nearest_neighbours, pca_2d
+
+    table = torch.tensor([[1.0, 0, 0], [0.9, 0.1, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    sims = cosine_similarity_matrix(table)
+    torch.testing.assert_close(sims.diagonal(), torch.ones(4))
+    assert nearest_neighbours(table, 0, k=1)[0][0] == 1
+    points = pca_2d(torch.randn(50, 2) @ torch.tensor([[3.0, 0, 0], [0, 1.0, 0]]))
+    assert points.shape == (50, 2) and points[:, 0].var() > points[:, 1].var()
+
+
+def test_word_positivity_signs():
+    from minitx.inspect import word_positivity
+
+    tok, _ = _tok()
+    texts = ["great film"] * 30 + ["awful film"] * 30
+    scores = word_positivity(tok, texts, [1] * 30 + [0] * 30, min_count=5)
+    great = tok.encode("great").ids[0]
+    awful = tok.encode("awful").ids[0]
+    assert scores[great] > 1 > -1 > scores[awful]
+
+
+def test_order_blindness_needs_positions():
+    from minitx.inspect import order_blindness, rope_relative_scores
+
+    forward, backward = [2, 5, 6, 7], [2, 7, 6, 5]
+    blind = SentimentClassifier(tiny_config(pos_encoding="none"))
+    pooled = order_blindness(blind, [forward, backward])
+    torch.testing.assert_close(pooled[0], pooled[1], atol=1e-5, rtol=1e-5)
+    seeing = SentimentClassifier(tiny_config(pos_encoding="sinusoidal"))
+    pooled = order_blindness(seeing, [forward, backward])
+    assert not torch.allclose(pooled[0], pooled[1], atol=1e-4)
+    same_offset = rope_relative_scores(16, [(3, 1), (10, 8), (30, 28)])
+    assert max(same_offset) - min(same_offset) < 1e-4

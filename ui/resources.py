@@ -63,3 +63,30 @@ def playground_tokenizer() -> tuple[Tokenizer | None, str]:
     if tok is None:
         return None, "none: IMDB could not be loaded (set MINITX_IMDB to a local copy, or go online)"
     return tok, f"a word-level tokenizer trained on {SAMPLE_REVIEWS:,} IMDB reviews"
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def random_model(cfg):
+    """A seeded, untrained model of this config (read-only: pages never train it)."""
+    import torch
+
+    from minitx.encoder import SentimentClassifier
+
+    torch.manual_seed(0)
+    return SentimentClassifier(cfg).eval()
+
+
+def sentence_ids(text: str, max_tokens: int = 24) -> tuple[list[int], list[str], str | None]:
+    """[CLS] + the first tokens of text, with their token strings, and a note when cut or empty."""
+    from minitx.tokenizer import CLS_ID
+
+    tokenizer, origin = playground_tokenizer()
+    if tokenizer is None:
+        return [], [], f"No tokenizer available: {origin}."
+    if not text.strip():
+        return [], [], "Type some text to see it here."
+    enc = tokenizer.encode(text)
+    note = None
+    if len(enc.ids) > max_tokens:
+        note = f"Showing the first {max_tokens} of {len(enc.ids)} tokens, so the pictures stay readable."
+    return [CLS_ID] + enc.ids[:max_tokens], ["[CLS]"] + enc.tokens[:max_tokens], note

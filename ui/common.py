@@ -1,0 +1,45 @@
+"""Small pieces every page uses: the source expander, the check-yourself question, shapes."""
+
+from __future__ import annotations
+
+import inspect
+
+import pandas as pd
+import streamlit as st
+
+
+@st.cache_data
+def _source(module: str, qualname: str) -> str:
+    import importlib
+
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return inspect.getsource(obj)
+
+
+def show_source(*objects, title: str = "The minitx code behind this page") -> None:
+    """An expander with the source of the minitx functions and classes the page used."""
+    with st.expander(title):
+        for obj in objects:
+            st.caption(f"`{obj.__module__}.{obj.__qualname__}`")
+            st.code(_source(obj.__module__, obj.__qualname__), language="python")
+
+
+def check_yourself(question: str, answer: str) -> None:
+    st.markdown(f"**Check yourself.** {question}")
+    with st.expander("Answer"):
+        st.markdown(answer)
+
+
+def shapes(named: dict[str, tuple[int, ...]], legend: str = "") -> None:
+    """A small table of tensor shapes, written like [1, 10, 4, 32]."""
+    st.dataframe(pd.DataFrame({"tensor": list(named), "shape": [str(list(s)) for s in named.values()]}),
+                 hide_index=True)
+    if legend:
+        st.caption(legend)
+
+
+def token_labels(tokens: list[str]) -> list[str]:
+    """Unique, ordered axis labels: '0 [CLS]', '1 the', ... (a token may repeat)."""
+    return [f"{i} {t}" for i, t in enumerate(tokens)]
