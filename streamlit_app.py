@@ -6,11 +6,11 @@ a page opened on its own (a deep link on a fresh server) still has it.
 
 import streamlit as st
 
-st.set_page_config(page_title="minitx: transformers from scratch", page_icon="🔎", layout="wide")
+st.set_page_config(page_title="minitx: transformers from scratch", page_icon=":material/neurology:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/attention.py", title="4 · Grouped-query attention", icon="🎯"),
+    st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("app_pages/attention.py", title="4 · Grouped-query attention", icon=":material/hub:"),
 ]
 
 st.navigation(PAGES).run()

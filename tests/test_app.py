@@ -66,7 +66,7 @@ def test_home_survives_odd_input(app, text):
 
 def test_attention_page_draws_one_heatmap_per_head_and_paths_agree(app):
     at = app.run()
-    at.switch_page("pages/attention.py").run()
+    at.switch_page("app_pages/attention.py").run()
     assert not at.exception
     for heads, kv in ((4, 2), (8, 8), (8, 1), (2, 1), (16, 4)):
         at.select_slider(key="w_model_n_heads").set_value(heads).run()

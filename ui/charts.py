@@ -9,7 +9,7 @@ import torch
 
 def heatmap(matrix: torch.Tensor, rows: list[str], cols: list[str], value: str = "value",
             row_title: str = "query token", col_title: str = "key token", title: str = "",
-            scheme: str = "blues", size: int = 260, domain: tuple[float, float] | None = None) -> alt.Chart:
+            scheme: str = "blues", cell: int = 20, domain: tuple[float, float] | None = None) -> alt.Chart:
     """A (rows x cols) matrix as coloured cells, labels on the axes, values in the tooltips."""
     m = matrix.detach().float().cpu()
     frame = pd.DataFrame([(rows[i], cols[j], i, j, float(m[i, j]))
@@ -17,11 +17,11 @@ def heatmap(matrix: torch.Tensor, rows: list[str], cols: list[str], value: str =
                          columns=[row_title, col_title, "row", "column", value])
     scale = alt.Scale(scheme=scheme, domain=list(domain)) if domain else alt.Scale(scheme=scheme)
     return alt.Chart(frame, title=title).mark_rect().encode(
-        x=alt.X(f"{col_title}:O", sort=cols, title=col_title),
-        y=alt.Y(f"{row_title}:O", sort=rows, title=row_title),
-        color=alt.Color(f"{value}:Q", scale=scale, title=value),
+        x=alt.X(f"{col_title}:O", sort=cols, title=col_title, axis=alt.Axis(labelOverlap=False)),
+        y=alt.Y(f"{row_title}:O", sort=rows, title=row_title, axis=alt.Axis(labelOverlap=False)),
+        color=alt.Color(f"{value}:Q", scale=scale, title=value, legend=alt.Legend(orient="bottom")),
         tooltip=[row_title, col_title, "row", "column", alt.Tooltip(f"{value}:Q", format=".4f")],
-    ).properties(width=size, height=size)
+    ).properties(width=alt.Step(cell), height=alt.Step(cell))   # every label shown, cells square
 
 
 def lines(frame: pd.DataFrame, x: str, y: str, color: str, title: str = "", height: int = 260) -> alt.Chart:

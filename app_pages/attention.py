@@ -48,8 +48,10 @@ with torch.no_grad():
 walk = gqa_walkthrough(model_cfg, x, ids_t != PAD_ID, causal=causal)
 
 st.subheader(f"{cfg.n_heads} query heads, {cfg.n_kv_heads} key/value head(s)")
-st.caption("Random-initialised weights: the pattern is arbitrary, the mechanics are real. "
-           "Rows are queries, columns keys; each row sums to 1. Heads in one box share K and V.")
+st.caption("Random-initialised weights: the pattern is arbitrary (and nearly uniform: an "
+           "untrained model has no reason to prefer any token), the mechanics are real. Rows are "
+           "queries, columns keys; each row sums to 1; the colour scale fits each head. Heads in one "
+           "box share K and V. Padding columns stay at 0.")
 for g in range(cfg.n_kv_heads):
     heads = [h for h in range(cfg.n_heads) if walk.kv_group_of_head[h] == g]
     with st.container(border=True):
@@ -58,8 +60,8 @@ for g in range(cfg.n_kv_heads):
         columns = st.columns(min(len(heads), 4))
         for i, h in enumerate(heads):
             chart = heatmap(walk.weights[0, h], labels, labels, value="weight",
-                            title=f"head {h}", domain=(0.0, 1.0), size=240)
-            columns[i % len(columns)].altair_chart(chart, key=f"head-{h}")
+                            title=f"head {h}")
+            columns[i % len(columns)].altair_chart(chart, key=f"head-{h}", width="content")
 
 st.subheader("Both paths agree")
 st.metric("max |explicit − fused|", f"{walk.max_difference:.2e}",
