@@ -83,3 +83,52 @@ def test_attention_page_draws_one_heatmap_per_head_and_paths_agree(app):
         assert float(at.metric[0].value) < 1e-5
     at.text_input(key="attention_text").set_value("   ").run()
     assert not at.exception and at.info
+
+
+def _chips(at) -> int:
+    return sum(m.value.count('class="chip"') for m in at.markdown)
+
+
+def test_tokenization_page_shows_one_chip_per_token(app):
+    from minitx.tokenizer import Tokenizer  # noqa: F401
+
+    at = app.run()
+    at.switch_page("app_pages/tokenization.py").run()
+    assert not at.exception
+    for kind in ("word", "char", "bpe"):
+        at.selectbox(key="tok_kind").set_value(kind).run()
+        at.text_area(key="tok_text").set_value("A truly great film").run()
+        assert not at.exception
+        chips = _chips(at)
+        expected = {"word": 4, "char": len("a truly great film")}.get(kind)
+        if expected:
+            assert chips == expected, (kind, chips)
+        else:
+            assert 4 <= chips <= 18
+
+
+@pytest.mark.parametrize("text", ["", "  \n ", "x" * 100_000, "😀🎬" * 20, "这部电影很好看",
+                                  "הסרט היה נהדר", "a\u200bb\u200dc", "bad\x00\x07\x1b\x7fchars"])
+def test_tokenization_page_handles_bad_input_with_a_message(app, text):
+    at = app.run()
+    at.switch_page("app_pages/tokenization.py").run()
+    at.text_area(key="tok_text").set_value(text).run()
+    assert not at.exception
+    if not text.strip():
+        assert at.info
+    elif len(text) == 100_000:
+        assert any("truncated" in c.value for c in at.caption)
+    else:
+        assert _chips(at) > 0
+
+
+def test_tokenization_controls(app):
+    at = app.run()
+    at.switch_page("app_pages/tokenization.py").run()
+    for vocab in (100, 30_000):
+        at.select_slider(key="tok_vocab").set_value(vocab).run()
+        assert not at.exception
+    at.toggle(key="tok_lower").set_value(False).run()
+    at.toggle(key="tok_compare").set_value(True).run()
+    assert not at.exception
+    assert at.get("vega_lite_chart")

@@ -28,14 +28,6 @@ def imdb_sample(size: int = SAMPLE_REVIEWS, seed: int = 0) -> tuple[list[str], l
     return split.texts, split.labels
 
 
-@st.cache_resource(show_spinner="Training a tokenizer on an IMDB sample...")
-def sample_tokenizer(kind: str = "word", vocab_size: int = 20_000, lowercase: bool = True) -> Tokenizer | None:
-    sample = imdb_sample()
-    if sample is None:
-        return None
-    return cached_tokenizer(kind, sample[0], vocab_size, lowercase)
-
-
 @st.cache_resource(show_spinner="Loading the newest trained run...")
 def _load(path: str, modified: float) -> LoadedRun:
     return load_run(path)
@@ -59,7 +51,7 @@ def playground_tokenizer() -> tuple[Tokenizer | None, str]:
     run, _ = newest_run()
     if run is not None:
         return run.tokenizer, f"the tokenizer of run {run.path.name}"
-    tok = sample_tokenizer()
+    tok = trained_tokenizer("word", 20_000, True)
     if tok is None:
         return None, "none: IMDB could not be loaded (set MINITX_IMDB to a local copy, or go online)"
     return tok, f"a word-level tokenizer trained on {SAMPLE_REVIEWS:,} IMDB reviews"
@@ -90,3 +82,12 @@ def sentence_ids(text: str, max_tokens: int = 24) -> tuple[list[int], list[str],
     if len(enc.ids) > max_tokens:
         note = f"Showing the first {max_tokens} of {len(enc.ids)} tokens, so the pictures stay readable."
     return [CLS_ID] + enc.ids[:max_tokens], ["[CLS]"] + enc.tokens[:max_tokens], note
+
+
+@st.cache_resource(show_spinner="Training the tokenizer on an IMDB sample...", max_entries=32)
+def trained_tokenizer(kind: str, vocab_size: int, lowercase: bool, sample_size: int = SAMPLE_REVIEWS):
+    """A tokenizer of this kind trained on the IMDB sample (cached in memory and on disk)."""
+    sample = imdb_sample(sample_size)
+    if sample is None:
+        return None
+    return cached_tokenizer(kind, sample[0], vocab_size, lowercase)

@@ -1,0 +1,102 @@
+"""Page 1: tokenization. Text becomes ids; the tokenizer decides what a 'word' is."""
+
+import html
+
+import pandas as pd
+import streamlit as st
+
+from minitx.config import TOKENIZER_KINDS
+from minitx.inspect import bpe_merges, tokenizer_stats
+from minitx.tokenizer import Tokenizer
+from ui.charts import bars
+from ui.common import check_yourself, show_source
+from ui.model_sidebar import model_sidebar
+from ui.resources import SAMPLE_REVIEWS, imdb_sample, trained_tokenizer
+
+PALETTE = ["#dbeafe", "#dcfce7", "#fef9c3", "#fce7f3", "#ede9fe", "#ffedd5"]
+MAX_CHIPS = 400
+STATS_REVIEWS = 500
+
+cfg = model_sidebar()
+st.title("Tokenization")
+st.markdown(
+    "A model cannot read letters: it looks up integer **ids**. A tokenizer cuts text into "
+    "pieces from a fixed **vocabulary** and gives each piece its id. *Word* tokenizers keep "
+    "whole words and turn anything unseen into `[UNK]`; *char* tokenizers never meet an unknown "
+    "piece but make sequences long. *BPE*, *WordPiece* and *Unigram* sit between: frequent "
+    "words stay whole, rare ones are built from pieces. Here a tokenizer is trained live on "
+    f"{SAMPLE_REVIEWS:,} IMDB reviews.")
+
+c1, c2, c3 = st.columns([1, 2, 1])
+kind = c1.selectbox("kind", TOKENIZER_KINDS, index=TOKENIZER_KINDS.index("bpe"), key="tok_kind")
+vocab_size = c2.select_slider("vocabulary size", [100, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000],
+                              value=5_000, key="tok_vocab")
+lowercase = c3.toggle("lowercase", value=True, key="tok_lower")
+text = st.text_area("Type a review", "This movie was unbelievably good!<br />I'd watch it again 😀",
+                    key="tok_text", max_chars=100_000)
+
+tokenizer = trained_tokenizer(kind, vocab_size, lowercase)
+if tokenizer is None:
+    st.warning("IMDB could not be loaded, so no tokenizer can be trained: set MINITX_IMDB to a "
+               "local copy of the dataset, or go online.")
+    st.stop()
+
+if not text.strip():
+    st.info("Type some text to see its tokens.")
+else:
+    enc = tokenizer.encode(text)
+    shown = enc.tokens[:MAX_CHIPS]
+    chips = "".join(
+        f'<span class="chip" title="id {i} · characters {a}-{b}" style="background:{PALETTE[n % len(PALETTE)]};'
+        f'border-radius:6px;padding:2px 6px;margin:2px;display:inline-block;font-family:monospace">'
+        f'{html.escape(t) if t.strip() else "&nbsp;"}<sub style="color:#64748b;margin-left:3px">{i}</sub></span>'
+        for n, (t, i, (a, b)) in enumerate(zip(shown, enc.ids, enc.offsets)))
+    st.markdown(f'<div data-testid="token-chips">{chips}</div>', unsafe_allow_html=True)
+    notes = [f"{len(enc.ids)} tokens for {len(text)} characters "
+             f"({len(text) / max(1, len(enc.ids)):.1f} characters per token)."]
+    if len(enc.ids) > MAX_CHIPS:
+        notes.append(f"Showing the first {MAX_CHIPS} chips.")
+    if len(enc.ids) + 1 > cfg.max_len:
+        notes.append(f"The model keeps {cfg.max_len} ids ([CLS] included), so this text would be "
+                     f"truncated: the first quarter and the end are kept.")
+    unknown = enc.ids.count(tokenizer.unk_id)
+    if unknown:
+        notes.append(f"{unknown} piece(s) are unknown to this vocabulary ([UNK]).")
+    st.caption(" ".join(notes))
+
+st.subheader("On real reviews")
+sample = imdb_sample()
+stats = tokenizer_stats(tokenizer, sample[0][:STATS_REVIEWS], cfg.max_len)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("characters per token", f"{stats['chars_per_token']:.2f}")
+m2.metric("tokens per review (mean)", f"{stats['mean_tokens_per_review']:.0f}")
+m3.metric(f"reviews cut by max_len {cfg.max_len}", f"{stats['truncated_share']:.0%}")
+m4.metric("unknown-token rate", f"{stats['unknown_rate']:.2%}")
+st.caption(f"Over {STATS_REVIEWS} IMDB reviews; vocabulary reached: {stats['vocab_size']:,} "
+           f"(asked: {vocab_size:,}). Change max_len in the sidebar.")
+
+if st.toggle("Compare vocabulary sizes (trains 5 tokenizers the first time)", key="tok_compare"):
+    rows = []
+    for size in (500, 2_000, 5_000, 10_000, 30_000):
+        other = trained_tokenizer(kind, size, lowercase)
+        rows.append({"vocabulary size": f"{size:,}",
+                     "tokens per review": tokenizer_stats(other, sample[0][:STATS_REVIEWS], cfg.max_len)["mean_tokens_per_review"]})
+    st.altair_chart(bars(pd.DataFrame(rows), "vocabulary size", "tokens per review",
+                         title=f"{kind}: a bigger vocabulary, shorter sequences"), key="tok_curve")
+
+st.subheader("The first BPE merges")
+bpe = tokenizer if kind == "bpe" else trained_tokenizer("bpe", vocab_size, lowercase)
+merges = bpe_merges(bpe, 15)
+st.dataframe(pd.DataFrame([{"step": n + 1, "merge": f"{a} + {b}", "new token": a + b}
+                           for n, (a, b) in enumerate(merges)]), hide_index=True)
+st.caption("BPE starts from single characters and merges the most frequent neighbouring pair, "
+           "again and again; '▁' marks the start of a word.")
+
+show_source(Tokenizer.train, Tokenizer.encode, tokenizer_stats)
+check_yourself(
+    "Why does the *word* tokenizer show more [UNK] than *BPE* at the same vocabulary size, "
+    "and what does BPE pay for that?",
+    "A word vocabulary only holds words it saw often enough; anything else is [UNK]. BPE can "
+    "spell any word it has the characters for out of smaller pieces, so it rarely needs [UNK], "
+    "but it pays with **more tokens per review** (longer sequences, more compute, and attention "
+    "cost grows with the square of the length).")
