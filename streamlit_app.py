@@ -11,6 +11,7 @@ st.set_page_config(page_title="minitx: transformers from scratch", page_icon=":m
 PAGES = [
     st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("app_pages/tokenization.py", title="1 · Tokenization", icon=":material/text_fields:"),
+    st.Page("app_pages/positional.py", title="3 · Positional encoding", icon=":material/timeline:"),
     st.Page("app_pages/attention.py", title="4 · Grouped-query attention", icon=":material/hub:"),
 ]
 

@@ -132,3 +132,22 @@ def test_tokenization_controls(app):
     at.toggle(key="tok_compare").set_value(True).run()
     assert not at.exception
     assert at.get("vega_lite_chart")
+
+
+def test_positional_page_shows_order_blindness(app):
+    at = app.run()
+    at.switch_page("app_pages/positional.py").run()
+    assert not at.exception
+    table = at.dataframe[1].value
+    blind = float(table[table["positional encoding"] == "none"].iloc[0, 1])
+    seeing = float(table[table["positional encoding"] != "none"].iloc[0, 1])
+    assert blind < 1e-5 < seeing
+    for key, value in (("pe_positions", 8), ("pe_positions", 128)):
+        at.slider(key=key).set_value(value).run()
+        assert not at.exception
+    at.multiselect(key="pe_dims").set_value([]).run()
+    at.text_input(key="pe_b").set_value("dog dog man").run()
+    assert not at.exception and at.info
+    for pe in ("rope", "learned", "none"):
+        at.selectbox(key="w_model_pos_encoding").set_value(pe).run()
+        assert not at.exception
