@@ -151,3 +151,84 @@ def test_positional_page_shows_order_blindness(app):
     for pe in ("rope", "learned", "none"):
         at.selectbox(key="w_model_pos_encoding").set_value(pe).run()
         assert not at.exception
+
+
+PAGES = ["app_pages/home.py", "app_pages/tokenization.py", "app_pages/embeddings.py",
+         "app_pages/positional.py", "app_pages/attention.py", "app_pages/encoder.py",
+         "app_pages/training.py"]
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoints(tmp_path_factory, imdb):
+    """A tiny real run saved the way the CLI saves one."""
+    from minitx.config import ModelConfig, TrainConfig
+    from minitx.train import run_training
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    run_training(ModelConfig(d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=64, max_len=128),
+                 TrainConfig(train_size=400, test_size=100, vocab_size=3000, epochs=1, threads=2),
+                 checkpoint_dir=folder, run_name="tiny")
+    return folder
+
+
+def _page_widgets(at):
+    """Widgets in the page body (not the sidebar), as (kind, key) pairs."""
+    found = []
+    for kind in ("slider", "select_slider", "selectbox", "toggle", "multiselect"):
+        for widget in getattr(at.main, kind):
+            if widget.key and not widget.key.startswith("w_model_") and not widget.disabled:
+                found.append((kind, widget.key))
+    return found
+
+
+def _values(widget, kind):
+    if kind == "toggle":
+        return [not widget.value]
+    if kind == "slider":
+        return [widget.min, widget.max]
+    if kind in ("select_slider", "selectbox"):
+        return [widget.options[0], widget.options[-1]]
+    if kind == "multiselect":
+        return [[], widget.options[:1]]
+    return []
+
+
+def _cast(kind, widget, value):
+    if kind in ("select_slider",) and all(str(o).lstrip("-").isdigit() for o in widget.options):
+        return int(value)
+    return value
+
+
+@pytest.mark.parametrize("with_run", [False, True], ids=["random-init", "trained-run"])
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_and_survives_every_control(page, with_run, app, monkeypatch, request):
+    if with_run:
+        monkeypatch.setenv("MINITX_CHECKPOINTS", str(request.getfixturevalue("trained_checkpoints")))
+    at = app.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    for kind, key in _page_widgets(at):
+        for value in _values(getattr(at, kind)(key=key), kind):
+            widget = getattr(at, kind)(key=key)
+            widget.set_value(_cast(kind, widget, value)).run()
+            assert not at.exception, (page, key, value, at.exception)
+    # the sidebar's extremes on this page
+    for key, value in (("w_model_d_model", 32), ("w_model_n_heads", 1), ("w_model_d_model", 512),
+                       ("w_model_n_heads", 16), ("w_model_n_kv_heads", 1)):
+        at.select_slider(key=key).set_value(value).run()
+        assert not at.exception, (page, key, value, at.exception)
+    at.slider(key="w_model_n_layers").set_value(6).run()
+    for key in ("w_model_pos_encoding", "w_model_norm", "w_model_norm_position", "w_model_ffn", "w_model_pooling"):
+        for option in at.selectbox(key=key).options:
+            at.selectbox(key=key).set_value(option).run()
+            assert not at.exception, (page, key, option, at.exception)
+
+
+def test_sidebar_values_survive_a_page_switch(app):
+    at = app.run()
+    at.select_slider(key="w_model_n_heads").set_value(8).run()
+    at.selectbox(key="w_model_pos_encoding").set_value("rope").run()
+    at.switch_page("app_pages/attention.py").run()
+    assert at.select_slider(key="w_model_n_heads").value == 8
+    assert at.selectbox(key="w_model_pos_encoding").value == "rope"
+    assert len(at.get("vega_lite_chart")) == 8

@@ -1,0 +1,102 @@
+"""Page 2: embeddings. Each id picks a row of a learned table; training gives the rows meaning."""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+import torch
+
+from minitx.encoder import SentimentClassifier
+from minitx.inspect import cosine_similarity_matrix, nearest_neighbours, pca_2d, word_positivity
+from ui.charts import heatmap
+from ui.common import check_yourself, shapes, show_source, token_labels
+from ui.model_sidebar import model_sidebar
+from ui.resources import imdb_sample, newest_run, random_model, sentence_ids
+
+PROBE_WORDS = ["great", "excellent", "wonderful", "loved", "best", "perfect", "beautiful", "fun",
+               "bad", "worst", "awful", "boring", "terrible", "waste", "poor", "stupid",
+               "film", "movie", "plot", "actor", "the", "and", "story", "music"]
+
+cfg = model_sidebar()
+st.title("Embeddings")
+st.markdown(
+    "An embedding table has one row of D numbers per vocabulary entry. Looking up a token is "
+    "just picking its row: `embedding(ids)` turns (B, T) ids into (B, T, D) vectors. The rows "
+    "start random; training moves them so that words used alike end up close. minitx multiplies "
+    "the rows by √D so that they are as large as the positional code added next.")
+
+run, why_not = newest_run()
+if run is not None:
+    st.success(f"Using the trained run **{run.path.name}** (test accuracy "
+               f"{run.metrics.get('test_accuracy') or float('nan'):.3f}).")
+    model, tokenizer = run.model, run.tokenizer
+else:
+    from ui.resources import playground_tokenizer
+
+    st.info(f"{why_not.capitalize()}: showing random-init weights. Train one with "
+            "`python -m minitx.train --preset quick` (about 80 s on 2 CPU cores) and reload.")
+    tokenizer, _ = playground_tokenizer()
+    if tokenizer is None:
+        st.stop()
+    model = random_model(cfg.replace(vocab_size=tokenizer.vocab_size))
+
+text = st.text_input("A sentence", "a great film with a terrible ending", key="emb_text")
+ids, tokens, note = sentence_ids(text, max_tokens=16) if run is None else (None, None, None)
+if run is not None:
+    from minitx.tokenizer import CLS_ID
+
+    enc = tokenizer.encode(text) if text.strip() else None
+    ids = [CLS_ID] + enc.ids[:16] if enc else []
+    tokens = ["[CLS]"] + enc.tokens[:16] if enc else []
+if not ids:
+    st.info("Type a sentence to look its tokens up.")
+    st.stop()
+
+table = model.embedding.weight.detach()                                        # (V, D)
+rows = table[torch.tensor(ids)]                                                # (T, D)
+dims = min(32, rows.size(1))
+st.altair_chart(heatmap(rows[:, :dims], token_labels(tokens), [str(d) for d in range(dims)],
+                        value="value", row_title="token", col_title="dimension", scheme="redblue",
+                        cell=16, title=f"the rows the ids pick (first {dims} of {rows.size(1)} dimensions)"),
+                key="emb_rows", width="content")
+scaled = rows * model.embed_scale
+c1, c2 = st.columns(2)
+c1.metric("mean row length", f"{rows.norm(dim=-1).mean():.3f}")
+c2.metric(f"after × √D = × {model.embed_scale:.1f}", f"{scaled.norm(dim=-1).mean():.3f}")
+shapes({"ids": (1, len(ids)), "embedding table": tuple(table.shape), "looked-up rows": (1, len(ids), rows.size(1))})
+
+st.subheader("How alike are the input's tokens?")
+st.altair_chart(heatmap(cosine_similarity_matrix(rows), token_labels(tokens), token_labels(tokens),
+                        value="cosine", row_title="token", col_title="other token", scheme="redblue",
+                        domain=(-1.0, 1.0), title="cosine similarity between token vectors"),
+                key="emb_cosine", width="content")
+
+st.subheader("Word vectors in two dimensions")
+sample = imdb_sample()
+words = [w for w in PROBE_WORDS if tokenizer.token_to_id(w) is not None]
+if sample is not None and len(words) >= 3:
+    positivity = word_positivity(tokenizer, sample[0], sample[1], min_count=5)
+    word_ids = [tokenizer.token_to_id(w) for w in words]
+    trained_xy = pca_2d(table[torch.tensor(word_ids)])
+    frame = pd.DataFrame({"word": words, "x": trained_xy[:, 0].tolist(), "y": trained_xy[:, 1].tolist(),
+                          "positivity (log-odds)": [positivity.get(i, 0.0) for i in word_ids]})
+    chart = alt.Chart(frame, title="PCA of these words' rows" + (" (trained)" if run else " (random init)")).mark_text(
+        fontSize=13).encode(x="x:Q", y="y:Q", text="word:N",
+                            color=alt.Color("positivity (log-odds):Q", scale=alt.Scale(scheme="redblue", domainMid=0)),
+                            tooltip=["word", alt.Tooltip("positivity (log-odds):Q", format=".2f")]).properties(height=360)
+    st.altair_chart(chart, key="emb_pca")
+    st.caption("Colour: how much more often the word appears in positive than in negative IMDB "
+               "reviews. After training, positive and negative words drift apart; at random init "
+               "the layout ignores meaning.")
+
+    probe = st.selectbox("nearest neighbours of", words, key="emb_probe")
+    neighbours = nearest_neighbours(table, tokenizer.token_to_id(probe), k=8)
+    st.dataframe(pd.DataFrame([{"token": tokenizer.id_to_token(i), "cosine": f"{s:.3f}"} for i, s in neighbours]),
+                 hide_index=True)
+
+show_source(SentimentClassifier.embed, pca_2d, nearest_neighbours)
+check_yourself(
+    "The quick preset's table is 20,000 × 128. How many of the model's parameters is that, and "
+    "why is it fine that most rows hardly change in one training run?",
+    "2,560,000 parameters, most of the model. Only rows of tokens that appear in a batch get a "
+    "gradient; rare words are seen a few times, so their rows stay close to random, which is one "
+    "reason rare tokens generalise badly.")
