@@ -6,11 +6,11 @@ import streamlit as st
 import torch
 
 from minitx.encoder import SentimentClassifier
-from minitx.inspect import cosine_similarity_matrix, nearest_neighbours, pca_2d, word_positivity
+from minitx.inspect import cosine_similarity_matrix, nearest_neighbours, pca_2d
 from ui.charts import heatmap
 from ui.common import check_yourself, shapes, show_source, token_labels
 from ui.model_sidebar import model_sidebar
-from ui.resources import imdb_sample, newest_run, random_model, sentence_ids
+from ui.resources import newest_run, positivity, random_model, sentence_ids
 
 PROBE_WORDS = ["great", "excellent", "wonderful", "loved", "best", "perfect", "beautiful", "fun",
                "bad", "worst", "awful", "boring", "terrible", "waste", "poor", "stupid",
@@ -71,18 +71,19 @@ st.altair_chart(heatmap(cosine_similarity_matrix(rows), token_labels(tokens), to
                 key="emb_cosine", width="content")
 
 st.subheader("Word vectors in two dimensions")
-sample = imdb_sample()
+scores = positivity(tokenizer, str(run.path) if run is not None else "sample")
 words = [w for w in PROBE_WORDS if tokenizer.token_to_id(w) is not None]
-if sample is not None and len(words) >= 3:
-    positivity = word_positivity(tokenizer, sample[0], sample[1], min_count=5)
+if scores is not None and len(words) >= 3:
     word_ids = [tokenizer.token_to_id(w) for w in words]
     trained_xy = pca_2d(table[torch.tensor(word_ids)])
     frame = pd.DataFrame({"word": words, "x": trained_xy[:, 0].tolist(), "y": trained_xy[:, 1].tolist(),
-                          "positivity (log-odds)": [positivity.get(i, 0.0) for i in word_ids]})
-    chart = alt.Chart(frame, title="PCA of these words' rows" + (" (trained)" if run else " (random init)")).mark_text(
-        fontSize=13).encode(x="x:Q", y="y:Q", text="word:N",
-                            color=alt.Color("positivity (log-odds):Q", scale=alt.Scale(scheme="redblue", domainMid=0)),
-                            tooltip=["word", alt.Tooltip("positivity (log-odds):Q", format=".2f")]).properties(height=360)
+                          "positivity (log-odds)": [scores.get(i, 0.0) for i in word_ids]})
+    base = alt.Chart(frame, title="PCA of these words' rows" + (" (trained)" if run else " (random init)")).encode(
+        x="x:Q", y="y:Q", tooltip=["word", alt.Tooltip("positivity (log-odds):Q", format=".2f")])
+    points = base.mark_circle(size=120, stroke="#334155", strokeWidth=0.5).encode(
+        color=alt.Color("positivity (log-odds):Q", scale=alt.Scale(scheme="redblue", domainMid=0)))
+    chart = (points + base.mark_text(align="left", dx=8, fontSize=12, color="#1e293b").encode(text="word:N")
+             ).properties(height=360)
     st.altair_chart(chart, key="emb_pca")
     st.caption("Colour: how much more often the word appears in positive than in negative IMDB "
                "reviews. After training, positive and negative words drift apart; at random init "

@@ -6,6 +6,7 @@ import streamlit as st
 from minitx.data import truncate
 from minitx.inspect import pipeline_shapes
 from minitx.tokenizer import CLS_ID
+from ui.common import table_height
 from ui.model_sidebar import model_sidebar
 from ui.resources import playground_tokenizer
 
@@ -43,10 +44,10 @@ else:
     st.caption(f"Tokenizer: {origin}. [CLS] is added in front.")
     st.code(" ".join(tokenizer.id_to_token(i) or "?" for i in kept[:60]), language=None)
     stages = pipeline_shapes(cfg, len(kept))
-    st.dataframe(pd.DataFrame({"stage": [s.name for s in stages],
-                               "shape": [str(list(s.shape)) for s in stages],
-                               "what it is": [s.meaning for s in stages]}),
-                 hide_index=True, width="stretch")
+    table = pd.DataFrame({"stage": [s.name for s in stages],
+                          "shape": [str(list(s.shape)) for s in stages],
+                          "what it is": [s.meaning for s in stages]})
+    st.dataframe(table, hide_index=True, width="stretch", height=table_height(table))
 
 with st.expander("Check yourself: a tensor inside attention has shape [1, 10, 4, 128]. What are the four numbers?"):
     st.markdown("Batch of **1** review, **10** tokens, **4** heads, head size **128** "

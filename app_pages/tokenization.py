@@ -9,9 +9,9 @@ from minitx.config import TOKENIZER_KINDS
 from minitx.inspect import bpe_merges, tokenizer_stats
 from minitx.tokenizer import Tokenizer
 from ui.charts import bars
-from ui.common import check_yourself, show_source
+from ui.common import check_yourself, show_source, table_height
 from ui.model_sidebar import model_sidebar
-from ui.resources import SAMPLE_REVIEWS, imdb_sample, trained_tokenizer
+from ui.resources import SAMPLE_REVIEWS, sample_stats, trained_tokenizer
 
 PALETTE = ["#dbeafe", "#dcfce7", "#fef9c3", "#fce7f3", "#ede9fe", "#ffedd5"]
 MAX_CHIPS = 400
@@ -65,8 +65,7 @@ else:
     st.caption(" ".join(notes))
 
 st.subheader("On real reviews")
-sample = imdb_sample()
-stats = tokenizer_stats(tokenizer, sample[0][:STATS_REVIEWS], cfg.max_len)
+stats = sample_stats(kind, vocab_size, lowercase, cfg.max_len, STATS_REVIEWS)
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("characters per token", f"{stats['chars_per_token']:.2f}")
 m2.metric("tokens per review (mean)", f"{stats['mean_tokens_per_review']:.0f}")
@@ -78,17 +77,17 @@ st.caption(f"Over {STATS_REVIEWS} IMDB reviews; vocabulary reached: {stats['voca
 if st.toggle("Compare vocabulary sizes (trains 5 tokenizers the first time)", key="tok_compare"):
     rows = []
     for size in (500, 2_000, 5_000, 10_000, 30_000):
-        other = trained_tokenizer(kind, size, lowercase)
-        rows.append({"vocabulary size": f"{size:,}",
-                     "tokens per review": tokenizer_stats(other, sample[0][:STATS_REVIEWS], cfg.max_len)["mean_tokens_per_review"]})
+        rows.append({"vocabulary size": f"{size:,}", "tokens per review":
+                     sample_stats(kind, size, lowercase, cfg.max_len, STATS_REVIEWS)["mean_tokens_per_review"]})
     st.altair_chart(bars(pd.DataFrame(rows), "vocabulary size", "tokens per review",
                          title=f"{kind}: a bigger vocabulary, shorter sequences"), key="tok_curve")
 
 st.subheader("The first BPE merges")
 bpe = tokenizer if kind == "bpe" else trained_tokenizer("bpe", vocab_size, lowercase)
 merges = bpe_merges(bpe, 15)
-st.dataframe(pd.DataFrame([{"step": n + 1, "merge": f"{a} + {b}", "new token": a + b}
-                           for n, (a, b) in enumerate(merges)]), hide_index=True)
+merge_table = pd.DataFrame([{"step": n + 1, "merge": f"{a} + {b}", "new token": a + b}
+                            for n, (a, b) in enumerate(merges)])
+st.dataframe(merge_table, hide_index=True, height=table_height(merge_table))
 st.caption("BPE starts from single characters and merges the most frequent neighbouring pair, "
            "again and again; '▁' marks the start of a word.")
 

@@ -34,10 +34,15 @@ def check_yourself(question: str, answer: str) -> None:
 
 def shapes(named: dict[str, tuple[int, ...]], legend: str = "") -> None:
     """A small table of tensor shapes, written like [1, 10, 4, 32]."""
-    st.dataframe(pd.DataFrame({"tensor": list(named), "shape": [str(list(s)) for s in named.values()]}),
-                 hide_index=True)
+    frame = pd.DataFrame({"tensor": list(named), "shape": [str(list(s)) for s in named.values()]})
+    st.dataframe(frame, hide_index=True, height=table_height(frame))
     if legend:
         st.caption(legend)
+
+
+def table_height(frame: pd.DataFrame) -> int:
+    """Pixels for a dataframe to show every row without its own scroll bar."""
+    return 38 + 35 * len(frame)
 
 
 def token_labels(tokens: list[str]) -> list[str]:

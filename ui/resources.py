@@ -33,6 +33,23 @@ def _load(path: str, modified: float) -> LoadedRun:
     return load_run(path)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def sample_stats(kind: str, vocab_size: int, lowercase: bool, max_len: int, n_reviews: int = 500) -> dict:
+    """minitx.inspect.tokenizer_stats of a sample-trained tokenizer over n_reviews reviews, cached."""
+    from minitx.inspect import tokenizer_stats
+
+    return tokenizer_stats(trained_tokenizer(kind, vocab_size, lowercase), imdb_sample()[0][:n_reviews], max_len)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def positivity(_tokenizer, tokenizer_key: str) -> dict[int, float] | None:
+    """word_positivity over the IMDB sample, cached per tokenizer (named by tokenizer_key)."""
+    from minitx.inspect import word_positivity
+
+    sample = imdb_sample()
+    return None if sample is None else word_positivity(_tokenizer, sample[0], sample[1], min_count=5)
+
+
 def newest_run() -> tuple[LoadedRun | None, str | None]:
     """The newest readable run in checkpoints/ and None, or None and why there is none."""
     problems = []

@@ -1,0 +1,134 @@
+"""The app in a real browser: streamlit run on 127.0.0.1, headless Debian Chromium, Playwright.
+
+Needs Chromium at /usr/bin/chromium (`apt-get install -y chromium`) and the
+playwright package; no browser download. Screenshots of every page go to
+artifacts/browser/ (git-ignored): look at them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import skip_or_fail
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "artifacts" / "browser"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAGES = {"home": "", "tokenization": "tokenization", "embeddings": "embeddings",
+         "positional": "positional", "attention": "attention", "encoder": "encoder",
+         "training": "training"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser(imdb):
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        skip_or_fail("Chromium is not installed (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_or_fail("playwright is not installed (pip install -r requirements-dev.txt)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, imdb):
+    """A fresh server with no trained run, so pages show random-init weights."""
+    port = _free_port()
+    env = {**os.environ, "MINITX_CHECKPOINTS": str(tmp_path_factory.mktemp("no-runs"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless=true",
+         "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false",
+         "--server.fileWatcherType=none"], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            pytest.fail("the Streamlit server did not come up within 60 s")
+        time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def _settle(page, timeout_ms: int = 60_000) -> None:
+    """Wait until the script has run to the end and nothing on the page is stale."""
+    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=timeout_ms)
+    page.wait_for_selector("[data-testid=stSidebar] >> text=Your model", timeout=timeout_ms)
+    page.wait_for_function("() => document.querySelectorAll('[data-stale=true]').length === 0",
+                           timeout=timeout_ms)
+    page.wait_for_timeout(800)   # charts finish drawing
+
+
+def _screenshot(page, name: str) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = page.evaluate("Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))")
+    page.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 16_000)})
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+
+def _heatmaps(page) -> int:
+    return page.locator("[data-testid=stVegaLiteChart]").count()
+
+
+def test_click_through_the_app(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    # 1) a page URL opened cold, first thing on a fresh server: the frame and the sidebar are there
+    page.goto(f"{server}/attention")
+    _settle(page)
+    sidebar = page.locator("[data-testid=stSidebar]")
+    assert sidebar.get_by_text("Your model").is_visible()
+    assert sidebar.get_by_text("4 · Grouped-query attention").is_visible()   # our labels, not legacy ones
+    assert page.get_by_role("heading", name="Grouped-query attention").is_visible()
+    _screenshot(page, "a-cold-deep-link-attention")
+
+    # 2) changing the head count redraws one heatmap per head
+    assert _heatmaps(page) == 4
+    heads = sidebar.locator("[data-testid=stSlider]").filter(has_text="heads H").first.get_by_role("slider")
+    heads.focus()
+    page.keyboard.press("ArrowRight")          # 4 -> 8 heads
+    _settle(page)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=stVegaLiteChart]').length === 8")
+    assert page.get_by_role("heading", name="8 query heads, 2 key/value head(s)").is_visible()
+    _screenshot(page, "b-attention-8-heads")
+
+    # 3) every page, through the navigation
+    for n, (name, path) in enumerate(PAGES.items()):
+        page.goto(f"{server}/{path}")
+        _settle(page)
+        assert not page.locator("[data-testid=stException]").count(), name
+        assert sidebar.get_by_text("Your model").is_visible(), name
+        _screenshot(page, f"page-{n}-{name}")
+    assert not errors, errors
