@@ -57,11 +57,11 @@ for g in range(cfg.n_kv_heads):
     with st.container(border=True):
         st.markdown(f"**KV head {g}** serves query head{'s' if len(heads) > 1 else ''} "
                     f"{', '.join(map(str, heads))}")
-        columns = st.columns(min(len(heads), 4))
-        for i, h in enumerate(heads):
-            chart = heatmap(walk.weights[0, h], labels, labels, value="weight",
-                            title=f"head {h}")
-            columns[i % len(columns)].altair_chart(chart, key=f"head-{h}", width="content")
+        for start in range(0, len(heads), 2):            # two heatmaps a row: every label readable
+            columns = st.columns(2)
+            for column, h in zip(columns, heads[start:start + 2]):
+                chart = heatmap(walk.weights[0, h], labels, labels, value="weight", title=f"head {h}")
+                column.altair_chart(chart, key=f"head-{h}", width="content")
 
 st.subheader("Both paths agree")
 st.metric("max |explicit − fused|", f"{walk.max_difference:.2e}",
