@@ -207,6 +207,9 @@ def test_every_page_renders_and_survives_every_control(page, with_run, app, monk
     at = app.run()
     at.switch_page(page).run()
     assert not at.exception, at.exception
+    if page.endswith("embeddings.py"):
+        notes = " ".join(e.value for e in list(at.success) + list(at.info))
+        assert ("trained run **tiny**" in notes) == with_run, notes
     for kind, key in _page_widgets(at):
         for value in _values(getattr(at, kind)(key=key), kind):
             widget = getattr(at, kind)(key=key)

@@ -14,8 +14,12 @@ from minitx.checkpoint import LoadedRun, load_run, run_folders
 from minitx.data import DataUnavailableError, imdb_subsets
 from minitx.tokenizer import Tokenizer, cached_tokenizer
 
-CHECKPOINTS = Path(os.environ.get("MINITX_CHECKPOINTS", "checkpoints"))
 SAMPLE_REVIEWS = 2_000
+
+
+def checkpoints_dir() -> Path:
+    """Where trained runs are: $MINITX_CHECKPOINTS, else checkpoints/ (where the CLI saves them)."""
+    return Path(os.environ.get("MINITX_CHECKPOINTS") or "checkpoints")
 
 
 @st.cache_data(show_spinner="Reading an IMDB sample...")
@@ -53,7 +57,7 @@ def positivity(_tokenizer, tokenizer_key: str) -> dict[int, float] | None:
 def newest_run() -> tuple[LoadedRun | None, str | None]:
     """The newest readable run in checkpoints/ and None, or None and why there is none."""
     problems = []
-    for path in run_folders(CHECKPOINTS):
+    for path in run_folders(checkpoints_dir()):
         try:
             return _load(str(path), path.stat().st_mtime), None
         except ValueError as error:
