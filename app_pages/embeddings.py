@@ -75,19 +75,23 @@ scores = positivity(tokenizer, str(run.path) if run is not None else "sample")
 words = [w for w in PROBE_WORDS if tokenizer.token_to_id(w) is not None]
 if scores is not None and len(words) >= 3:
     word_ids = [tokenizer.token_to_id(w) for w in words]
-    trained_xy = pca_2d(table[torch.tensor(word_ids)])
-    frame = pd.DataFrame({"word": words, "x": trained_xy[:, 0].tolist(), "y": trained_xy[:, 1].tolist(),
-                          "positivity (log-odds)": [scores.get(i, 0.0) for i in word_ids]})
-    base = alt.Chart(frame, title="PCA of these words' rows" + (" (trained)" if run else " (random init)")).encode(
-        x="x:Q", y="y:Q", tooltip=["word", alt.Tooltip("positivity (log-odds):Q", format=".2f")])
-    points = base.mark_circle(size=120, stroke="#334155", strokeWidth=0.5).encode(
-        color=alt.Color("positivity (log-odds):Q", scale=alt.Scale(scheme="redblue", domainMid=0)))
-    chart = (points + base.mark_text(align="left", dx=8, fontSize=12, color="#1e293b").encode(text="word:N")
-             ).properties(height=360)
-    st.altair_chart(chart, key="emb_pca")
+    tables = {"random init": random_model(model.cfg).embedding.weight.detach()}
+    if run is not None:
+        tables = {"trained": table, **tables}
+    for column, (name, weights) in zip(st.columns(len(tables)), tables.items()):
+        xy = pca_2d(weights[torch.tensor(word_ids)])
+        frame = pd.DataFrame({"word": words, "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
+                              "positivity (log-odds)": [scores.get(i, 0.0) for i in word_ids]})
+        base = alt.Chart(frame, title=f"PCA of these words' rows ({name})").encode(
+            x="x:Q", y="y:Q", tooltip=["word", alt.Tooltip("positivity (log-odds):Q", format=".2f")])
+        points = base.mark_circle(size=120, stroke="#334155", strokeWidth=0.5).encode(
+            color=alt.Color("positivity (log-odds):Q", scale=alt.Scale(scheme="redblue", domainMid=0)))
+        labels_layer = base.mark_text(align="left", dx=8, fontSize=12, color="#1e293b").encode(text="word:N")
+        column.altair_chart((points + labels_layer).properties(height=360), key=f"emb_pca_{name}")
     st.caption("Colour: how much more often the word appears in positive than in negative IMDB "
                "reviews. After training, positive and negative words drift apart; at random init "
-               "the layout ignores meaning.")
+               "the layout ignores meaning." + ("" if run is not None else " Train a run to see the "
+               "trained layout beside this one."))
 
     probe = st.selectbox("nearest neighbours of", words, key="emb_probe")
     neighbours = nearest_neighbours(table, tokenizer.token_to_id(probe), k=8)

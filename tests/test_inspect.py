@@ -112,3 +112,15 @@ def test_order_blindness_needs_positions():
     assert not torch.allclose(pooled[0], pooled[1], atol=1e-4)
     same_offset = rope_relative_scores(16, [(3, 1), (10, 8), (30, 28)])
     assert max(same_offset) - min(same_offset) < 1e-4
+
+
+def test_rope_pair_path_turns_by_theta_per_position():
+    import math
+
+    from minitx.inspect import rope_pair_path
+
+    rows = rope_pair_path(8, 5, [0, 1])
+    for row in rows:
+        theta = 10_000 ** (-2 * row["pair"] / 8)
+        assert math.isclose(row["x"], math.cos(row["position"] * theta), abs_tol=1e-5)
+        assert math.isclose(row["y"], math.sin(row["position"] * theta), abs_tol=1e-5)
