@@ -35,7 +35,8 @@ else:
         st.stop()
     model_cfg = cfg.replace(vocab_size=tokenizer.vocab_size)
     model = random_model(model_cfg)
-    st.caption("Random-init weights of the sidebar model" + (f" ({why_not})." if why_not else "."))
+    st.caption("Random-init weights of the sidebar model" + (
+        f" ({why_not}: train one with `python -m minitx.train --preset quick`, about 80 s)." if why_not else "."))
 
 parts = parameter_breakdown(model_cfg)
 frame = pd.DataFrame({"part": list(parts), "parameters": list(parts.values())})

@@ -29,7 +29,7 @@ st.markdown(
     "6. **Training**: fit it to 5,000 reviews and watch loss and accuracy move.")
 
 st.subheader("One sentence through your model")
-text = st.text_input("Type a sentence", "This movie was surprisingly good!", max_chars=2_000)
+text = st.text_input("Type a sentence", "This movie was surprisingly good!", max_chars=100_000)
 tokenizer, origin = playground_tokenizer()
 if tokenizer is None:
     st.warning(f"No tokenizer available: {origin}.")
