@@ -3,7 +3,6 @@
 import altair as alt
 import pandas as pd
 import streamlit as st
-import torch
 
 from minitx.inspect import cosine_similarity_matrix, order_blindness, rope_pair_path, rope_relative_scores
 from minitx.positional import apply_rope, sinusoidal_table

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import skip_or_fail
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 
@@ -90,8 +89,6 @@ def _chips(at) -> int:
 
 
 def test_tokenization_page_shows_one_chip_per_token(app):
-    from minitx.tokenizer import Tokenizer  # noqa: F401
-
     at = app.run()
     at.switch_page("app_pages/tokenization.py").run()
     assert not at.exception
