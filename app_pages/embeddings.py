@@ -40,15 +40,9 @@ else:
     model = random_model(cfg.replace(vocab_size=tokenizer.vocab_size))
 
 text = st.text_input("A sentence", "a great film with a terrible ending", key="emb_text")
-ids, tokens, note = sentence_ids(text, max_tokens=16) if run is None else (None, None, None)
-if run is not None:
-    from minitx.tokenizer import CLS_ID
-
-    enc = tokenizer.encode(text) if text.strip() else None
-    ids = [CLS_ID] + enc.ids[:16] if enc else []
-    tokens = ["[CLS]"] + enc.tokens[:16] if enc else []
+ids, tokens, note = sentence_ids(text, max_tokens=16, tokenizer=tokenizer)
 if not ids:
-    st.info("Type a sentence to look its tokens up.")
+    st.info(note)
     st.stop()
 
 table = model.embedding.weight.detach()                                        # (V, D)

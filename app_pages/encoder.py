@@ -38,19 +38,14 @@ else:
     st.caption("Random-init weights of the sidebar model" + (
         f" ({why_not}: train one with `python -m minitx.train --preset quick`, about 80 s)." if why_not else "."))
 
-parts = parameter_breakdown(model_cfg)
+parts = parameter_breakdown(model)
 frame = pd.DataFrame({"part": list(parts), "parameters": list(parts.values())})
 st.altair_chart(bars(frame, "part", "parameters", title=f"{sum(parts.values()):,} parameters"), key="enc_params")
 
 text = st.text_input("A review", "The acting was wooden and the plot made no sense.", key="enc_text")
-ids, tokens, note = sentence_ids(text, max_tokens=24)
-if use_trained and run is not None and ids:
-    from minitx.tokenizer import CLS_ID
-
-    enc = tokenizer.encode(text)
-    ids, tokens = [CLS_ID] + enc.ids[:24], ["[CLS]"] + enc.tokens[:24]
+ids, tokens, note = sentence_ids(text, max_tokens=24, tokenizer=tokenizer)
 if not ids:
-    st.info(note or "Type a review.")
+    st.info(note)
     st.stop()
 
 with torch.no_grad():

@@ -117,11 +117,12 @@ WELL_KNOWN_MODELS = {
 }
 
 
-def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
-    """Trainable parameters by part of the model, counted on a real instance."""
-    model = SentimentClassifier(cfg)
+def parameter_breakdown(model: SentimentClassifier) -> dict[str, int]:
+    """Trainable parameters of a model, by part."""
     parts: dict[str, int] = {}
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         if name.startswith("encoder.layers."):
             part = "attention" if ".attention." in name else (
                 "feed-forward" if ".feed_forward." in name else "norms")

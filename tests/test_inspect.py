@@ -54,8 +54,9 @@ def test_kv_cache_of_llama_2_7b_is_half_a_megabyte_per_token():
 
 def test_parameter_breakdown_adds_up():
     cfg = tiny_config(pos_encoding="learned")
-    parts = parameter_breakdown(cfg)
-    assert sum(parts.values()) == count_parameters(SentimentClassifier(cfg))
+    model = SentimentClassifier(cfg)
+    parts = parameter_breakdown(model)
+    assert sum(parts.values()) == count_parameters(model)
     assert parts["embedding table"] == cfg.vocab_size * cfg.d_model
     assert parts["learned positions"] == cfg.max_len * cfg.d_model
 

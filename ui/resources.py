@@ -89,13 +89,18 @@ def random_model(cfg):
     return SentimentClassifier(cfg).eval()
 
 
-def sentence_ids(text: str, max_tokens: int = 24) -> tuple[list[int], list[str], str | None]:
-    """[CLS] + the first tokens of text, with their token strings, and a note when cut or empty."""
+def sentence_ids(text: str, max_tokens: int = 24, tokenizer: Tokenizer | None = None
+                 ) -> tuple[list[int], list[str], str | None]:
+    """[CLS] + the first tokens of text, with their token strings, and a note when cut or empty.
+
+    The tokenizer defaults to playground_tokenizer(): the newest run's, else a sample-trained one.
+    """
     from minitx.tokenizer import CLS_ID
 
-    tokenizer, origin = playground_tokenizer()
     if tokenizer is None:
-        return [], [], f"No tokenizer available: {origin}."
+        tokenizer, origin = playground_tokenizer()
+        if tokenizer is None:
+            return [], [], f"No tokenizer available: {origin}."
     if not text.strip():
         return [], [], "Type some text to see it here."
     enc = tokenizer.encode(text)
