@@ -10,6 +10,9 @@ D model size.
 
 from __future__ import annotations
 
+import json
+import math
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +21,7 @@ from .attention import GroupedQueryAttention, attention_mask, explicit_attention
 from .config import ModelConfig
 from .encoder import SentimentClassifier
 from .positional import apply_rope, rope_angles
+from .tokenizer import UNK_ID
 
 
 @dataclass(frozen=True)
@@ -142,8 +146,6 @@ def parameter_breakdown(model: SentimentClassifier) -> dict[str, int]:
 
 def tokenizer_stats(tokenizer, texts: list[str], max_len: int) -> dict[str, float]:
     """Chars per token, tokens per review, the share of reviews max_len truncates, [UNK] rate."""
-    from .tokenizer import UNK_ID
-
     ids = tokenizer.encode_batch(texts)
     n_tokens = sum(map(len, ids)) or 1
     lengths = sorted(len(seq) + 1 for seq in ids)   # + [CLS]
@@ -159,8 +161,6 @@ def tokenizer_stats(tokenizer, texts: list[str], max_len: int) -> dict[str, floa
 
 def bpe_merges(tokenizer, n: int = 20) -> list[tuple[str, str]]:
     """The first merges a BPE tokenizer learned: the most frequent pairs, in order."""
-    import json
-
     spec = json.loads(tokenizer.to_str())["model"]
     if spec.get("type") != "BPE":
         return []
@@ -195,9 +195,6 @@ def nearest_neighbours(table: torch.Tensor, token_id: int, k: int = 8) -> list[t
 def word_positivity(tokenizer, texts: list[str], labels: list[int],
                     min_count: int = 20) -> dict[int, float]:
     """log-odds of a token appearing in positive rather than negative reviews (smoothed)."""
-    import math
-    from collections import Counter
-
     positive, negative = Counter(), Counter()
     for ids, label in zip(tokenizer.encode_batch(texts), labels):
         (positive if label == 1 else negative).update(set(ids))
