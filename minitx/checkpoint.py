@@ -20,6 +20,8 @@ import os
 import re
 import shutil
 import tempfile
+import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,3 +168,88 @@ def run_folders(directory: str | os.PathLike) -> list[Path]:
     runs = [p for p in directory.iterdir()
             if p.is_dir() and not p.name.startswith(".") and _RUN_NAME.fullmatch(p.name)]
     return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def run_path(directory: str | os.PathLike, name: str) -> Path:
+    """The folder of the run called name, which must be a plain name inside directory."""
+    return Path(directory) / check_run_name(name)
+
+
+def _existing_run(directory: str | os.PathLike, name: str) -> Path:
+    path = run_path(directory, name)
+    if not path.is_dir():
+        raise ValueError(f"there is no run named {name!r} in {directory}.")
+    return path
+
+
+def rename_run(directory: str | os.PathLike, old: str, new: str) -> Path:
+    """Give a saved run a new name; the new name must be allowed and free."""
+    source, target = _existing_run(directory, old), run_path(directory, new)
+    if target.exists():
+        raise ValueError(f"a run named {new!r} already exists.")
+    os.rename(source, target)
+    return target
+
+
+def delete_run(directory: str | os.PathLike, name: str) -> None:
+    """Delete a saved run folder. Only a run folder: never anything outside directory."""
+    shutil.rmtree(_existing_run(directory, name))
+
+
+def run_zip(directory: str | os.PathLike, name: str) -> bytes:
+    """The run's folder as a zip archive, for downloading: <name>/<file> for each file."""
+    path = _existing_run(directory, name)
+    buffer = tempfile.SpooledTemporaryFile()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(path.iterdir()):
+            if file.is_file() and not file.is_symlink():
+                archive.write(file, f"{name}/{file.name}")
+    buffer.seek(0)
+    return buffer.read()
+
+
+def clean_stale_saves(directory: str | os.PathLike, older_than: float = 600.0) -> list[str]:
+    """Remove hidden half-written saves (left by a killed process) older than older_than seconds."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in directory.glob(".saving-*"):
+        if path.is_dir() and time.time() - path.stat().st_mtime > older_than:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+@dataclass
+class RunInfo:
+    """One row of the runs table: what config.json and metrics.json say, or why they cannot."""
+
+    name: str
+    path: Path
+    modified: float
+    model_config: ModelConfig | None = None
+    train_config: TrainConfig | None = None
+    metrics: dict | None = None
+    error: str | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.error is None
+
+
+def describe_runs(directory: str | os.PathLike) -> list[RunInfo]:
+    """Every run folder, newest first, read without loading weights; unreadable ones say why."""
+    infos = []
+    for path in run_folders(directory):
+        info = RunInfo(path.name, path, path.stat().st_mtime)
+        try:
+            info.model_config, info.train_config = read_run_configs(path)
+            info.metrics = read_metrics(path)
+            for required in (MODEL_FILE, TOKENIZER_FILE):
+                if not (path / required).is_file():
+                    raise ValueError(f"{required} is missing from {path}.")
+        except ValueError as error:
+            info.error = str(error)
+        infos.append(info)
+    return infos

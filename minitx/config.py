@@ -102,6 +102,20 @@ class ModelConfig(_Config):
         """How many query heads share one key/value head."""
         return self.n_heads // self.n_kv_heads
 
+    @property
+    def attention_kind(self) -> str:
+        """MHA (every query head has its own K/V), MQA (one K/V for all), or GQA in between."""
+        if self.n_kv_heads == self.n_heads:
+            return "MHA"
+        return "MQA" if self.n_kv_heads == 1 else "GQA"
+
+    def summary(self) -> str:
+        """One line for a table: d128 · 4 heads / 2 KV (GQA) · 1 layer · sinusoidal · pre-layernorm."""
+        layers = f"{self.n_layers} layer{'s' if self.n_layers > 1 else ''}"
+        return (f"d{self.d_model} · {self.n_heads} heads / {self.n_kv_heads} KV ({self.attention_kind})"
+                f" · {layers} · {self.pos_encoding} · {self.norm_position}-{self.norm} · {self.ffn}"
+                f" · {self.pooling} pool")
+
     def validate(self) -> None:
         for name in ("vocab_size", "d_model", "n_heads", "n_kv_heads", "n_layers",
                      "d_ff", "max_len"):

@@ -178,7 +178,12 @@ class SentimentClassifier(nn.Module):
     def run(self, ids: torch.Tensor, need_weights: bool = False) -> ClassifierOutput:
         """The forward pass with its intermediate results; need_weights uses the explicit path."""
         key_padding_mask = ids != self.cfg.pad_id                                # (B, T)
-        x = self.embedding_dropout(self.embed(ids))                              # (B, T, D)
+        return self.run_embeddings(self.embed(ids), key_padding_mask, need_weights)
+
+    def run_embeddings(self, x: torch.Tensor, key_padding_mask: torch.Tensor,
+                       need_weights: bool = False) -> ClassifierOutput:
+        """The forward pass from embedded tokens on; gradient x input attribution starts here."""
+        x = self.embedding_dropout(x)                                            # (B, T, D)
         hidden, states, attentions = self.encoder(x, key_padding_mask, need_weights)
         pooled = self.pool(hidden, key_padding_mask)                             # (B, D)
         logits = self.classifier(self.head_dropout(pooled))                     # (B, C)

@@ -145,7 +145,7 @@ def parameter_breakdown(model: SentimentClassifier) -> dict[str, int]:
 # -- tokenization ----------------------------------------------------------------------
 
 def tokenizer_stats(tokenizer, texts: list[str], max_len: int) -> dict[str, float]:
-    """Chars per token, tokens per review, the share of reviews max_len truncates, [UNK] rate."""
+    """Chars per token, tokens per review (and kept of them), the share max_len truncates, [UNK] rate."""
     ids = tokenizer.encode_batch(texts)
     n_tokens = sum(map(len, ids)) or 1
     lengths = sorted(len(seq) + 1 for seq in ids)   # + [CLS]
@@ -153,6 +153,7 @@ def tokenizer_stats(tokenizer, texts: list[str], max_len: int) -> dict[str, floa
         "chars_per_token": sum(map(len, texts)) / n_tokens,
         "mean_tokens_per_review": n_tokens / max(1, len(texts)),
         "median_tokens_per_review": float(lengths[len(lengths) // 2]) if lengths else 0.0,
+        "mean_kept_tokens": sum(min(n, max_len) for n in lengths) / max(1, len(lengths)),
         "truncated_share": sum(n > max_len for n in lengths) / max(1, len(lengths)),
         "unknown_rate": sum(seq.count(UNK_ID) for seq in ids) / n_tokens,
         "vocab_size": tokenizer.vocab_size,

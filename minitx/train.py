@@ -9,6 +9,9 @@ that name:
     on_epoch_end  after every epoch
     on_end        once, with the status: finished, stopped or failed (and why)
 
+`run_training` adds `on_phase` ("preparing data", "training", "saving") and
+records an attention snapshot of one fixed test review as the model learns.
+
 The recipe: AdamW; learning rate warmed up linearly, then cosine decay;
 gradient-norm clipping; a validation split carved from the training subset;
 evaluation at every epoch end (and every `eval_every` steps). Model selection
@@ -38,9 +41,18 @@ from .config import ModelConfig, TrainConfig
 from .data import (EncodedSplit, evaluation_batches, encode_split, imdb_subsets,
                    training_batches)
 from .encoder import SentimentClassifier, count_parameters
+from .snapshots import AttentionSnapshots, pick_review
 from .tokenizer import PAD_ID, UNK_ID, CLS_ID, Tokenizer, cached_tokenizer
 
-EVENTS = ("on_step", "on_eval", "on_epoch_end", "on_end")
+EVENTS = ("on_phase", "on_step", "on_eval", "on_epoch_end", "on_end")
+
+
+def notify(callbacks: Iterable, name: str, event: dict) -> None:
+    """Call `name(event)` on every callback that has such a method."""
+    for callback in callbacks:
+        handler = getattr(callback, name, None)
+        if handler is not None:
+            handler(event)
 
 
 def available_cores() -> int:
@@ -89,14 +101,20 @@ class Evaluation:
 
 @torch.inference_mode()
 def evaluate(model: SentimentClassifier, batches: Sequence, n_rows: int,
-             device: torch.device) -> Evaluation:
-    """Mean cross-entropy and accuracy over a whole split; the model is put in eval mode."""
+             device: torch.device, stop=None) -> Evaluation | None:
+    """Mean cross-entropy and accuracy over a whole split; the model is put in eval mode.
+
+    With a stop flag that gets set part-way, it gives up and returns None.
+    """
     was_training = model.training
     model.eval()
     probabilities = torch.zeros(n_rows, model.cfg.n_classes)
     labels = torch.zeros(n_rows, dtype=torch.long)
     total_loss = 0.0
     for batch in batches:
+        if stop is not None and stop.is_set():
+            model.train(was_training)
+            return None
         logits = model(batch.ids.to(device)).float().cpu()                  # (B, C)
         total_loss += F.cross_entropy(logits, batch.labels, reduction="sum").item()
         probabilities[batch.rows] = logits.softmax(-1)
@@ -152,22 +170,24 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.cfg.lr)
 
     def _emit(self, name: str, event: dict) -> None:
-        for callback in self.callbacks:
-            handler = getattr(callback, name, None)
-            if handler is not None:
-                handler(event)
+        notify(self.callbacks, name, event)
 
     def _stop_requested(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
-    def _evaluate(self, step: int, epoch: float, elapsed: float) -> tuple[dict, torch.Tensor | None]:
+    def _evaluate(self, step: int, epoch: float, elapsed: float) -> tuple[dict, torch.Tensor | None] | None:
+        """Validation and test scores now; None when a stop request cut the evaluation short."""
         event = {"step": step, "epoch": round(epoch, 4), "elapsed": round(elapsed, 3)}
         probabilities = None
         if self.val_batches:
-            val = evaluate(self.model, self.val_batches, len(self.val_split), self.device)
+            val = evaluate(self.model, self.val_batches, len(self.val_split), self.device, self.stop)
+            if val is None:
+                return None
             event.update(val_loss=val.loss, val_accuracy=val.accuracy)
         if self.test_batches:
-            test = evaluate(self.model, self.test_batches, len(self.test_split), self.device)
+            test = evaluate(self.model, self.test_batches, len(self.test_split), self.device, self.stop)
+            if test is None:
+                return None
             event.update(test_loss=test.loss, test_accuracy=test.accuracy)
             probabilities = test.probabilities
         return event, probabilities
@@ -204,9 +224,13 @@ class Trainer:
         best, best_state, best_probabilities = None, None, None
         epochs_without_improvement = 0
 
-        def record_eval(epoch_position: float) -> bool:
+        def record_eval(epoch_position: float) -> bool | None:
+            """Evaluate and keep the model if validation says it is the best; None if stopped."""
             nonlocal best, best_state, best_probabilities
-            event, probabilities = self._evaluate(step, epoch_position, time.perf_counter() - start)
+            evaluated = self._evaluate(step, epoch_position, time.perf_counter() - start)
+            if evaluated is None:
+                return None
+            event, probabilities = evaluated
             event["best"] = self._better(event, best)
             if event["best"]:
                 best, best_probabilities = event, probabilities
@@ -244,10 +268,15 @@ class Trainer:
                 self._emit("on_step", event)
                 mid_epoch = index + 1 < len(batches)
                 if cfg.eval_every and step % cfg.eval_every == 0 and mid_epoch:
-                    record_eval(epoch + (index + 1) / len(batches))
+                    if record_eval(epoch + (index + 1) / len(batches)) is None:
+                        status, reason = "stopped", f"stopped by request at step {step}, during an evaluation"
+                        break
             if status != "finished":
                 break
             improved = record_eval(epoch + 1)
+            if improved is None:
+                status, reason = "stopped", f"stopped by request at step {step}, during an evaluation"
+                break
             epochs_without_improvement = 0 if improved else epochs_without_improvement + 1
             summary = {"epoch": epoch + 1, "epochs": cfg.epochs, "step": step,
                        "train_loss": sum(epoch_losses) / max(1, len(epoch_losses)),
@@ -309,6 +338,19 @@ def confusion_matrix(probabilities: torch.Tensor, labels: Sequence[int]) -> list
     return counts.tolist()
 
 
+def confidently_wrong(probabilities: torch.Tensor, split: EncodedSplit, k: int = 8,
+                      max_chars: int = 1_500) -> list[dict]:
+    """The k test reviews the model got wrong with the most confidence, most confident first."""
+    labels = torch.tensor(split.labels)
+    predicted = probabilities.argmax(-1)
+    confidence = probabilities.max(-1).values
+    wrong = (predicted != labels).nonzero().flatten()
+    order = wrong[confidence[wrong].argsort(descending=True)][:k]
+    return [{"text": split.texts[i][:max_chars], "truncated": len(split.texts[i]) > max_chars,
+             "label": int(labels[i]), "p_positive": round(float(probabilities[i, -1]), 4)}
+            for i in order.tolist()]
+
+
 @dataclass
 class RunOutcome:
     result: TrainResult
@@ -329,14 +371,23 @@ def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Iter
                  data: PreparedData | None = None) -> RunOutcome:
     """Everything a run needs, in order; the model is saved unless the run failed or never stepped."""
     wall_start = time.perf_counter()
+    callbacks = list(callbacks)
     torch.set_num_threads(train_cfg.threads or available_cores())
     device = resolve_device(train_cfg.device)
+    notify(callbacks, "on_phase", {"phase": "preparing data"})
     data = data or prepare_data(model_cfg, train_cfg, source)
     # the tokenizer decides the vocabulary size the embedding table needs
     model_cfg = model_cfg.replace(vocab_size=data.tokenizer.vocab_size, pad_id=PAD_ID)
     torch.manual_seed(train_cfg.seed)
     model = SentimentClassifier(model_cfg)
-    trainer = Trainer(model, train_cfg, data.train, data.val, data.test, device, callbacks, stop)
+    snapshots = None
+    if len(data.test):
+        steps = math.ceil(len(data.train) / train_cfg.batch_size) * train_cfg.epochs
+        snapshots = AttentionSnapshots(model, data.test.sequences[pick_review(data.test)],
+                                       data.tokenizer, every=max(1, steps // 20))
+    trainer = Trainer(model, train_cfg, data.train, data.val, data.test, device,
+                      ([snapshots] if snapshots else []) + callbacks, stop)
+    notify(callbacks, "on_phase", {"phase": "training", "total_steps": trainer.total_steps})
     result = trainer.fit()
     wall_seconds = time.perf_counter() - wall_start
 
@@ -356,11 +407,15 @@ def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Iter
         "threads": torch.get_num_threads(), "created": datetime.now().isoformat(timespec="seconds"),
         "confusion": (confusion_matrix(result.test_probabilities, data.test.labels)
                       if result.test_probabilities is not None else None),
+        "confidently_wrong": (confidently_wrong(result.test_probabilities, data.test)
+                              if result.test_probabilities is not None else []),
         "history": result.history,
+        "attention_snapshots": snapshots.to_dict() if snapshots else None,
     }
     checkpoint = None
     # a failed model is not worth keeping, and one stopped before its first step learned nothing
     if checkpoint_dir is not None and result.status != "failed" and result.steps > 0:
+        notify(callbacks, "on_phase", {"phase": "saving"})
         checkpoint = save_run(checkpoint_dir, run_name or default_run_name(), model, train_cfg,
                               data.tokenizer, metrics)
     return RunOutcome(result, metrics, checkpoint, model, data.tokenizer, data)

@@ -74,6 +74,8 @@ def test_tokenizer_stats_count_what_they_say():
     tok, texts = _tok()
     stats = tokenizer_stats(tok, ["great film", "zzz great film " * 50], max_len=10)
     assert stats["truncated_share"] == 0.5
+    short = len(tok.encode("great film").ids) + 1                # + [CLS]
+    assert stats["mean_kept_tokens"] == (short + 10) / 2       # the long one is cut to max_len
     assert stats["unknown_rate"] > 0          # 'z' never seen
     merges = bpe_merges(tok, 5)
     assert len(merges) == 5 and all(len(m) == 2 for m in merges)

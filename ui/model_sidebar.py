@@ -80,8 +80,7 @@ def model_sidebar() -> ModelConfig:
                           d_ff=d_ff, max_len=max_len, pos_encoding=pos_encoding, norm=norm,
                           norm_position=norm_position, ffn=ffn, pooling=pooling,
                           dropout=DEFAULT.dropout, vocab_size=DEFAULT.vocab_size)
-        kind = {1: "MQA"}.get(n_kv_heads, "MHA" if n_kv_heads == n_heads else "GQA")
-        st.caption(f"{kind}: {n_heads} query heads share {n_kv_heads} key/value head(s); "
+        st.caption(f"{cfg.attention_kind}: {n_heads} query heads share {n_kv_heads} key/value head(s); "
                    f"head size {cfg.head_dim}.")
     st.session_state["model_config"] = cfg
     return cfg

@@ -1,0 +1,80 @@
+"""How long will a run take? Time a few real training steps of the model here, then multiply.
+
+The estimate has three parts: preparing the data (reading, tokenizer, encoding,
+roughly linear in the number of reviews), the training steps (measured: a
+few optimiser steps of this very model on a batch of typical length), and the
+evaluations (a forward pass costs about a third of a training step).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import ModelConfig, TrainConfig
+from .encoder import SentimentClassifier
+
+IMDB_SPLIT_SIZE = 25_000
+FORWARD_SHARE = 1 / 3          # forward only, against forward + backward + AdamW
+# preparing data, fitted on this project's 2-core CPU: quick (10k reviews) 2-3 s, full (50k) 9-12 s
+PREPARE_BASE_SECONDS, PREPARE_SECONDS_PER_REVIEW = 0.5, 0.2e-3
+
+
+def time_training_step(model_cfg: ModelConfig, batch_size: int, tokens: int,
+                       repeats: int = 3) -> float:
+    """Seconds per optimiser step of this model on a (batch_size, tokens) batch, measured here."""
+    tokens = max(2, min(tokens, model_cfg.max_len))
+    cfg = model_cfg.replace(dropout=0.0)
+    model = SentimentClassifier(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, cfg.vocab_size, (batch_size, tokens), generator=generator)  # (B, T)
+    labels = torch.randint(0, cfg.n_classes, (batch_size,), generator=generator)      # (B,)
+
+    def step():
+        loss = F.cross_entropy(model(ids), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()                                    # the first step allocates; do not time it
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - start) / repeats
+
+
+@dataclass
+class RunEstimate:
+    steps: int
+    evaluations: int
+    prepare_seconds: float
+    train_seconds: float
+    eval_seconds: float
+
+    @property
+    def total_seconds(self) -> float:
+        return self.prepare_seconds + self.train_seconds + self.eval_seconds
+
+
+def estimate_run(train_cfg: TrainConfig, tokens_per_review: float, step_seconds: float) -> RunEstimate:
+    """The time of a run from one measured step time and the typical review length (in tokens)."""
+    if step_seconds <= 0 or tokens_per_review <= 0:
+        raise ValueError("step time and review length must be positive to estimate a run.")
+    n_train_all = train_cfg.train_size or IMDB_SPLIT_SIZE
+    n_val = round(n_train_all * train_cfg.val_fraction)
+    n_test = train_cfg.test_size or IMDB_SPLIT_SIZE
+    steps = math.ceil((n_train_all - n_val) / train_cfg.batch_size) * train_cfg.epochs
+    evaluations = train_cfg.epochs + (steps // train_cfg.eval_every if train_cfg.eval_every else 0)
+    per_review = step_seconds / train_cfg.batch_size
+    return RunEstimate(
+        steps=steps,
+        evaluations=evaluations,
+        prepare_seconds=PREPARE_BASE_SECONDS + PREPARE_SECONDS_PER_REVIEW * (n_train_all + n_test),
+        train_seconds=steps * step_seconds,
+        eval_seconds=evaluations * (n_val + n_test) * per_review * FORWARD_SHARE,
+    )

@@ -1,0 +1,383 @@
+"""Training runs in the background, for the app: start, watch, stop. No Streamlit in here.
+
+    registry = RunRegistry("checkpoints")
+    run_id = registry.start(model_cfg, train_cfg)
+    registry.snapshot(run_id)      # status, step/total, epoch, ETA, tokens/s, metrics history
+    registry.stop(run_id)          # takes effect within one training step
+
+Why a separate process and not a thread. Each run trains in a process started
+with the `spawn` context; it sends its events over a multiprocessing Queue and
+watches a multiprocessing Event for Stop. A thread would share the
+interpreter's lock (the GIL) with the web server, whose reruns and chart
+redraws then steal time from every training step. Measured on the Quick preset
+started from the browser with the page polling once a second (2-core CPU,
+benchmarks/live_training.py, benchmarks/results/live_training.json): see
+README.md, "Live training"; the process kept the command line's pace while
+the thread did not. A process costs about 2 s more to start (importing torch
+again), and nothing else.
+
+One run trains at a time on this machine: a second `start` while a run is
+queued, running or stopping is refused with a `RunBusyError` that names the
+run in progress (refused, not queued: a queue of long runs started by
+accident is worse than a clear "busy"). Statuses:
+
+    queued    the worker is starting and preparing the data
+    running   training steps are being taken
+    stopping  Stop was pressed; the current step finishes, then the run is saved
+    stopped | finished | failed (with a reason)
+
+Finished and stopped runs are saved through `minitx.checkpoint` (whole or not
+at all). Nothing is orphaned: the registry stops and joins its workers when
+the server exits, and a worker whose parent died (killed outright) stops
+within a second and saves what it has.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import math
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoint import check_run_name, clean_stale_saves, run_path
+from .config import ModelConfig, TrainConfig
+from .train import default_run_name
+
+STATUSES = ("queued", "running", "stopping", "stopped", "finished", "failed")
+ACTIVE_STATUSES = ("queued", "running", "stopping")
+WORKERS = ("process", "thread")
+
+
+class RunBusyError(ValueError):
+    """A run is already in progress; only one trains at a time."""
+
+
+@dataclass
+class RunSnapshot:
+    """A copy of one run's state at one moment: safe to read while the run goes on."""
+
+    run_id: str
+    name: str
+    status: str
+    reason: str | None
+    phase: str
+    worker: str
+    step: int
+    total_steps: int | None
+    epoch: int
+    epochs: int
+    elapsed: float                        # seconds since start() was called
+    eta_seconds: float | None
+    tokens_per_second: float | None
+    lr: float | None
+    steps: list[dict]                     # one event per optimiser step: loss, lr, ...
+    evals: list[dict]                     # one event per evaluation: val/test loss and accuracy
+    checkpoint: str | None                # the saved run folder, once saved
+    summary: dict | None                  # the final metrics, once ended
+    model_config: ModelConfig
+    train_config: TrainConfig
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+
+@dataclass
+class _Run:
+    run_id: str
+    name: str
+    model_config: ModelConfig
+    train_config: TrainConfig
+    worker: str
+    stop_event: object
+    started: float = field(default_factory=time.monotonic)
+    status: str = "queued"
+    reason: str | None = None
+    phase: str = "starting the worker"
+    step: int = 0
+    total_steps: int | None = None
+    epoch: int = 0
+    tokens_per_second: float | None = None
+    lr: float | None = None
+    training_started: float | None = None
+    ended: float | None = None
+    steps: list = field(default_factory=list)
+    evals: list = field(default_factory=list)
+    checkpoint: str | None = None
+    summary: dict | None = None
+    process: object = None
+    thread: threading.Thread | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class _Publisher:
+    """The training callbacks of a worker: every event becomes one message to the registry."""
+
+    def __init__(self, publish):
+        self.publish = publish
+
+    def on_phase(self, event):
+        self.publish({"type": "phase", **event})
+
+    def on_step(self, event):
+        self.publish({"type": "step", **event})
+
+    def on_eval(self, event):
+        self.publish({"type": "eval", **event})
+
+
+def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, checkpoint_dir: str, name: str,
+           source: str | None, publish, stop) -> None:
+    """What a worker does, thread or process: train, save, and always send one 'end' message."""
+    from .train import run_training
+
+    try:
+        outcome = run_training(model_cfg, train_cfg, [_Publisher(publish)], stop,
+                               checkpoint_dir, name, source)
+        metrics = {k: v for k, v in outcome.metrics.items() if k not in ("history", "attention_snapshots")}
+        publish({"type": "end", "status": outcome.result.status, "reason": outcome.result.reason,
+                 "checkpoint": str(outcome.checkpoint) if outcome.checkpoint else None,
+                 "summary": metrics})
+    except BaseException as error:  # the registry must hear about every way a run ends
+        reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+        publish({"type": "end", "status": "failed", "reason": reason or type(error).__name__,
+                 "checkpoint": None, "summary": None, "traceback": traceback.format_exc(limit=5)})
+
+
+class _StopOrOrphaned:
+    """Set when Stop was pressed, or when the process that started this worker is gone."""
+
+    def __init__(self, event):
+        self.event, self.orphaned = event, threading.Event()
+
+    def is_set(self) -> bool:
+        return self.event.is_set() or self.orphaned.is_set()
+
+
+def _process_main(model_dict: dict, train_dict: dict, checkpoint_dir: str, name: str,
+                  source: str | None, messages, stop_event) -> None:
+    """The entry point of a worker process (spawned: a fresh interpreter, no inherited state)."""
+    # Ctrl-C in the server's terminal reaches this process too; the server stops us cleanly instead
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = _StopOrOrphaned(stop_event)
+    parent = mp.parent_process()
+
+    def watch_parent():
+        while not stop.is_set():
+            if parent is not None and not parent.is_alive():
+                stop.orphaned.set()            # the server died: stop after this step and save
+            time.sleep(0.5)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    _train(ModelConfig.from_dict(model_dict), TrainConfig.from_dict(train_dict), checkpoint_dir,
+           name, source, messages.put, stop)
+    messages.close()
+    messages.join_thread()                     # every message is in the pipe before we exit
+
+
+class RunRegistry:
+    """Every run this server started, one training at a time. Thread-safe."""
+
+    def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", worker: str = "process",
+                 source: str | None = None):
+        if worker not in WORKERS:
+            raise ValueError(f"worker must be one of {', '.join(WORKERS)}, not {worker!r}.")
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.worker = worker
+        self.source = source
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._context = mp.get_context("spawn")
+        self.cleaned = clean_stale_saves(self.checkpoint_dir)
+        atexit.register(self.shutdown)
+
+    # -- starting ---------------------------------------------------------------------
+
+    def active(self) -> str | None:
+        """The id of the run that is queued, running or stopping, if any."""
+        with self._lock:
+            return self._active_locked()
+
+    def _active_locked(self) -> str | None:
+        for run in self._runs.values():
+            if run.status in ACTIVE_STATUSES:
+                return run.run_id
+        return None
+
+    def start(self, model_cfg: ModelConfig, train_cfg: TrainConfig, name: str | None = None) -> str:
+        """Start training in the background and return the run's id; RunBusyError if one is going."""
+        model_cfg.validate()
+        train_cfg.validate()
+        name = check_run_name(name) if name else default_run_name()
+        if run_path(self.checkpoint_dir, name).exists():
+            raise ValueError(f"a run named {name!r} already exists in {self.checkpoint_dir}; "
+                             f"choose another name.")
+        with self._lock:
+            busy = self._active_locked()
+            if busy is not None:
+                other = self._runs[busy]
+                where = (f"step {other.step}/{other.total_steps}" if other.total_steps
+                         else other.phase)
+                raise RunBusyError(f"run {other.name} is {other.status} ({where}); only one run "
+                                   f"trains at a time: stop it or wait for it to finish.")
+            run_id = f"run-{next(self._ids)}-{name}"
+            stop_event = (self._context.Event() if self.worker == "process" else threading.Event())
+            run = _Run(run_id, name, model_cfg, train_cfg, self.worker, stop_event)
+            self._runs[run_id] = run
+        try:
+            if self.worker == "process":
+                self._start_process(run)
+            else:
+                self._start_thread(run)
+        except BaseException as error:   # never leave a run "queued" that no worker will end
+            self._apply(run, {"type": "end", "status": "failed", "checkpoint": None, "summary": None,
+                              "reason": f"the worker could not start: {type(error).__name__}: {error}"})
+            raise
+        return run_id
+
+    def _start_process(self, run: _Run) -> None:
+        messages = self._context.Queue()
+        run.process = self._context.Process(
+            target=_process_main, name=f"minitx-{run.name}", daemon=True,
+            args=(run.model_config.to_dict(), run.train_config.to_dict(), str(self.checkpoint_dir),
+                  run.name, self.source, messages, run.stop_event))
+        run.process.start()
+        threading.Thread(target=self._pump, args=(run, messages), daemon=True,
+                         name=f"minitx-pump-{run.name}").start()
+
+    def _start_thread(self, run: _Run) -> None:
+        def work():
+            _train(run.model_config, run.train_config, str(self.checkpoint_dir), run.name,
+                   self.source, lambda message: self._apply(run, message), run.stop_event)
+
+        run.thread = threading.Thread(target=work, daemon=True, name=f"minitx-{run.name}")
+        run.thread.start()
+
+    def _pump(self, run: _Run, messages) -> None:
+        """Move a worker process's messages into the registry until it ends (or dies)."""
+        while not run.done.is_set():
+            try:
+                message = messages.get(timeout=0.25)
+            except queue.Empty:
+                if not run.process.is_alive():   # exited and nothing left in the pipe
+                    self._apply(run, {"type": "end", "status": "failed", "checkpoint": None,
+                                      "summary": None,
+                                      "reason": f"the training process ended unexpectedly "
+                                                f"(exit code {run.process.exitcode})"})
+                continue
+            self._apply(run, message)
+        run.process.join(timeout=10)
+
+    # -- what workers report ----------------------------------------------------------
+
+    def _apply(self, run: _Run, message: dict) -> None:
+        kind = message.get("type")
+        with self._lock:
+            if run.done.is_set():
+                return
+            if kind == "phase":
+                run.phase = message["phase"]
+                if message["phase"] == "training":
+                    run.total_steps = message.get("total_steps")
+                    run.training_started = time.monotonic()
+                    if run.status == "queued":
+                        run.status = "running"
+            elif kind == "step":
+                event = {k: v for k, v in message.items() if k != "type"}
+                run.steps.append(event)
+                run.step, run.total_steps = event["step"], event["total_steps"]
+                run.epoch, run.lr = event["epoch"], event["lr"]
+                run.tokens_per_second = event["tokens_per_second"]
+            elif kind == "eval":
+                run.evals.append({k: v for k, v in message.items() if k != "type"})
+            elif kind == "end":
+                run.status = message["status"]
+                run.reason = message.get("reason")
+                run.checkpoint = message.get("checkpoint")
+                run.summary = message.get("summary")
+                run.phase = "ended"
+                run.ended = time.monotonic()
+                run.done.set()
+
+    # -- reading and stopping ---------------------------------------------------------
+
+    def _get(self, run_id: str) -> _Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise ValueError(f"there is no run with id {run_id!r} in this server.")
+        return run
+
+    def snapshot(self, run_id: str) -> RunSnapshot:
+        """A consistent copy of a run's state: status, progress, ETA, speed and history."""
+        with self._lock:
+            run = self._get(run_id)
+            now = run.ended or time.monotonic()
+            return RunSnapshot(
+                run.run_id, run.name, run.status, run.reason, run.phase, run.worker, run.step,
+                run.total_steps, run.epoch, run.train_config.epochs, now - run.started,
+                self._eta(run, now), run.tokens_per_second, run.lr, list(run.steps),
+                list(run.evals), run.checkpoint, run.summary,
+                run.model_config, run.train_config)
+
+    @staticmethod
+    def _eta(run: _Run, now: float) -> float | None:
+        """Seconds left at the pace so far (evaluations included, since they are in that pace)."""
+        if run.status != "running" or not run.step or not run.total_steps or run.training_started is None:
+            return None
+        per_step = (now - run.training_started) / run.step
+        return max(0.0, per_step * (run.total_steps - run.step))
+
+    def stop(self, run_id: str) -> None:
+        """Ask a run to stop: it finishes the current step (or evaluation batch), then saves."""
+        with self._lock:
+            run = self._get(run_id)
+            if run.status in ("queued", "running"):
+                run.status = "stopping"
+                run.stop_event.set()
+
+    def wait(self, run_id: str, timeout: float | None = None) -> RunSnapshot:
+        """Block until the run ends (or timeout seconds pass) and return its snapshot."""
+        self._get(run_id).done.wait(timeout)
+        return self.snapshot(run_id)
+
+    def run_ids(self) -> list[str]:
+        """Ids of the runs this server started, newest first."""
+        with self._lock:
+            return list(reversed(self._runs))
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop every run and wait for its worker to save and exit; kill what does not."""
+        with self._lock:
+            runs = [r for r in self._runs.values() if not r.done.is_set()]
+            for run in runs:
+                run.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for run in runs:
+            run.done.wait(max(0.0, deadline - time.monotonic()))
+            if run.process is not None and run.process.pid is not None:
+                run.process.join(max(0.1, deadline - time.monotonic()))
+                if run.process.is_alive():
+                    run.process.kill()
+                    run.process.join(5)
+
+
+def format_duration(seconds: float | None) -> str:
+    """1:05 or 1:02:03; an em dash when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
