@@ -16,6 +16,7 @@ PAGES = [
     st.Page("app_pages/attention.py", title="4 · Grouped-query attention", icon=":material/hub:"),
     st.Page("app_pages/encoder.py", title="5 · Encoder stack", icon=":material/layers:"),
     st.Page("app_pages/training.py", title="6 · Training", icon=":material/monitoring:"),
+    st.Page("app_pages/runs.py", title="7 · Runs & predict", icon=":material/compare_arrows:"),
 ]
 
 st.navigation(PAGES).run()

@@ -60,3 +60,20 @@ def eval_curve(eval_events: Sequence[dict]) -> list[dict]:
                 if value is not None:
                     rows.append({"step": event["step"], "split": split, "metric": metric, "value": value})
     return rows
+
+
+def epoch_curves(history: dict, weight: float = 0.95,
+                 max_points: int = MAX_POINTS) -> tuple[list[dict], list[dict]]:
+    """A run's smoothed training loss and its evaluations against epochs (fractional), so runs
+    with different data sizes or batch sizes line up when overlaid."""
+    steps = history.get("steps") or []
+    loss = []
+    if steps:
+        steps_per_epoch = steps[-1]["total_steps"] / steps[-1]["epochs"]
+        smoothed = smooth([e["loss"] for e in steps], weight)
+        loss = thin([{"epoch": e["step"] / steps_per_epoch, "smoothed": s}
+                     for e, s in zip(steps, smoothed)], max_points)
+    evals = [{"epoch": e["epoch"], **{k: e[k] for k in ("val_accuracy", "test_accuracy", "val_loss")
+                                      if e.get(k) is not None}}
+             for e in history.get("evals") or []]
+    return loss, evals

@@ -79,7 +79,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     vector's length, and rotating q by m*theta and k by n*theta leaves
     q . k depending on (m - n)*theta only.
     """
-    pairs = x.float().unflatten(-1, (-1, 2))             # (B, heads, T, Dh/2, 2)
+    # at least float32 (half precision would round the angles), never less than x has
+    pairs = x.to(torch.promote_types(x.dtype, torch.float32)).unflatten(-1, (-1, 2))  # (B, heads, T, Dh/2, 2)
     first, second = pairs[..., 0], pairs[..., 1]         # (B, heads, T, Dh/2) each
     rotated = torch.stack(
         (first * cos - second * sin,

@@ -171,3 +171,52 @@ def test_a_tiny_model_on_imdb_clearly_beats_chance(imdb, tmp_path):
     assert sum(map(sum, outcome.metrics["confusion"])) == 1000
     assert (tmp_path / "tiny" / "model.safetensors").is_file()
     assert not math.isnan(outcome.metrics["val_accuracy"])
+
+
+def test_a_stop_during_an_evaluation_ends_it_within_one_batch():
+    stop = threading.Event()
+    trainer = make_trainer(stop=stop)
+
+    class StopAtEpochEnd:      # set on the last step of epoch 1: the epoch-end evaluation sees it
+        def on_step(self, event):
+            if event["step"] == trainer.steps_per_epoch:
+                stop.set()
+
+    trainer.callbacks.append(StopAtEpochEnd())
+    result = trainer.fit()
+    assert result.status == "stopped" and "during an evaluation" in result.reason
+    assert result.steps == trainer.steps_per_epoch
+    assert trainer.history["evals"] == [] and result.test_accuracy is None
+
+
+def test_confidently_wrong_lists_the_most_confident_mistakes_first():
+    from minitx.train import confidently_wrong
+
+    split = EncodedSplit([[2]] * 4, [0, 1, 0, 1], ["a", "b", "c", "d" * 2000])
+    probabilities = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.05, 0.95]])
+    wrong = confidently_wrong(probabilities, split, k=5, max_chars=100)
+    assert [w["text"][:1] for w in wrong] == ["b", "c"]        # d and a were right
+    assert wrong[0] == {"text": "b", "truncated": False, "label": 1, "p_positive": 0.2}
+
+
+def test_run_training_records_phases_and_attention_snapshots(imdb, tmp_path):
+    phases = []
+
+    class Phases:
+        def on_phase(self, event):
+            phases.append(event["phase"])
+
+    model_cfg = ModelConfig(d_model=32, n_heads=2, n_kv_heads=1, n_layers=2, d_ff=64, max_len=64)
+    train_cfg = TrainConfig(train_size=200, test_size=100, vocab_size=2000, epochs=2, batch_size=32)
+    outcome = run_training(model_cfg, train_cfg, [Phases()], checkpoint_dir=tmp_path, run_name="snap")
+    assert phases == ["preparing data", "training", "saving"]
+    snaps = outcome.metrics["attention_snapshots"]
+    assert snaps["steps"][0] == 0 and snaps["steps"][-1] == outcome.result.steps
+    assert snaps["steps"] == sorted(set(snaps["steps"]))
+    for eval_event in outcome.result.history["evals"]:
+        assert eval_event["step"] in snaps["steps"]
+    maps = torch.tensor(snaps["maps"])                       # (S, L, H, T, T)
+    assert maps.shape[1:3] == (2, 2) and maps.shape[3] == maps.shape[4] == len(snaps["tokens"])
+    torch.testing.assert_close(maps.sum(-1), torch.ones(maps.shape[:-1]), atol=0.01, rtol=0)
+    assert not torch.equal(maps[0], maps[-1])                 # training changed the attention
+    assert len(outcome.metrics["confidently_wrong"]) <= 8

@@ -38,3 +38,59 @@ def bars(frame: pd.DataFrame, x: str, y: str, title: str = "", height: int = 240
         x=alt.X(f"{x}:N", sort=None, axis=alt.Axis(labelAngle=0, labelOverlap=True)), y=alt.Y(f"{y}:Q"),
         tooltip=list(frame.columns),
     ).properties(height=height)
+
+
+def _step_axis(total_steps: int | None) -> alt.X:
+    scale = alt.Scale(domain=[0, total_steps]) if total_steps else alt.Undefined
+    return alt.X("step:Q", title="training step", scale=scale)
+
+
+def training_loss(rows: list[dict], total_steps: int | None, height: int = 240) -> alt.Chart:
+    """Per-step loss, faint, with its moving average drawn on top."""
+    frame = pd.DataFrame(rows, columns=["step", "loss", "smoothed", "lr"])
+    base = alt.Chart(frame, title="Training loss (per step, and smoothed)")
+    raw = base.mark_line(opacity=0.25, strokeWidth=1).encode(
+        x=_step_axis(total_steps), y=alt.Y("loss:Q", title="cross-entropy"),
+        tooltip=["step", alt.Tooltip("loss:Q", format=".4f")])
+    smooth = base.mark_line(strokeWidth=2.5).encode(
+        x=_step_axis(total_steps), y="smoothed:Q",
+        tooltip=["step", alt.Tooltip("smoothed:Q", format=".4f")])
+    return (raw + smooth).properties(height=height)
+
+
+def learning_rate(rows: list[dict], total_steps: int | None, height: int = 160) -> alt.Chart:
+    frame = pd.DataFrame(rows, columns=["step", "loss", "smoothed", "lr"])
+    return alt.Chart(frame, title="Learning rate").mark_line(color="#888").encode(
+        x=_step_axis(total_steps), y=alt.Y("lr:Q", title="learning rate", axis=alt.Axis(format=".1e")),
+        tooltip=["step", alt.Tooltip("lr:Q", format=".2e")]).properties(height=height)
+
+
+def evaluation(rows: list[dict], metric: str, total_steps: int | None, height: int = 200) -> alt.Chart:
+    """Validation and test loss (or accuracy) at every evaluation."""
+    frame = pd.DataFrame(rows, columns=["step", "split", "metric", "value"])
+    frame = frame[frame["metric"] == metric]
+    y_scale = alt.Scale(domain=[0.4, 1.0]) if metric == "accuracy" else alt.Undefined
+    return alt.Chart(frame, title=f"Evaluation {metric}").mark_line(point=True).encode(
+        x=_step_axis(total_steps), y=alt.Y("value:Q", title=metric, scale=y_scale),
+        color=alt.Color("split:N", title="split"),
+        tooltip=["step", "split", alt.Tooltip("value:Q", format=".4f")]).properties(height=height)
+
+
+def confusion(matrix: list[list[int]], classes: tuple[str, str] = ("negative", "positive")) -> alt.Chart:
+    cells = pd.DataFrame([(classes[t], classes[p], n) for t, row in enumerate(matrix)
+                          for p, n in enumerate(row)], columns=["true", "predicted", "reviews"])
+    base = alt.Chart(cells, title="Confusion matrix (test)").encode(
+        x=alt.X("predicted:N", sort=list(classes)), y=alt.Y("true:N", sort=list(classes)))
+    rects = base.mark_rect().encode(color=alt.Color("reviews:Q", scale=alt.Scale(scheme="blues"), legend=None),
+                                    tooltip=["true", "predicted", "reviews"])
+    text = base.mark_text(fontSize=16).encode(text="reviews:Q")
+    return (rects + text).properties(width=240, height=200)
+
+
+def overlay(frame: pd.DataFrame, y: str, title: str, y_title: str, height: int = 260) -> alt.Chart:
+    """One line per run against epochs, so runs of different sizes line up."""
+    return alt.Chart(frame, title=title).mark_line(point=y != "smoothed").encode(
+        x=alt.X("epoch:Q", title="epoch"), y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
+        color=alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
+        tooltip=["run", alt.Tooltip("epoch:Q", format=".2f"), alt.Tooltip(f"{y}:Q", format=".4f")],
+    ).properties(height=height)

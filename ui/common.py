@@ -48,3 +48,18 @@ def table_height(frame: pd.DataFrame) -> int:
 def token_labels(tokens: list[str]) -> list[str]:
     """Unique, ordered axis labels: '0 [CLS]', '1 the', ... (a token may repeat)."""
     return [f"{i} {t}" for i, t in enumerate(tokens)]
+
+
+def _keep(store: str) -> None:
+    st.session_state[store] = st.session_state["w_" + store]
+
+
+def remembered(store: str, default) -> dict:
+    """Widget arguments that keep its value in session_state[store] across page switches.
+
+    Streamlit forgets a widget's own key when a page without it runs; a plain key
+    that no widget owns survives, so the value lives there and is copied in and out.
+    """
+    widget = "w_" + store
+    st.session_state[widget] = st.session_state.setdefault(store, default)
+    return {"key": widget, "on_change": _keep, "args": (store,)}

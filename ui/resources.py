@@ -117,3 +117,13 @@ def trained_tokenizer(kind: str, vocab_size: int, lowercase: bool, sample_size: 
     if sample is None:
         return None
     return cached_tokenizer(kind, sample[0], vocab_size, lowercase)
+
+
+@st.cache_data(show_spinner="Reading IMDB test reviews...")
+def imdb_test_sample(size: int = 500, seed: int = 1) -> tuple[list[str], list[int]] | None:
+    """A balanced sample of test reviews to draw from, or None when IMDB cannot be loaded."""
+    try:
+        split = imdb_subsets(2, size, 0.0, seed)["test"]
+    except DataUnavailableError:
+        return None
+    return split.texts, split.labels

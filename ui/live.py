@@ -1,0 +1,36 @@
+"""The one run registry of this server, shared by every page, tab and reload."""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from minitx.checkpoint import describe_runs, load_run
+from minitx.runs import RunRegistry
+from ui.resources import checkpoints_dir
+
+POLL_SECONDS = 1.0      # no faster: every poll costs the server a rerun of the live panel
+
+
+@st.cache_resource
+def registry() -> RunRegistry:
+    """Created once per server; MINITX_RUN_WORKER=thread trains in a thread (for comparison)."""
+    return RunRegistry(checkpoints_dir(), worker=os.environ.get("MINITX_RUN_WORKER", "process"))
+
+
+def current_run_id() -> str | None:
+    """The run every tab shows: the one in progress, else the newest this server started."""
+    reg = registry()
+    ids = reg.run_ids()
+    return reg.active() or (ids[0] if ids else None)
+
+
+def saved_runs():
+    return describe_runs(checkpoints_dir())
+
+
+@st.cache_resource(show_spinner="Loading the run...", max_entries=4)
+def loaded_run(path: str, modified: float):
+    """A saved run's model and tokenizer, cached until its folder changes."""
+    return load_run(path)
