@@ -164,8 +164,9 @@ try:
 except ValueError as error:
     st.error(f"Run {pick} cannot be loaded: {error}")
     st.stop()
-st.caption(f"{run.model_config.summary()} · test accuracy "
-           f"{(run.metrics.get('test_accuracy') or 0):.4f}")
+accuracy = run.metrics.get("test_accuracy")
+st.caption(f"{run.model_config.summary()} · "
+           + (f"test accuracy {accuracy:.4f}" if accuracy is not None else "never evaluated (stopped early)"))
 st.button("Draw a random test review", on_click=draw_random_review, key="predict_random",
           icon=":material/casino:")
 text = st.text_area("your review", key="predict_text", max_chars=20_000, height=140,
@@ -187,7 +188,7 @@ if text.strip():
             f"Token colours: **{METHOD}**, computed by this model. Green pushed towards positive, "
             "red towards negative; the stronger the colour, the larger the push (hover a token for "
             "its value). It is the first-order estimate of how the score 'positive minus negative "
-            "logit' would change if the token's input vector were zeroed."
+            "logit' would change if the token's embedding were taken away."
             + (f" The review has {prediction.n_tokens_in_text:,} tokens; the model read "
                f"{len(prediction.tokens) - 1:,} of them ({run.train_config.truncation} truncation)."
                if prediction.truncated else ""))

@@ -93,9 +93,9 @@ def status_line(snap: RunSnapshot) -> str:
 
 def draw_run(snap: RunSnapshot) -> None:
     """Status, progress, Stop and the four live charts of one run."""
-    icon = {"queued": "⏳", "running": "🏃", "stopping": "✋", "stopped": "⏹️", "finished": "✅",
-            "failed": "❌"}[snap.status]
-    st.markdown(f"#### {icon} Run `{snap.name}`: **{snap.status}**")
+    icon = {"queued": "hourglass_top", "running": "directions_run", "stopping": "pan_tool",
+            "stopped": "stop_circle", "finished": "check_circle", "failed": "error"}[snap.status]
+    st.markdown(f"#### :material/{icon}: Run `{snap.name}`: **{snap.status}**")
     st.caption(snap.model_config.summary())
     st.progress(snap.progress, text=status_line(snap))
     if snap.status in ("queued", "running"):
@@ -177,7 +177,11 @@ st.markdown(
     "process, so it goes on when you switch pages, reload or open a second tab; every tab shows "
     "it. Pick a preset, change any knob (the model itself is in the sidebar), and press Start.")
 
+run_id = current_run_id()
 busy = registry().active() is not None
+if busy:
+    live_panel(run_id)
+    st.subheader("Next run")
 with st.container(border=True):
     st.selectbox("start from a preset", list(PRESET_LABELS),
                  **{**remembered("train_preset", "Quick"), "on_change": apply_preset, "args": ()},
@@ -245,10 +249,10 @@ with st.container(border=True):
     if st.session_state.get("train_error"):
         st.error(st.session_state["train_error"])
 
-run_id = current_run_id()
 if run_id is None:
     st.info("No run yet in this server session. Saved runs are on **7 · Runs & predict**.")
-else:
+elif not busy:
+    st.subheader("Last run")
     live_panel(run_id)
 
 show_source(RunRegistry.start, RunRegistry.snapshot, Trainer.fit, estimate_run)

@@ -25,8 +25,14 @@ PREPARE_BASE_SECONDS, PREPARE_SECONDS_PER_REVIEW = 0.5, 0.2e-3
 
 
 def time_training_step(model_cfg: ModelConfig, batch_size: int, tokens: int,
-                       repeats: int = 3) -> float:
-    """Seconds per optimiser step of this model on a (batch_size, tokens) batch, measured here."""
+                       probe_batch: int = 4, cheap_seconds: float = 0.05) -> float:
+    """Seconds per optimiser step of this model on a (batch_size, tokens) batch, measured here.
+
+    A step on a small probe batch comes first. If it was cheap, the full batch is
+    timed as well (small models are dominated by fixed costs, so scaling would
+    mislead); if not, the probe's time is scaled by batch_size / probe_batch, which
+    is accurate for big models and keeps a slow model from freezing the page.
+    """
     tokens = max(2, min(tokens, model_cfg.max_len))
     cfg = model_cfg.replace(dropout=0.0)
     model = SentimentClassifier(cfg)
@@ -35,17 +41,23 @@ def time_training_step(model_cfg: ModelConfig, batch_size: int, tokens: int,
     ids = torch.randint(3, cfg.vocab_size, (batch_size, tokens), generator=generator)  # (B, T)
     labels = torch.randint(0, cfg.n_classes, (batch_size,), generator=generator)      # (B,)
 
-    def step():
-        loss = F.cross_entropy(model(ids), labels)
+    def timed_step(rows: int) -> float:
+        start = time.perf_counter()
+        loss = F.cross_entropy(model(ids[:rows]), labels[:rows])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        return time.perf_counter() - start
 
-    step()                                    # the first step allocates; do not time it
-    start = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    return (time.perf_counter() - start) / repeats
+    probe = min(batch_size, probe_batch)
+    timed_step(probe)                        # the first step allocates; it is not timed
+    probe_seconds = timed_step(probe)
+    if probe == batch_size:
+        return probe_seconds
+    if probe_seconds < cheap_seconds:
+        timed_step(batch_size)
+        return timed_step(batch_size)
+    return probe_seconds * batch_size / probe
 
 
 @dataclass

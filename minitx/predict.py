@@ -1,12 +1,13 @@
 """Ask a trained model about a review: the probability it is positive, and which tokens drove it.
 
-Attribution is gradient x input: for each token, the dot product of its input
-vector (token embedding plus positional code) with the gradient of the score
-"positive logit minus negative logit" with respect to that vector. It is the
-first-order estimate of how much the score would drop if the token's vector
-were zeroed: positive values pushed the review towards positive, negative
-values towards negative. It works for every pooling and attention variant,
-unlike "attention paid by the pooled output", which mean pooling does not have.
+Attribution is gradient x input: for each token, the dot product of its
+(scaled) token embedding with the gradient of the score "positive logit minus
+negative logit" with respect to the model's input at that position. It is the
+first-order estimate of how much the score would drop if the token's embedding
+were taken away (its position code stays: position says nothing about
+sentiment). Positive values pushed the review towards positive, negative ones
+towards negative. It works for every pooling and attention variant, unlike
+"attention paid by the pooled output", which mean pooling does not have.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def predict(model: SentimentClassifier, tokenizer: Tokenizer, text: str,
         score = logits[0, -1] - logits[0, 0]       # positive minus negative
         (gradient,) = torch.autograd.grad(score, x)                           # (1, T, D)
     model.train(was_training)
-    attributions = (gradient * x).sum(-1)[0]                                  # (T,)
+    tokens_only = model.embedding(ids_t).detach() * model.embed_scale        # (1, T, D), no position
+    attributions = (gradient * tokens_only).sum(-1)[0]                        # (T,)
     p_positive = logits.detach().float().softmax(-1)[0, -1].item()
     return Prediction(p_positive, tokens, attributions.detach().cpu().tolist(), n_tokens)

@@ -152,7 +152,7 @@ def test_positional_page_shows_order_blindness(app):
 
 PAGES = ["app_pages/home.py", "app_pages/tokenization.py", "app_pages/embeddings.py",
          "app_pages/positional.py", "app_pages/attention.py", "app_pages/encoder.py",
-         "app_pages/training.py"]
+         "app_pages/training.py", "app_pages/runs.py"]
 
 
 @pytest.fixture(scope="session")
@@ -232,3 +232,133 @@ def test_sidebar_values_survive_a_page_switch(app):
     assert at.select_slider(key="w_model_n_heads").value == 8
     assert at.selectbox(key="w_model_pos_encoding").value == "rope"
     assert len(at.get("vega_lite_chart")) == 8
+
+
+# -- training, runs and predict -------------------------------------------------------------
+
+def _heading(at) -> str:
+    return " ".join(m.value for m in at.markdown if m.value.startswith("####"))
+
+
+def _train_until_done(at, timeout: float = 180.0) -> list[float]:
+    """AppTest does not fire run_every: rerun the page by hand, as the fragment would."""
+    import time
+
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        at.run()
+        assert not at.exception, at.exception
+        seen += [p.value / 100 for p in at.get("progress")]   # AppTest gives percent
+        if any(word in _heading(at) for word in ("finished", "stopped", "failed")):
+            return seen
+    raise AssertionError(f"the run did not end in {timeout} s: {_heading(at)}")
+
+
+def _start(at, preset="Tiny (smoke test)", name="apptest-run", **numbers):
+    at.switch_page("app_pages/training.py").run()
+    at.selectbox(key="w_train_preset").set_value(preset).run()
+    for key, value in numbers.items():
+        at.number_input(key=f"w_train_{key}").set_value(value).run()
+    at.text_input(key="w_train_run_name").set_value(name).run()
+    assert not at.exception, at.exception
+    at.button(key="train_start").click().run()
+    return at
+
+
+def test_a_tiny_run_from_the_page_finishes_is_listed_and_predicts(app):
+    at = app.run()
+    at.switch_page("app_pages/training.py").run()
+    at.selectbox(key="w_train_preset").set_value("Tiny (smoke test)").run()
+    assert at.session_state["model_d_model"] == 32 and at.session_state["train_train_size"] == 2000
+    assert any("Estimated time: about" in m.value for m in at.markdown)
+    _start(at)
+    progress = _train_until_done(at)
+    assert "finished" in _heading(at), _heading(at)
+    assert any(0 < p < 1 for p in progress) and progress[-1] == 1.0, progress[-8:]   # moved, then completed
+    titles = {c.proto.spec for c in at.get("vega_lite_chart")}
+    assert len(titles) >= 5         # loss, learning rate, eval accuracy, eval loss, confusion matrix
+    accuracy = float(at.metric[0].value)
+    assert at.metric[0].label == "test accuracy" and accuracy > 0.6
+    assert any("confidently wrong" in m.value for m in at.markdown)
+
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    row = table[table["run"] == "apptest-run"].iloc[0]
+    assert row["status"] == "finished" and row["test accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    assert row["heads / KV"] == "2 / 1" and row["tokenizer"].startswith("word")
+    at.text_area(key="predict_text").set_value("A wonderful, moving film. I loved every minute.").run()
+    assert not at.exception, at.exception
+    p_positive = next(m for m in at.metric if m.label == "P(positive)").value
+    assert 0.0 <= float(p_positive.rstrip("%")) <= 100.0
+    assert any("gradient x input" in c.value for c in at.caption)
+    steps = at.select_slider(key="snap_step").options
+    assert steps[0] == "0" and len(steps) > 3               # from random to trained
+    at.select_slider(key="snap_step").set_value(0).run()
+    assert not at.exception
+
+
+def test_a_second_start_while_busy_says_which_run_is_training(app):
+    at = _start(app.run(), name="long-run", train_size=25_000)
+    at.run()
+    assert "long-run" in _heading(at)
+    assert at.button(key="train_start").disabled
+    from minitx.presets import PRESETS
+    from ui.live import registry
+
+    with pytest.raises(ValueError, match="long-run.*only one run trains at a time"):
+        registry().start(*PRESETS["tiny"])
+    at.button(key="train_stop").click().run()
+    _train_until_done(at)
+    assert "stopped" in _heading(at)
+
+
+def test_lr_10_ends_as_failed_with_the_reason_on_the_page(app):
+    at = _start(app.run(), preset="Quick", name="too-hot", lr=10.0, train_size=400, test_size=200)
+    _train_until_done(at)
+    assert "failed" in _heading(at)
+    assert any("loss became nan" in e.value for e in at.error), [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc/x", "a b"])
+def test_a_hostile_run_name_is_refused_on_the_page(app, name):
+    at = _start(app.run(), name=name)
+    assert any("not allowed" in e.value for e in at.error), [e.value for e in at.error]
+    from ui.live import registry
+
+    assert registry().run_ids() == []
+
+
+def test_runs_page_lists_a_corrupted_run_as_unreadable_and_manages_runs(app, monkeypatch, tmp_path,
+                                                                     trained_checkpoints):
+    import shutil
+
+    folder = tmp_path / "runs"
+    shutil.copytree(trained_checkpoints, folder)
+    (folder / "broken").mkdir()
+    (folder / "broken" / "config.json").write_text("{truncated")
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(folder))
+    at = app.run()
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["broken", "status"] == "unreadable" and "config.json" in table.loc["broken", "model"]
+    assert table.loc["tiny", "status"] == "finished"
+    assert any("cannot be read" in w.value for w in at.warning)
+
+    at.selectbox(key="runs_manage").set_value("tiny").run()
+    at.text_input(key="runs_new_name").set_value("../outside").run()
+    at.button(key="runs_rename").click().run()
+    assert any("not allowed" in e.value for e in at.error) and (folder / "tiny").is_dir()
+    at.text_input(key="runs_new_name").set_value("tiny-renamed").run()
+    at.button(key="runs_rename").click().run()
+    assert (folder / "tiny-renamed").is_dir() and not (folder / "tiny").exists()
+
+    at.selectbox(key="runs_manage").set_value("broken").run()
+    at.button(key="runs_delete").click().run()
+    assert (folder / "broken").is_dir()                     # nothing goes before the confirmation
+    assert any("cannot be undone" in w.value for w in at.warning)
+    at.button(key="runs_delete_yes").click().run()
+    assert not (folder / "broken").exists() and (folder / "tiny-renamed").is_dir()
+    assert not at.exception

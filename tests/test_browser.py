@@ -26,7 +26,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAGES = {"home": "", "tokenization": "tokenization", "embeddings": "embeddings",
          "positional": "positional", "attention": "attention", "encoder": "encoder",
-         "training": "training"}
+         "training": "training", "runs": "runs"}
 
 
 def _free_port() -> int:
@@ -131,4 +131,82 @@ def test_click_through_the_app(browser, server):
         assert not page.locator("[data-testid=stException]").count(), name
         assert sidebar.get_by_text("Your model").is_visible(), name
         _screenshot(page, f"page-{n}-{name}")
+    assert not errors, errors
+
+
+def _progress(page) -> float:
+    return float(page.locator("[data-testid=stProgress] [role=progressbar]").first.get_attribute("aria-valuenow"))
+
+
+def _status(page) -> str:
+    return page.locator("h4").filter(has_text="browser-run").first.inner_text()
+
+
+def _nav(page, label: str) -> None:
+    page.locator("[data-testid=stSidebarNav]").get_by_text(label, exact=True).click()
+    _settle(page)
+
+
+def test_live_training_run_stop_and_predict(browser, server):
+    """Start a run, watch it move on its own, leave and come back, stop it, find it, ask it."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{server}/training")
+    _settle(page)
+
+    # the tiny preset, on all 25,000 reviews so that it runs long enough to watch and stop
+    page.get_by_test_id("stSelectbox").filter(has_text="start from a preset").click()
+    page.get_by_role("option", name="Tiny (smoke test)").click()
+    _settle(page)
+    reviews = page.get_by_role("spinbutton", name="training reviews (incl. validation)")
+    reviews.fill("25000")
+    reviews.press("Enter")
+    _settle(page)
+    name = page.get_by_role("textbox", name="run name (optional)")
+    name.fill("browser-run")
+    name.press("Enter")
+    _settle(page)
+    assert page.get_by_text("Estimated time: about").is_visible()
+    _screenshot(page, "live-1-configured")
+
+    page.get_by_role("button", name="Start training").click()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stProgress]')]"
+                           ".some(e => e.innerText.includes('tokens/s'))", timeout=120_000)
+    assert "running" in _status(page)
+    chart = page.get_by_test_id("stVegaLiteChart").first
+    first_progress, first_chart = _progress(page), chart.screenshot()
+    page.wait_for_timeout(3_000)                    # no clicks: the page must move by itself
+    assert _progress(page) > first_progress
+    assert chart.screenshot() != first_chart          # the loss chart was redrawn with new steps
+    _screenshot(page, "live-2-running")
+
+    # leave for another page and come back: the run went on without us
+    _nav(page, "5 · Encoder stack")
+    assert page.get_by_role("heading", name="Encoder stack").is_visible()
+    _nav(page, "6 · Training")
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stProgress]')]"
+                           ".some(e => e.innerText.includes('tokens/s'))", timeout=30_000)
+    assert "running" in _status(page) and _progress(page) > first_progress
+    _screenshot(page, "live-3-back-still-running")
+
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_function("() => [...document.querySelectorAll('h4')].some("
+                           "h => h.innerText.includes('browser-run') && h.innerText.includes('stopped'))",
+                           timeout=60_000)
+    _settle(page)
+    assert page.get_by_text("stopped by request").first.is_visible()
+    _screenshot(page, "live-4-stopped")
+
+    # the run is saved and listed; ask it about a review
+    _nav(page, "7 · Runs & predict")
+    assert page.get_by_test_id("stMultiSelect").get_by_text("browser-run").is_visible()
+    review = page.get_by_role("textbox", name="your review")
+    review.fill("A wonderful film: moving, funny and beautifully acted. I loved every minute.")
+    review.press("Control+Enter")
+    _settle(page)
+    assert page.get_by_test_id("stMetric").filter(has_text="P(positive)").is_visible()
+    assert page.get_by_test_id("attribution-chips").count() == 1
+    _screenshot(page, "live-5-predict")
+    assert not page.locator("[data-testid=stException]").count()
     assert not errors, errors

@@ -156,3 +156,39 @@ def test_run_folders_lists_newest_first_and_skips_saves_in_progress(saved_run, t
     (tmp_path / ".saving-run-3-abc").mkdir()
     assert checkpoint.run_folders(tmp_path) == [newer, path]
     assert checkpoint.run_folders(tmp_path / "nowhere") == []
+
+
+def test_rename_delete_and_zip_stay_inside_the_folder(saved_run, tmp_path):
+    import io
+    import zipfile
+
+    from minitx.checkpoint import delete_run, describe_runs, rename_run, run_zip
+
+    saved_run = saved_run[0]
+    folder, name = saved_run.parent, saved_run.name
+    archive = zipfile.ZipFile(io.BytesIO(run_zip(folder, name)))
+    assert sorted(archive.namelist()) == sorted(f"{name}/{f}" for f in checkpoint.RUN_FILES)
+    renamed = rename_run(folder, name, "renamed")
+    assert renamed.is_dir() and not saved_run.exists()
+    for hostile in ("../outside", "/tmp", "a/b", ".."):
+        with pytest.raises(ValueError, match="not allowed"):
+            rename_run(folder, "renamed", hostile)
+        with pytest.raises(ValueError, match="not allowed"):
+            delete_run(folder, hostile)
+    with pytest.raises(ValueError, match="no run named"):
+        delete_run(folder, "missing")
+    assert [i.name for i in describe_runs(folder) if i.readable] == ["renamed"]
+    delete_run(folder, "renamed")
+    assert not renamed.exists() and folder.exists()
+
+
+def test_describe_runs_lists_broken_runs_with_the_reason(saved_run):
+    from minitx.checkpoint import describe_runs
+
+    saved_run = saved_run[0]
+    broken = saved_run.parent / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    infos = {i.name: i for i in describe_runs(saved_run.parent)}
+    assert infos[saved_run.name].readable and infos[saved_run.name].metrics is not None
+    assert not infos["broken"].readable and "config.json" in infos["broken"].error

@@ -17,7 +17,7 @@ def tok():
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 @pytest.mark.parametrize("pos", ["sinusoidal", "rope"])
 def test_attribution_is_the_gradient_times_input_checked_by_finite_differences(tok, pooling, pos):
-    """Scaling token t's input vector by (1 + e) changes the score by e * attribution_t, to first order."""
+    """Adding e times token t's embedding to its input changes the score by e * attribution_t."""
     torch.manual_seed(0)
     model = SentimentClassifier(tiny_config(vocab_size=tok.vocab_size, pooling=pooling,
                                             pos_encoding=pos, dropout=0.3)).double()
@@ -25,11 +25,12 @@ def test_attribution_is_the_gradient_times_input_checked_by_finite_differences(t
     model.eval()                       # the check below must see what predict saw: no dropout
     ids, _, _ = encode_review(tok, "a great film but boring", model.cfg.max_len)
     ids_t = torch.tensor([ids])
-    x = model.embed(ids_t).detach()
+    x = model.embed(ids_t).detach()                                   # token embedding + position
+    token_vectors = model.embedding(ids_t).detach() * model.embed_scale
 
     def score(scale_token: int, eps: float) -> float:
         scaled = x.clone()
-        scaled[0, scale_token] *= 1 + eps
+        scaled[0, scale_token] += eps * token_vectors[0, scale_token]
         logits = model.run_embeddings(scaled, ids_t != 0).logits
         return (logits[0, -1] - logits[0, 0]).item()
 
