@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+import pandas as pd
 import streamlit as st
 
 from minitx.config import LR_SCHEDULES, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig
@@ -63,11 +64,8 @@ def step_seconds(model_cfg: ModelConfig, batch_size: int, tokens: int) -> float:
     return time_training_step(model_cfg, batch_size, tokens)
 
 
-def show_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, busy: bool) -> None:
+def show_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
     """The run's time: a few steps of this model timed here, times the steps, plus evaluations."""
-    if busy:
-        st.caption("Time estimate: paused while a run trains (timing steps now would slow it down).")
-        return
     stats = sample_stats(train_cfg.tokenizer, train_cfg.vocab_size, train_cfg.lowercase, model_cfg.max_len)
     tokens = round(stats["mean_kept_tokens"])
     seconds = step_seconds(model_cfg, train_cfg.batch_size, tokens)
@@ -107,20 +105,17 @@ def draw_run(snap: RunSnapshot) -> None:
         st.info(snap.reason)
     if not snap.steps:
         return
-    losses, evals = loss_curve(snap.steps), eval_curve(snap.evals)
+    losses, evals = loss_curve(snap.steps, max_points=400), eval_curve(snap.evals)
+    # the specs never change during a run, only the rows: the browser just feeds in the new data
     left, right = st.columns(2)
-    with left:
-        st.altair_chart(charts.training_loss(losses, snap.total_steps), key="live_loss", width="stretch")
-        st.altair_chart(charts.learning_rate(losses, snap.total_steps), key="live_lr", width="stretch")
-    with right:
-        if evals:
-            st.altair_chart(charts.evaluation(evals, "accuracy", snap.total_steps), key="live_acc",
-                            width="stretch")
-            st.altair_chart(charts.evaluation(evals, "loss", snap.total_steps), key="live_eval_loss",
-                            width="stretch")
-        else:
-            st.caption("Evaluation loss and accuracy appear after the first evaluation "
-                       "(at the end of epoch 1, or every N steps: see More knobs).")
+    left.vega_lite_chart(pd.DataFrame(losses), charts.live_training_spec(snap.total_steps),
+                         key="live_loss", width="stretch")
+    if evals:
+        right.vega_lite_chart(pd.DataFrame(evals), charts.live_evaluation_spec(snap.total_steps),
+                              key="live_eval", width="stretch")
+    else:
+        right.caption("Evaluation loss and accuracy appear after the first evaluation "
+                      "(at the end of epoch 1, or every N steps: see More knobs).")
 
 
 def draw_results(snap: RunSnapshot) -> None:
@@ -168,6 +163,73 @@ def live_panel(run_id: str) -> None:
         draw_results(snap)
 
 
+def configure_run(cfg: ModelConfig) -> None:
+    """The preset, every knob, the time estimate and Start (only drawn when no run is busy)."""
+    with st.container(border=True):
+        st.selectbox("start from a preset", list(PRESET_LABELS),
+                     **{**remembered("train_preset", "Quick"), "on_change": apply_preset, "args": ()},
+                     help="Sets the sidebar's model and every knob below. Quick: 0.86 in about 80 s; "
+                          "Full IMDB: 0.88 in about 4 minutes; Seed recipe: the original write-up, 12 minutes.")
+        data_col, opt_col = st.columns(2)
+        with data_col:
+            st.markdown("**Data and tokenizer**")
+            train_size = st.number_input("training reviews (incl. validation)", 20, ALL_REVIEWS, step=500,
+                                         help="A balanced subset; 25,000 is all of them.", **knob("train_size"))
+            test_size = st.number_input("test reviews", 20, ALL_REVIEWS, step=500,
+                                        help="A balanced subset; 25,000 is the whole test split.",
+                                        **knob("test_size"))
+            tokenizer = st.selectbox("tokenizer", TOKENIZER_KINDS, **knob("tokenizer"))
+            vocab_size = st.number_input("vocabulary size", 100, 60_000, step=1_000, **knob("vocab_size"))
+            st.caption(f"max_len {cfg.max_len} is in the sidebar, with the model.")
+        with opt_col:
+            st.markdown("**Optimisation**")
+            epochs = st.slider("epochs", 1, 10, **knob("epochs"))
+            batch_size = st.select_slider("batch size", [8, 16, 32, 64, 128], **knob("batch_size"))
+            lr = st.number_input("peak learning rate", 1e-6, 100.0, format="%.1e", step=1e-4, **knob("lr"),
+                                 help="Try 10 to see a run fail: the loss becomes NaN and the run says so.")
+            warmup = st.slider("warmup (share of steps)", 0.0, 0.5, step=0.05, **knob("warmup_fraction"))
+            weight_decay = st.number_input("weight decay", 0.0, 1.0, step=0.01, **knob("weight_decay"))
+            dropout = st.slider("dropout", 0.0, 0.6, step=0.05, **knob("dropout"))
+            seed = st.number_input("seed", 0, 1_000_000, **knob("seed"))
+        with st.expander("More knobs"):
+            m1, m2, m3 = st.columns(3)
+            truncation = m1.selectbox("truncation", TRUNCATIONS, **knob("truncation"),
+                                      help="head: keep the start; head_tail: the start and the end.")
+            schedule = m1.selectbox("learning-rate schedule", LR_SCHEDULES, **knob("lr_schedule"))
+            grad_clip = m2.number_input("gradient clipping (max norm, 0 = off)", 0.0, 100.0, step=0.5,
+                                        **knob("grad_clip"))
+            word_dropout = m2.slider("word dropout", 0.0, 0.5, step=0.05, **knob("word_dropout"))
+            eval_every = m3.number_input("also evaluate every N steps (0 = epoch ends)", 0, 100_000, step=50,
+                                         **knob("eval_every"))
+            patience = m3.number_input("early-stopping patience (epochs, 0 = off)", 0, 10, **knob("patience"))
+        name = st.text_input("run name (optional)", max_chars=100, placeholder="e.g. quick-mqa-rope",
+                             help="Letters, digits, '.', '_' and '-'. Empty: the date and time.",
+                             **remembered("train_run_name", ""))
+
+        model_cfg = train_cfg = problem = None
+        try:
+            model_cfg = cfg.replace(dropout=dropout)
+            train_cfg = TrainConfig(
+                train_size=None if train_size >= ALL_REVIEWS else int(train_size),
+                test_size=None if test_size >= ALL_REVIEWS else int(test_size), tokenizer=tokenizer,
+                vocab_size=int(vocab_size), truncation=truncation, epochs=int(epochs), batch_size=batch_size,
+                lr=float(lr), lr_schedule=schedule, warmup_fraction=float(warmup),
+                weight_decay=float(weight_decay), grad_clip=float(grad_clip), word_dropout=float(word_dropout),
+                eval_every=int(eval_every), patience=int(patience), seed=int(seed))
+        except ValueError as error:
+            problem = f"This run cannot start: {error}"
+        if problem is None and imdb_sample() is None:
+            problem = "IMDB could not be loaded: set MINITX_IMDB to a local copy of it, or go online."
+        if problem is None:
+            show_estimate(model_cfg.replace(vocab_size=train_cfg.vocab_size), train_cfg)
+        else:
+            st.error(problem)
+        st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=problem is not None,
+                  on_click=start, args=(model_cfg, train_cfg, name), key="train_start")
+        if st.session_state.get("train_error"):
+            st.error(st.session_state["train_error"])
+
+
 # -- the page ------------------------------------------------------------------------------
 
 cfg = model_sidebar()
@@ -178,81 +240,20 @@ st.markdown(
     "it. Pick a preset, change any knob (the model itself is in the sidebar), and press Start.")
 
 run_id = current_run_id()
-busy = registry().active() is not None
-if busy:
-    live_panel(run_id)
-    st.subheader("Next run")
-with st.container(border=True):
-    st.selectbox("start from a preset", list(PRESET_LABELS),
-                 **{**remembered("train_preset", "Quick"), "on_change": apply_preset, "args": ()},
-                 help="Sets the sidebar's model and every knob below. Quick: 0.86 in about 80 s; "
-                      "Full IMDB: 0.88 in about 4 minutes; Seed recipe: the original write-up, 12 minutes.")
-    data_col, opt_col = st.columns(2)
-    with data_col:
-        st.markdown("**Data and tokenizer**")
-        train_size = st.number_input("training reviews (incl. validation)", 20, ALL_REVIEWS, step=500,
-                                     help="A balanced subset; 25,000 is all of them.", **knob("train_size"))
-        test_size = st.number_input("test reviews", 20, ALL_REVIEWS, step=500,
-                                    help="A balanced subset; 25,000 is the whole test split.",
-                                    **knob("test_size"))
-        tokenizer = st.selectbox("tokenizer", TOKENIZER_KINDS, **knob("tokenizer"))
-        vocab_size = st.number_input("vocabulary size", 100, 60_000, step=1_000, **knob("vocab_size"))
-        st.caption(f"max_len {cfg.max_len} is in the sidebar, with the model.")
-    with opt_col:
-        st.markdown("**Optimisation**")
-        epochs = st.slider("epochs", 1, 10, **knob("epochs"))
-        batch_size = st.select_slider("batch size", [8, 16, 32, 64, 128], **knob("batch_size"))
-        lr = st.number_input("peak learning rate", 1e-6, 100.0, format="%.1e", step=1e-4, **knob("lr"),
-                             help="Try 10 to see a run fail: the loss becomes NaN and the run says so.")
-        warmup = st.slider("warmup (share of steps)", 0.0, 0.5, step=0.05, **knob("warmup_fraction"))
-        weight_decay = st.number_input("weight decay", 0.0, 1.0, step=0.01, **knob("weight_decay"))
-        dropout = st.slider("dropout", 0.0, 0.6, step=0.05, **knob("dropout"))
-        seed = st.number_input("seed", 0, 1_000_000, **knob("seed"))
-    with st.expander("More knobs"):
-        m1, m2, m3 = st.columns(3)
-        truncation = m1.selectbox("truncation", TRUNCATIONS, **knob("truncation"),
-                                  help="head: keep the start; head_tail: the start and the end.")
-        schedule = m1.selectbox("learning-rate schedule", LR_SCHEDULES, **knob("lr_schedule"))
-        grad_clip = m2.number_input("gradient clipping (max norm, 0 = off)", 0.0, 100.0, step=0.5,
-                                    **knob("grad_clip"))
-        word_dropout = m2.slider("word dropout", 0.0, 0.5, step=0.05, **knob("word_dropout"))
-        eval_every = m3.number_input("also evaluate every N steps (0 = epoch ends)", 0, 100_000, step=50,
-                                     **knob("eval_every"))
-        patience = m3.number_input("early-stopping patience (epochs, 0 = off)", 0, 10, **knob("patience"))
-    name = st.text_input("run name (optional)", max_chars=100, placeholder="e.g. quick-mqa-rope",
-                         help="Letters, digits, '.', '_' and '-'. Empty: the date and time.",
-                         **remembered("train_run_name", ""))
-
-    model_cfg = train_cfg = problem = None
-    try:
-        model_cfg = cfg.replace(dropout=dropout)
-        train_cfg = TrainConfig(
-            train_size=None if train_size >= ALL_REVIEWS else int(train_size),
-            test_size=None if test_size >= ALL_REVIEWS else int(test_size), tokenizer=tokenizer,
-            vocab_size=int(vocab_size), truncation=truncation, epochs=int(epochs), batch_size=batch_size,
-            lr=float(lr), lr_schedule=schedule, warmup_fraction=float(warmup),
-            weight_decay=float(weight_decay), grad_clip=float(grad_clip), word_dropout=float(word_dropout),
-            eval_every=int(eval_every), patience=int(patience), seed=int(seed))
-    except ValueError as error:
-        problem = f"This run cannot start: {error}"
-    if problem is None and imdb_sample() is None:
-        problem = "IMDB could not be loaded: set MINITX_IMDB to a local copy of it, or go online."
-    if problem is None:
-        show_estimate(model_cfg.replace(vocab_size=train_cfg.vocab_size), train_cfg, busy)
-    else:
-        st.error(problem)
-    st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=busy or problem is not None,
-              on_click=start, args=(model_cfg, train_cfg, name), key="train_start",
-              help="One run trains at a time on this machine." if busy else None)
-    if busy:
-        st.caption("A run is in progress (below): Start is back when it ends or is stopped.")
-    if st.session_state.get("train_error"):
+if registry().active() is not None:
+    # while a run trains, the page is only the live panel: one run at a time, and a big form
+    # redrawn with every update would take CPU from the training
+    st.caption("One run trains at a time on this machine: the knobs for the next run come back "
+               "when this one finishes or is stopped.")
+    if st.session_state.get("train_error"):       # a Start from a tab that had not seen this run yet
         st.error(st.session_state["train_error"])
-
-if run_id is None:
-    st.info("No run yet in this server session. Saved runs are on **7 · Runs & predict**.")
-elif not busy:
-    st.subheader("Last run")
     live_panel(run_id)
+else:
+    configure_run(cfg)
+    if run_id is None:
+        st.info("No run yet in this server session. Saved runs are on **7 · Runs & predict**.")
+    else:
+        st.subheader("Last run")
+        live_panel(run_id)
 
 show_source(RunRegistry.start, RunRegistry.snapshot, Trainer.fit, estimate_run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import altair as alt
 import pandas as pd
 import torch
@@ -45,35 +47,63 @@ def _step_axis(total_steps: int | None) -> alt.X:
     return alt.X("step:Q", title="training step", scale=scale)
 
 
-def training_loss(rows: list[dict], total_steps: int | None, height: int = 240) -> alt.Chart:
-    """Per-step loss, faint, with its moving average drawn on top."""
-    frame = pd.DataFrame(rows, columns=["step", "loss", "smoothed", "lr"])
-    base = alt.Chart(frame, title="Training loss (per step, and smoothed)")
-    raw = base.mark_line(opacity=0.25, strokeWidth=1).encode(
+def _spec_without_data(chart: alt.TopLevelMixin) -> dict:
+    """The chart's Vega-Lite spec with its data taken out, to be given new data on every redraw.
+
+    A live chart whose spec never changes is only fed new rows by the browser; a spec
+    with the data inside changes every second and is rebuilt from scratch each time.
+    """
+    spec = chart.to_dict()
+    spec.pop("datasets", None)
+    spec.pop("data", None)
+    for part in spec.get("vconcat", []) + spec.get("layer", []):
+        part.pop("data", None)
+        for layer in part.get("layer", []):
+            layer.pop("data", None)
+    return spec
+
+
+def training_loss(total_steps: int | None, height: int = 220) -> alt.LayerChart:
+    """Per-step loss, faint, with its moving average drawn on top. Data: loss_curve rows."""
+    raw = alt.Chart().mark_line(opacity=0.25, strokeWidth=1).encode(
         x=_step_axis(total_steps), y=alt.Y("loss:Q", title="cross-entropy"),
-        tooltip=["step", alt.Tooltip("loss:Q", format=".4f")])
-    smooth = base.mark_line(strokeWidth=2.5).encode(
+        tooltip=["step:Q", alt.Tooltip("loss:Q", format=".4f")])
+    smooth = alt.Chart().mark_line(strokeWidth=2.5).encode(
         x=_step_axis(total_steps), y="smoothed:Q",
-        tooltip=["step", alt.Tooltip("smoothed:Q", format=".4f")])
-    return (raw + smooth).properties(height=height)
+        tooltip=["step:Q", alt.Tooltip("smoothed:Q", format=".4f")])
+    return alt.layer(raw, smooth, title="Training loss (per step, and smoothed)").properties(
+        height=height, width="container")
 
 
-def learning_rate(rows: list[dict], total_steps: int | None, height: int = 160) -> alt.Chart:
-    frame = pd.DataFrame(rows, columns=["step", "loss", "smoothed", "lr"])
-    return alt.Chart(frame, title="Learning rate").mark_line(color="#888").encode(
+def learning_rate(total_steps: int | None, height: int = 110) -> alt.Chart:
+    return alt.Chart(title="Learning rate").mark_line(color="#888").encode(
         x=_step_axis(total_steps), y=alt.Y("lr:Q", title="learning rate", axis=alt.Axis(format=".1e")),
-        tooltip=["step", alt.Tooltip("lr:Q", format=".2e")]).properties(height=height)
+        tooltip=["step:Q", alt.Tooltip("lr:Q", format=".2e")]).properties(height=height, width="container")
 
 
-def evaluation(rows: list[dict], metric: str, total_steps: int | None, height: int = 200) -> alt.Chart:
-    """Validation and test loss (or accuracy) at every evaluation."""
-    frame = pd.DataFrame(rows, columns=["step", "split", "metric", "value"])
-    frame = frame[frame["metric"] == metric]
+def evaluation(metric: str, total_steps: int | None, height: int = 160) -> alt.Chart:
+    """Validation and test loss (or accuracy) at every evaluation. Data: eval_curve rows."""
     y_scale = alt.Scale(domain=[0.4, 1.0]) if metric == "accuracy" else alt.Undefined
-    return alt.Chart(frame, title=f"Evaluation {metric}").mark_line(point=True).encode(
+    return alt.Chart(title=f"Evaluation {metric}").transform_filter(alt.datum.metric == metric).mark_line(
+        point=True).encode(
         x=_step_axis(total_steps), y=alt.Y("value:Q", title=metric, scale=y_scale),
         color=alt.Color("split:N", title="split"),
-        tooltip=["step", "split", alt.Tooltip("value:Q", format=".4f")]).properties(height=height)
+        tooltip=["step:Q", "split:N", alt.Tooltip("value:Q", format=".4f")],
+    ).properties(height=height, width="container")
+
+
+@functools.lru_cache(maxsize=32)
+def live_training_spec(total_steps: int | None) -> dict:
+    """Loss over learning rate, one chart: feed it loss_curve rows."""
+    return _spec_without_data(alt.vconcat(training_loss(total_steps), learning_rate(total_steps),
+                                          data=pd.DataFrame(columns=["step", "loss", "smoothed", "lr"])))
+
+
+@functools.lru_cache(maxsize=32)
+def live_evaluation_spec(total_steps: int | None) -> dict:
+    """Evaluation accuracy over evaluation loss, one chart: feed it eval_curve rows."""
+    return _spec_without_data(alt.vconcat(evaluation("accuracy", total_steps), evaluation("loss", total_steps),
+                                          data=pd.DataFrame(columns=["step", "split", "metric", "value"])))
 
 
 def confusion(matrix: list[list[int]], classes: tuple[str, str] = ("negative", "positive")) -> alt.Chart:
