@@ -25,7 +25,7 @@ PREPARE_BASE_SECONDS, PREPARE_SECONDS_PER_REVIEW = 0.5, 0.2e-3
 
 
 def time_training_step(model_cfg: ModelConfig, batch_size: int, tokens: int,
-                       probe_batch: int = 4, cheap_seconds: float = 0.05) -> float:
+                       probe_batch: int = 4, cheap_seconds: float = 0.25) -> float:
     """Seconds per optimiser step of this model on a (batch_size, tokens) batch, measured here.
 
     A step on a small probe batch comes first. If it was cheap, the full batch is

@@ -7,14 +7,20 @@
 
 Why a separate process and not a thread. Each run trains in a process started
 with the `spawn` context; it sends its events over a multiprocessing Queue and
-watches a multiprocessing Event for Stop. A thread would share the
-interpreter's lock (the GIL) with the web server, whose reruns and chart
-redraws then steal time from every training step. Measured on the Quick preset
-started from the browser with the page polling once a second (2-core CPU,
-benchmarks/live_training.py, benchmarks/results/live_training.json): see
-README.md, "Live training"; the process kept the command line's pace while
-the thread did not. A process costs about 2 s more to start (importing torch
-again), and nothing else.
+watches a multiprocessing Event for Stop. Both were measured with the Quick
+preset started from a real browser whose page polls once a second
+(benchmarks/live_training.py; README.md, "Live training"). The GIL was not
+what cost time: thread and process finished within a few percent of each
+other, both slowed by the CPU the live page's redraws take on a 2-core
+machine. What decided it:
+
+- a thread shares torch's global random state with the page scripts: with a
+  thread worker, visiting the Encoder page mid-run (it seeds torch for its
+  random model) changed the run's result (test accuracy 0.8514 instead of
+  0.8606), while every process run reproduced the command line's 0.8606;
+- a process that crashes or runs out of memory cannot take the server with it,
+  and can be killed outright if it ever stops answering;
+- it costs about 2 s more to start (a fresh interpreter imports torch again).
 
 One run trains at a time on this machine: a second `start` while a run is
 queued, running or stopping is refused with a `RunBusyError` that names the
@@ -54,6 +60,7 @@ from .train import default_run_name
 STATUSES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATUSES = ("queued", "running", "stopping")
 WORKERS = ("process", "thread")
+WORKER_NICENESS = 10
 
 
 class RunBusyError(ValueError):
@@ -171,6 +178,10 @@ def _process_main(model_dict: dict, train_dict: dict, checkpoint_dir: str, name:
     """The entry point of a worker process (spawned: a fresh interpreter, no inherited state)."""
     # Ctrl-C in the server's terminal reaches this process too; the server stops us cleanly instead
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # below the web server in priority: a page switch during training gets the CPU first
+    # (it needs it for a moment; the run takes whatever is left, as it would anyway)
+    if hasattr(os, "nice"):
+        os.nice(WORKER_NICENESS)
     stop = _StopOrOrphaned(stop_event)
     parent = mp.parent_process()
 

@@ -366,3 +366,16 @@ def test_runs_page_lists_a_corrupted_run_as_unreadable_and_manages_runs(app, mon
     at.button(key="runs_delete_yes").click().run()
     assert not (folder / "broken").exists() and (folder / "tiny-renamed").is_dir()
     assert not at.exception
+
+
+@pytest.mark.parametrize("text", ["", "   \n", "😀🎬🍿" * 50, "这部电影很好看", "הסרט היה נהדר",
+                                  "zero\u200bwidth", "ctrl\x00\x07chars", "great " * 3_000])
+def test_predict_survives_odd_input(app, monkeypatch, trained_checkpoints, text):
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(trained_checkpoints))
+    at = app.run()
+    at.switch_page("app_pages/runs.py").run()
+    at.text_area(key="predict_text").set_value(text).run()
+    assert not at.exception, at.exception
+    said = [m.label for m in at.metric] + [w.value for w in at.warning] + [c.value for c in at.caption]
+    if text.strip():
+        assert "P(positive)" in said or any("no tokens" in str(x) for x in said), said

@@ -190,6 +190,16 @@ def test_live_training_run_stop_and_predict(browser, server):
     assert "running" in _status(page) and _progress(page) > first_progress
     _screenshot(page, "live-3-back-still-running")
 
+    # a reload, and a second tab: both show the same run, still going
+    page.reload()
+    _settle(page)
+    assert "running" in _status(page)
+    other = browser.new_page(viewport={"width": 1400, "height": 900})
+    other.goto(f"{server}/training")
+    _settle(other)
+    assert "running" in other.locator("h4").filter(has_text="browser-run").first.inner_text()
+    other.close()
+
     page.get_by_role("button", name="Stop").click()
     page.wait_for_function("() => [...document.querySelectorAll('h4')].some("
                            "h => h.innerText.includes('browser-run') && h.innerText.includes('stopped'))",

@@ -160,7 +160,6 @@ def test_unknown_worker_and_unknown_run_are_clear_errors(tmp_path):
 SERVER = textwrap.dedent("""
     import os, sys, time
     from minitx.config import ModelConfig, TrainConfig
-from minitx.presets import PRESETS
     from minitx.runs import RunRegistry
     if __name__ == "__main__":
         reg = RunRegistry(sys.argv[1])
