@@ -44,6 +44,8 @@ ids, tokens, note = sentence_ids(text, max_tokens=16, tokenizer=tokenizer)
 if not ids:
     st.info(note)
     st.stop()
+if note:
+    st.caption(note)
 
 table = model.embedding.weight.detach()                                        # (V, D)
 rows = table[torch.tensor(ids)]                                                # (T, D)

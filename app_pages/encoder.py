@@ -47,6 +47,8 @@ ids, tokens, note = sentence_ids(text, max_tokens=24, tokenizer=tokenizer)
 if not ids:
     st.info(note)
     st.stop()
+if note:
+    st.caption(note)
 
 with torch.no_grad():
     out = model.run(torch.tensor([ids]), need_weights=True)

@@ -379,3 +379,12 @@ def test_predict_survives_odd_input(app, monkeypatch, trained_checkpoints, text)
     said = [m.label for m in at.metric] + [w.value for w in at.warning] + [c.value for c in at.caption]
     if text.strip():
         assert "P(positive)" in said or any("no tokens" in str(x) for x in said), said
+
+
+def test_pages_say_when_they_show_only_the_first_tokens(app):
+    at = app.run()
+    for page, key in (("app_pages/embeddings.py", "emb_text"), ("app_pages/encoder.py", "enc_text")):
+        at.switch_page(page).run()
+        widget = next((t for t in at.text_input if t.key == key), at.text_input[0])
+        widget.set_value("a truly great film " * 20).run()
+        assert any("Showing the first" in c.value for c in at.caption), page

@@ -43,7 +43,7 @@ def test_the_estimate_adds_up_its_parts():
     assert est.steps == 2 * 30                         # ceil(900 / 30) per epoch
     assert est.train_seconds == pytest.approx(6.0)
     assert est.evaluations == 2
-    assert est.eval_seconds == pytest.approx(2 * 500 * (0.1 / 30) / 3)
+    assert est.eval_seconds == pytest.approx(2 * 500 * (0.1 / 30) / 6)
     assert est.total_seconds == pytest.approx(est.prepare_seconds + 6.0 + est.eval_seconds)
     with pytest.raises(ValueError):
         estimate_run(cfg, 200, 0.0)
