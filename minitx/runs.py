@@ -10,14 +10,15 @@ with the `spawn` context; it sends its events over a multiprocessing Queue and
 watches a multiprocessing Event for Stop. Both were measured with the Quick
 preset started from a real browser whose page polls once a second
 (benchmarks/live_training.py; README.md, "Live training"). The GIL was not
-what cost time: thread and process finished within a few percent of each
-other, both slowed by the CPU the live page's redraws take on a 2-core
-machine. What decided it:
+what cost time: thread and process finished within 5% of each other (84.5 s
+and 88.4 s against 75.7 s for the command line), both slowed by the CPU the
+live page's redraws take on a 2-core machine. What decided it:
 
 - a thread shares torch's global random state with the page scripts: with a
   thread worker, visiting the Encoder page mid-run (it seeds torch for its
-  random model) changed the run's result (test accuracy 0.8514 instead of
-  0.8606), while every process run reproduced the command line's 0.8606;
+  random model) changed the run's result (test accuracy 0.8534, 0.8554 and
+  0.8514 in three such runs instead of 0.8606), while every process run
+  reproduced the command line's 0.8606 exactly;
 - a process that crashes or runs out of memory cannot take the server with it,
   and can be killed outright if it ever stops answering;
 - it costs about 2 s more to start (a fresh interpreter imports torch again).
