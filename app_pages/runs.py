@@ -185,10 +185,11 @@ if text.strip():
             left.caption(f"The reviewer's own label: {truth}.")
         right.progress(prediction.p_positive, text="negative ← → positive")
         right.caption(
-            f"Token colours: **{METHOD}**, computed by this model. Green pushed towards positive, "
-            "red towards negative; the stronger the colour, the larger the push (hover a token for "
-            "its value). It is the first-order estimate of how the score 'positive minus negative "
-            "logit' would change if the token's embedding were taken away."
+            f"Token colours: **{METHOD}**, computed by this model. Start from the review with every "
+            "word replaced by [UNK] and slide each word's embedding to the real one, adding up the "
+            "gradient of the score 'positive minus negative logit' along the way: the token values "
+            "add up to how far the score moved. Green pushed towards positive, red towards negative; "
+            "the stronger the colour, the larger the push (hover a token for its value)."
             + (f" The review has {prediction.n_tokens_in_text:,} tokens; the model read "
                f"{len(prediction.tokens) - 1:,} of them ({run.train_config.truncation} truncation)."
                if prediction.truncated else ""))

@@ -182,7 +182,7 @@ class SentimentClassifier(nn.Module):
 
     def run_embeddings(self, x: torch.Tensor, key_padding_mask: torch.Tensor,
                        need_weights: bool = False) -> ClassifierOutput:
-        """The forward pass from embedded tokens on; gradient x input attribution starts here."""
+        """The forward pass from embedded tokens on; attribution (minitx.predict) starts here."""
         x = self.embedding_dropout(x)                                            # (B, T, D)
         hidden, states, attentions = self.encoder(x, key_padding_mask, need_weights)
         pooled = self.pool(hidden, key_padding_mask)                             # (B, D)

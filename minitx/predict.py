@@ -1,13 +1,22 @@
 """Ask a trained model about a review: the probability it is positive, and which tokens drove it.
 
-Attribution is gradient x input: for each token, the dot product of its
-(scaled) token embedding with the gradient of the score "positive logit minus
-negative logit" with respect to the model's input at that position. It is the
-first-order estimate of how much the score would drop if the token's embedding
-were taken away (its position code stays: position says nothing about
-sentiment). Positive values pushed the review towards positive, negative ones
-towards negative. It works for every pooling and attention variant, unlike
-"attention paid by the pooled output", which mean pooling does not have.
+Attribution is integrated gradients (Sundararajan et al., 2017), gradient x
+input done properly. Take the score "positive logit minus negative logit".
+Start from the review with every word replaced by [UNK] (the token the model
+reads for a word it does not know; [CLS] and the positions stay) and slide
+each token's embedding to its real one; along the way, take the gradient of
+the score with respect to each token's input and average it; multiply by
+how far the embedding moved. The token scores then add up to how far the
+score moved from the all-[UNK] review to the real one, so they read as shares
+of the decision: positive values pushed towards positive, negative ones
+towards negative. (A zero-vector start would not do: layer norm of a zero
+vector jumps, and RoPE models have no position code to keep it off zero.)
+
+Why not plain gradient x input (the gradient at the real input only): the
+trained Quick model, 100% sure that "A wonderful film, moving and funny. I
+loved it." is positive, had a slightly negative gradient x input on every
+token, "wonderful" included. A confident model sits on a plateau where the
+local gradient says little; the path average does not have that problem.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ import torch
 
 from .data import truncate
 from .encoder import SentimentClassifier
-from .tokenizer import CLS_ID, Tokenizer
+from .tokenizer import CLS_ID, UNK_ID, Tokenizer
 
-METHOD = "gradient x input"
+METHOD = "integrated gradients"
+STEPS = 16                 # points on the path from blanked-out to real; error falls as 1/STEPS**2
 
 
 @dataclass
@@ -51,20 +61,30 @@ def encode_review(tokenizer: Tokenizer, text: str, max_len: int,
 
 
 def predict(model: SentimentClassifier, tokenizer: Tokenizer, text: str,
-            truncation: str = "head_tail") -> Prediction:
-    """P(positive) for one review and a gradient x input attribution for each token it kept."""
+            truncation: str = "head_tail", steps: int = STEPS) -> Prediction:
+    """P(positive) for one review and an integrated-gradients attribution for each token it kept."""
+    if steps < 1:
+        raise ValueError(f"integrated gradients needs at least 1 step, not {steps}.")
     ids, tokens, n_tokens = encode_review(tokenizer, text, model.cfg.max_len, truncation)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    ids_t = torch.tensor([ids], device=device)                                # (1, T)
+    ids_t = torch.tensor([ids], device=device)                                 # (1, T)
+    mask = ids_t != model.cfg.pad_id                                          # (1, T)
+    blank_t = torch.full_like(ids_t, UNK_ID)
+    blank_t[:, 0] = CLS_ID                                                    # (1, T): [CLS] [UNK] [UNK] ...
+    with torch.no_grad():
+        x = model.embed(ids_t)                                                # (1, T, D): tokens + positions
+        blank = model.embed(blank_t)                                          # (1, T, D): [UNK]s + positions
+        p_positive = model.run_embeddings(x, mask).logits.float().softmax(-1)[0, -1].item()
+    # midpoints of `steps` equal slices of the straight path from the all-[UNK] review to the real one
+    alphas = (torch.arange(steps, device=device, dtype=x.dtype) + 0.5) / steps    # (S,)
+    path = blank + alphas[:, None, None] * (x - blank)                         # (S, T, D)
     with torch.enable_grad():
-        x = model.embed(ids_t).detach().requires_grad_(True)                  # (1, T, D)
-        logits = model.run_embeddings(x, ids_t != model.cfg.pad_id).logits    # (1, C)
-        score = logits[0, -1] - logits[0, 0]       # positive minus negative
-        (gradient,) = torch.autograd.grad(score, x)                           # (1, T, D)
+        path.requires_grad_(True)
+        logits = model.run_embeddings(path, mask.expand(steps, -1)).logits     # (S, C)
+        score = (logits[:, -1] - logits[:, 0]).sum()   # positive minus negative, every point
+        (gradient,) = torch.autograd.grad(score, path)                         # (S, T, D)
     model.train(was_training)
-    tokens_only = model.embedding(ids_t).detach() * model.embed_scale        # (1, T, D), no position
-    attributions = (gradient * tokens_only).sum(-1)[0]                        # (T,)
-    p_positive = logits.detach().float().softmax(-1)[0, -1].item()
+    attributions = (gradient.mean(0) * (x - blank)[0]).sum(-1)                 # (T,); [CLS] gets 0
     return Prediction(p_positive, tokens, attributions.detach().cpu().tolist(), n_tokens)

@@ -295,7 +295,7 @@ def test_a_tiny_run_from_the_page_finishes_is_listed_and_predicts(app):
     assert not at.exception, at.exception
     p_positive = next(m for m in at.metric if m.label == "P(positive)").value
     assert 0.0 <= float(p_positive.rstrip("%")) <= 100.0
-    assert any("gradient x input" in c.value for c in at.caption)
+    assert any("integrated gradients" in c.value for c in at.caption)
     steps = at.select_slider(key="snap_step").options
     assert steps[0] == "0" and len(steps) > 3               # from random to trained
     at.select_slider(key="snap_step").set_value(0).run()
