@@ -11,7 +11,7 @@ from minitx.tokenizer import PAD_ID
 from ui.charts import heatmap
 from ui.common import check_yourself, shapes, show_source, table_height, token_labels
 from ui.model_sidebar import model_sidebar
-from ui.resources import playground_tokenizer, random_model, sentence_ids
+from ui.resources import playground_tokenizer, random_model, sentence_or_stop
 
 cfg = model_sidebar()
 st.title("Grouped-query attention")
@@ -32,12 +32,7 @@ n_pad = left.slider("padding tokens appended", 0, 6, 2, key="attention_pad",
 causal = right.toggle("causal mask (a decoder's: no peeking at later tokens)", value=False,
                       key="attention_causal")
 
-ids, tokens, note = sentence_ids(text)
-if not ids:
-    st.info(note)
-    st.stop()
-if note:
-    st.caption(note)
+ids, tokens = sentence_or_stop(text)
 
 tokenizer, _ = playground_tokenizer()
 model_cfg = cfg.replace(vocab_size=tokenizer.vocab_size, max_len=max(cfg.max_len, len(ids) + n_pad))

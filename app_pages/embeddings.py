@@ -10,7 +10,7 @@ from minitx.inspect import cosine_similarity_matrix, nearest_neighbours, pca_2d
 from ui.charts import heatmap
 from ui.common import check_yourself, shapes, show_source, token_labels
 from ui.model_sidebar import model_sidebar
-from ui.resources import newest_run, positivity, random_model, sentence_ids
+from ui.resources import newest_run, positivity, random_model, sentence_or_stop
 
 PROBE_WORDS = ["great", "excellent", "wonderful", "loved", "best", "perfect", "beautiful", "fun",
                "bad", "worst", "awful", "boring", "terrible", "waste", "poor", "stupid",
@@ -40,12 +40,7 @@ else:
     model = random_model(cfg.replace(vocab_size=tokenizer.vocab_size))
 
 text = st.text_input("A sentence", "a great film with a terrible ending", key="emb_text")
-ids, tokens, note = sentence_ids(text, max_tokens=16, tokenizer=tokenizer)
-if not ids:
-    st.info(note)
-    st.stop()
-if note:
-    st.caption(note)
+ids, tokens = sentence_or_stop(text, max_tokens=16, tokenizer=tokenizer)
 
 table = model.embedding.weight.detach()                                        # (V, D)
 rows = table[torch.tensor(ids)]                                                # (T, D)

@@ -9,7 +9,7 @@ from minitx.inspect import parameter_breakdown
 from ui.charts import bars, heatmap
 from ui.common import check_yourself, shapes, show_source, token_labels
 from ui.model_sidebar import model_sidebar
-from ui.resources import newest_run, playground_tokenizer, random_model, sentence_ids
+from ui.resources import newest_run, playground_tokenizer, random_model, sentence_or_stop
 
 cfg = model_sidebar()
 st.title("The encoder stack")
@@ -43,12 +43,7 @@ frame = pd.DataFrame({"part": list(parts), "parameters": list(parts.values())})
 st.altair_chart(bars(frame, "part", "parameters", title=f"{sum(parts.values()):,} parameters"), key="enc_params")
 
 text = st.text_input("A review", "The acting was wooden and the plot made no sense.", key="enc_text")
-ids, tokens, note = sentence_ids(text, max_tokens=24, tokenizer=tokenizer)
-if not ids:
-    st.info(note)
-    st.stop()
-if note:
-    st.caption(note)
+ids, tokens = sentence_or_stop(text, max_tokens=24, tokenizer=tokenizer)
 
 with torch.no_grad():
     out = model.run(torch.tensor([ids]), need_weights=True)

@@ -30,21 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 from common import write_result  # noqa: E402
+from tests.browser_support import CHROMIUM_ARGS, settle, start_server  # noqa: E402
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SWITCHES = 3
 
 
@@ -60,18 +57,6 @@ def cli_quick(scratch: Path) -> dict:
             "tokens_per_second": summary.get("tokens_per_second")}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _settle(page, timeout_ms: int = 60_000) -> None:
-    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=timeout_ms)
-    page.wait_for_function("() => document.querySelectorAll('[data-stale=true]').length === 0",
-                           timeout=timeout_ms)
-
-
 def _heading_has(page, name: str, word: str) -> bool:
     return page.evaluate("([n, w]) => [...document.querySelectorAll('h4')].some(h => h.innerText.includes(n) "
                          "&& h.innerText.includes(w))", [name, word])
@@ -82,31 +67,20 @@ def browser_quick(worker: str, scratch: Path, switch: bool) -> dict:
 
     checkpoints = scratch / f"{worker}-runs"
     run_name = f"bench-{worker}-{'switch' if switch else 'watch'}"
-    port = _free_port()
     env = {**os.environ, "MINITX_CHECKPOINTS": str(checkpoints), "MINITX_RUN_WORKER": worker}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless=true",
-         "--server.address=127.0.0.1", f"--server.port={port}"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_server(env)
     try:
-        for _ in range(300):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.2)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{url}/training")
-            _settle(page)
+            settle(page)
             page.get_by_text("Estimated time: about").wait_for(timeout=60_000)
             estimate = page.get_by_text("Estimated time: about").inner_text()
             name = page.get_by_role("textbox", name="run name (optional)")
             name.fill(run_name)
             name.press("Enter")
-            _settle(page)
+            settle(page)
 
             start = time.perf_counter()
             page.get_by_role("button", name="Start training").click()
@@ -119,7 +93,7 @@ def browser_quick(worker: str, scratch: Path, switch: bool) -> dict:
                     tick = time.perf_counter()
                     page.locator("[data-testid=stSidebarNav]").get_by_text(label, exact=True).click()
                     page.wait_for_timeout(50)        # let the click reach the server
-                    _settle(page)
+                    settle(page)
                     switches.append({"to": label, "seconds": round(time.perf_counter() - tick, 3),
                                      "still_training": not _heading_has(page, run_name, "finished")})
                     page.wait_for_timeout(2_000)

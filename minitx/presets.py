@@ -20,14 +20,18 @@ from __future__ import annotations
 
 from .config import ModelConfig, TrainConfig
 
+# full is the quick recipe on all the data, for fewer epochs (see above)
+QUICK_MODEL = ModelConfig(d_model=128, n_heads=4, n_kv_heads=2, n_layers=1, d_ff=256, max_len=400,
+                          dropout=0.3, pos_encoding="sinusoidal", norm="layernorm",
+                          norm_position="pre", ffn="relu", pooling="mean")
+QUICK_TRAIN = TrainConfig(train_size=5_000, test_size=5_000, tokenizer="word", vocab_size=20_000,
+                          truncation="head_tail", epochs=3, batch_size=32, lr=2e-3,
+                          warmup_fraction=0.1, weight_decay=0.05, seed=0)
+
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     "quick": (
-        ModelConfig(d_model=128, n_heads=4, n_kv_heads=2, n_layers=1, d_ff=256, max_len=400,
-                    dropout=0.3, pos_encoding="sinusoidal", norm="layernorm",
-                    norm_position="pre", ffn="relu", pooling="mean"),
-        TrainConfig(train_size=5_000, test_size=5_000, tokenizer="word", vocab_size=20_000,
-                    truncation="head_tail", epochs=3, batch_size=32, lr=2e-3,
-                    warmup_fraction=0.1, weight_decay=0.05, seed=0),
+        QUICK_MODEL,
+        QUICK_TRAIN,
     ),
     "seed": (
         ModelConfig(d_model=256, n_heads=4, n_kv_heads=4, n_layers=3, d_ff=1024, max_len=512,
@@ -38,12 +42,8 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
                     warmup_fraction=0.0, weight_decay=0.0, grad_clip=0.0, seed=0),
     ),
     "full": (
-        ModelConfig(d_model=128, n_heads=4, n_kv_heads=2, n_layers=1, d_ff=256, max_len=400,
-                    dropout=0.3, pos_encoding="sinusoidal", norm="layernorm",
-                    norm_position="pre", ffn="relu", pooling="mean"),
-        TrainConfig(train_size=None, test_size=None, tokenizer="word", vocab_size=30_000,
-                    truncation="head_tail", epochs=2, batch_size=32, lr=2e-3,
-                    warmup_fraction=0.1, weight_decay=0.05, seed=0),
+        QUICK_MODEL,
+        QUICK_TRAIN.replace(train_size=None, test_size=None, vocab_size=30_000, epochs=2),
     ),
     "tiny": (
         ModelConfig(d_model=32, n_heads=2, n_kv_heads=1, n_layers=1, d_ff=64, max_len=128,

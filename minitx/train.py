@@ -380,13 +380,12 @@ def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Iter
     model_cfg = model_cfg.replace(vocab_size=data.tokenizer.vocab_size, pad_id=PAD_ID)
     torch.manual_seed(train_cfg.seed)
     model = SentimentClassifier(model_cfg)
+    trainer = Trainer(model, train_cfg, data.train, data.val, data.test, device, callbacks, stop)
     snapshots = None
-    if len(data.test):
-        steps = math.ceil(len(data.train) / train_cfg.batch_size) * train_cfg.epochs
+    if len(data.test):        # its step-0 picture is of the untrained model; it runs first each step
         snapshots = AttentionSnapshots(model, data.test.sequences[pick_review(data.test)],
-                                       data.tokenizer, every=max(1, steps // 20))
-    trainer = Trainer(model, train_cfg, data.train, data.val, data.test, device,
-                      ([snapshots] if snapshots else []) + callbacks, stop)
+                                       data.tokenizer, every=max(1, trainer.total_steps // 20))
+        trainer.callbacks.insert(0, snapshots)
     notify(callbacks, "on_phase", {"phase": "training", "total_steps": trainer.total_steps})
     result = trainer.fit()
     wall_seconds = time.perf_counter() - wall_start

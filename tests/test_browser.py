@@ -9,30 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.browser_support import CHROMIUM_ARGS, ROOT, settle, start_server
 from tests.conftest import skip_or_fail
 
-ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "browser"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAGES = {"home": "", "tokenization": "tokenization", "embeddings": "embeddings",
          "positional": "positional", "attention": "attention", "encoder": "encoder",
          "training": "training", "runs": "runs"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,37 +40,21 @@ def browser(imdb):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, imdb):
     """A fresh server with no trained run, so pages show random-init weights."""
-    port = _free_port()
     env = {**os.environ, "MINITX_CHECKPOINTS": str(tmp_path_factory.mktemp("no-runs"))}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless=true",
-         "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false",
-         "--server.fileWatcherType=none"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            pytest.fail("the Streamlit server did not come up within 60 s")
-        time.sleep(0.2)
+    try:
+        process, url = start_server(env)
+    except RuntimeError as error:
+        pytest.fail(str(error))
     yield url
     process.terminate()
     process.wait(timeout=20)
 
 
 def _settle(page, timeout_ms: int = 60_000) -> None:
-    """Wait until the script has run to the end and nothing on the page is stale."""
-    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=timeout_ms)
+    """The page has rendered, the shared sidebar is there, and the charts have had time to draw."""
+    settle(page, timeout_ms)
     page.wait_for_selector("[data-testid=stSidebar] >> text=Your model", timeout=timeout_ms)
-    page.wait_for_function("() => document.querySelectorAll('[data-stale=true]').length === 0",
-                           timeout=timeout_ms)
-    page.wait_for_timeout(800)   # charts finish drawing
+    page.wait_for_timeout(800)
 
 
 def _screenshot(page, name: str) -> None:
@@ -100,10 +71,16 @@ def _heatmaps(page) -> int:
     return page.locator("[data-testid=stVegaLiteChart]").count()
 
 
-def test_click_through_the_app(browser, server):
+def _new_page(browser) -> tuple:
+    """A page, and the list its JavaScript errors go into (the tests end by asserting it empty)."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    return page, errors
+
+
+def test_click_through_the_app(browser, server):
+    page, errors = _new_page(browser)
 
     # 1) a page URL opened cold, first thing on a fresh server: the frame and the sidebar are there
     page.goto(f"{server}/attention")
@@ -142,6 +119,11 @@ def _status(page) -> str:
     return page.locator("h4").filter(has_text="browser-run").first.inner_text()
 
 
+def _wait_until_training(page, timeout_ms: int) -> None:
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stProgress]')]"
+                           ".some(e => e.innerText.includes('tokens/s'))", timeout=timeout_ms)
+
+
 def _nav(page, label: str) -> None:
     page.locator("[data-testid=stSidebarNav]").get_by_text(label, exact=True).click()
     _settle(page)
@@ -149,9 +131,7 @@ def _nav(page, label: str) -> None:
 
 def test_live_training_run_stop_and_predict(browser, server):
     """Start a run, watch it move on its own, leave and come back, stop it, find it, ask it."""
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page, errors = _new_page(browser)
     page.goto(f"{server}/training")
     _settle(page)
 
@@ -171,8 +151,7 @@ def test_live_training_run_stop_and_predict(browser, server):
     _screenshot(page, "live-1-configured")
 
     page.get_by_role("button", name="Start training").click()
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stProgress]')]"
-                           ".some(e => e.innerText.includes('tokens/s'))", timeout=120_000)
+    _wait_until_training(page, 120_000)
     assert "running" in _status(page)
     chart = page.get_by_test_id("stVegaLiteChart").first
     first_progress, first_chart = _progress(page), chart.screenshot()
@@ -185,8 +164,7 @@ def test_live_training_run_stop_and_predict(browser, server):
     _nav(page, "5 · Encoder stack")
     assert page.get_by_role("heading", name="Encoder stack").is_visible()
     _nav(page, "6 · Training")
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stProgress]')]"
-                           ".some(e => e.innerText.includes('tokens/s'))", timeout=30_000)
+    _wait_until_training(page, 30_000)
     assert "running" in _status(page) and _progress(page) > first_progress
     _screenshot(page, "live-3-back-still-running")
 
@@ -194,11 +172,12 @@ def test_live_training_run_stop_and_predict(browser, server):
     page.reload()
     _settle(page)
     assert "running" in _status(page)
-    other = browser.new_page(viewport={"width": 1400, "height": 900})
+    other, other_errors = _new_page(browser)
     other.goto(f"{server}/training")
     _settle(other)
     assert "running" in other.locator("h4").filter(has_text="browser-run").first.inner_text()
     other.close()
+    assert not other_errors, other_errors
 
     page.get_by_role("button", name="Stop").click()
     page.wait_for_function("() => [...document.querySelectorAll('h4')].some("

@@ -6,7 +6,7 @@ import os
 
 import streamlit as st
 
-from minitx.checkpoint import describe_runs, load_run
+from minitx.checkpoint import describe_runs, load_run, run_folders
 from minitx.runs import RunRegistry
 from ui.resources import checkpoints_dir
 
@@ -27,7 +27,20 @@ def current_run_id() -> str | None:
 
 
 def saved_runs():
-    return describe_runs(checkpoints_dir())
+    """describe_runs of checkpoints/, read again only when a run folder or a file in one changes.
+
+    A Quick run's metrics.json is about 4 MB (every step, the attention snapshots): parsing
+    every run's on every rerun of the Runs page would cost tens of ms per run.
+    """
+    directory = checkpoints_dir()
+    signature = tuple((path.name, tuple(sorted((f.name, f.stat().st_mtime_ns) for f in path.iterdir())))
+                      for path in run_folders(directory))
+    return _described(str(directory), signature)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _described(directory: str, signature: tuple):
+    return describe_runs(directory)
 
 
 @st.cache_resource(show_spinner="Loading the run...", max_entries=4)

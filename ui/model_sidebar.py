@@ -15,6 +15,7 @@ import streamlit as st
 
 from minitx.config import FFNS, NORM_POSITIONS, NORMS, POOLINGS, POS_ENCODINGS, ModelConfig
 from minitx.presets import PRESETS
+from ui.common import remembered
 
 D_MODELS = [32, 64, 128, 256, 512]
 HEADS = [1, 2, 4, 8, 16]
@@ -33,29 +34,22 @@ def kv_head_choices(n_heads: int) -> list[int]:
     return [g for g in range(1, n_heads + 1) if n_heads % g == 0]
 
 
-def _remembered(name: str, options: list) -> str:
-    """Prepare the widget for a value: a valid remembered value, copied into the widget's key."""
-    store, widget = KEY(name), "w_" + KEY(name)
-    value = st.session_state.get(store, getattr(DEFAULT, name))
+def _remembered(name: str, options: list) -> dict:
+    """Widget arguments for a remembered value, moved to a valid option first if it is not one."""
+    value = st.session_state.get(KEY(name), getattr(DEFAULT, name))
     if value not in options:
         numeric = all(isinstance(o, int) for o in options) and isinstance(value, int)
         value = min(options, key=lambda o: abs(o - value)) if numeric else options[0]
-    st.session_state[store] = st.session_state[widget] = value
-    return widget
-
-
-def _remember(name: str) -> None:
-    st.session_state[KEY(name)] = st.session_state["w_" + KEY(name)]
+    st.session_state[KEY(name)] = value
+    return remembered(KEY(name), value)
 
 
 def _select_slider(label: str, name: str, options: list, help: str | None = None):
-    return st.select_slider(label, options=options, key=_remembered(name, options), help=help,
-                            on_change=_remember, args=(name,))
+    return st.select_slider(label, options=options, help=help, **_remembered(name, options))
 
 
 def _selectbox(label: str, name: str, options: tuple[str, ...], help: str | None = None):
-    return st.selectbox(label, options, key=_remembered(name, list(options)), help=help,
-                        on_change=_remember, args=(name,))
+    return st.selectbox(label, options, help=help, **_remembered(name, list(options)))
 
 
 def model_sidebar() -> ModelConfig:
@@ -67,8 +61,7 @@ def model_sidebar() -> ModelConfig:
                                  help="Only divisors of d_model: every head gets d_model / H dimensions.")
         n_kv_heads = _select_slider("KV heads G", "n_kv_heads", kv_head_choices(n_heads),
                                     help="Only divisors of H. G = H is MHA, G = 1 is MQA, between is GQA.")
-        n_layers = st.slider("layers", 1, 6, key=_remembered("n_layers", list(range(1, 7))),
-                             on_change=_remember, args=("n_layers",))
+        n_layers = st.slider("layers", 1, 6, **_remembered("n_layers", list(range(1, 7))))
         d_ff = _select_slider("d_ff (feed-forward size)", "d_ff", D_FFS)
         max_len = _select_slider("max_len (tokens kept)", "max_len", MAX_LENS)
         pos_encoding = _selectbox("positional encoding", "pos_encoding", POS_ENCODINGS)

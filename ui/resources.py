@@ -110,6 +110,18 @@ def sentence_ids(text: str, max_tokens: int = 24, tokenizer: Tokenizer | None = 
     return [CLS_ID] + enc.ids[:max_tokens], ["[CLS]"] + enc.tokens[:max_tokens], note
 
 
+def sentence_or_stop(text: str, max_tokens: int = 24, tokenizer: Tokenizer | None = None
+                     ) -> tuple[list[int], list[str]]:
+    """sentence_ids for a page: its note goes on the page, and an empty sentence ends the page there."""
+    ids, tokens, note = sentence_ids(text, max_tokens, tokenizer)
+    if not ids:
+        st.info(note)
+        st.stop()
+    if note:
+        st.caption(note)
+    return ids, tokens
+
+
 @st.cache_resource(show_spinner="Training the tokenizer on an IMDB sample...", max_entries=32)
 def trained_tokenizer(kind: str, vocab_size: int, lowercase: bool, sample_size: int = SAMPLE_REVIEWS):
     """A tokenizer of this kind trained on the IMDB sample (cached in memory and on disk)."""
