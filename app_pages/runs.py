@@ -65,6 +65,13 @@ def draw_random_review() -> None:
     st.session_state["predict_drawn"] = (text, "positive" if sample[1][index] else "negative")
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def predicted(path: str, modified: float, text: str):
+    """predict() once per run and text: the page reruns on every slider move below it."""
+    run = loaded_run(path, modified)
+    return predict(run.model, run.tokenizer, text, run.train_config.truncation)
+
+
 def attribution_chips(tokens: list[str], scores: list[float]) -> str:
     """Tokens coloured green (towards positive) or red (towards negative), scaled to the largest."""
     top = max((abs(s) for s in scores), default=0.0) or 1.0
@@ -173,7 +180,7 @@ text = st.text_area("your review", key="predict_text", max_chars=20_000, height=
                     placeholder="The acting was wooden, but the ending made up for everything.")
 if text.strip():
     try:
-        prediction = predict(run.model, run.tokenizer, text, run.train_config.truncation)
+        prediction = predicted(str(info.path), info.modified, text)
     except ValueError as error:
         st.warning(str(error))
     else:
