@@ -56,7 +56,8 @@ class AttentionSnapshots:
         self.model.train(was_training)
         maps = torch.stack([a[0] for a in out.attentions]).float().cpu()   # (L, H, T, T)
         self.steps.append(step)
-        self.maps.append(maps.round(decimals=DECIMALS).tolist())
+        # rounded in float64, so 0.036 is written to metrics.json as 0.036, not 0.035999998450279236
+        self.maps.append(maps.double().round(decimals=DECIMALS).tolist())
 
     def on_step(self, event: dict) -> None:
         if self.every and event["step"] % self.every == 0:

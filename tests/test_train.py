@@ -1,4 +1,6 @@
+import json
 import math
+import re
 import threading
 
 import pytest
@@ -219,4 +221,6 @@ def test_run_training_records_phases_and_attention_snapshots(imdb, tmp_path):
     assert maps.shape[1:3] == (2, 2) and maps.shape[3] == maps.shape[4] == len(snaps["tokens"])
     torch.testing.assert_close(maps.sum(-1), torch.ones(maps.shape[:-1]), atol=0.01, rtol=0)
     assert not torch.equal(maps[0], maps[-1])                 # training changed the attention
+    # stored as written numbers of 3 decimals (0.036, not float32's 0.035999998450279236)
+    assert not re.search(r"\d\.\d{4,}", json.dumps(snaps["maps"]))
     assert len(outcome.metrics["confidently_wrong"]) <= 8
