@@ -308,6 +308,8 @@ def test_a_second_start_while_busy_says_which_run_is_training(app):
     assert "long-run" in _heading(at)
     assert not [b for b in at.button if b.key == "train_start"]     # no Start while a run trains
     assert any("One run trains at a time" in c.value for c in at.caption)
+    # the progress bar is redrawn every second without its width animation (CPU the run needs)
+    assert any("stProgress" in h.proto.body and "transition: none" in h.proto.body for h in at.get("html"))
     from minitx.presets import PRESETS
     from ui.live import registry
 
