@@ -7,7 +7,7 @@ import torch
 
 from minitx.encoder import SentimentClassifier
 from minitx.inspect import cosine_similarity_matrix, nearest_neighbours, pca_2d
-from ui.charts import heatmap
+from ui.charts import heatmap, tips
 from ui.common import check_yourself, shapes, show_source, token_labels
 from ui.model_sidebar import model_sidebar
 from ui.resources import newest_run, positivity, random_model, sentence_or_stop
@@ -74,10 +74,11 @@ if scores is not None and len(words) >= 3:
         frame = pd.DataFrame({"word": words, "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
                               "positivity (log-odds)": [scores.get(i, 0.0) for i in word_ids]})
         base = alt.Chart(frame, title=f"PCA of these words' rows ({name})").encode(
-            x="x:Q", y="y:Q", tooltip=["word", alt.Tooltip("positivity (log-odds):Q", format=".2f")])
+            x=alt.X("x:Q"), y=alt.Y("y:Q"),
+            tooltip=tips("word") + [alt.Tooltip("positivity (log-odds):Q", format=".2f")])
         points = base.mark_circle(size=120, stroke="#334155", strokeWidth=0.5).encode(
             color=alt.Color("positivity (log-odds):Q", scale=alt.Scale(scheme="redblue", domainMid=0)))
-        labels_layer = base.mark_text(align="left", dx=8, fontSize=12, color="#1e293b").encode(text="word:N")
+        labels_layer = base.mark_text(align="left", dx=8, fontSize=12, color="#1e293b").encode(text=alt.Text("word:N"))
         column.altair_chart((points + labels_layer).properties(height=360), key=f"emb_pca_{name}")
     st.caption("Colour: how much more often the word appears in positive than in negative IMDB "
                "reviews. After training, positive and negative words drift apart; at random init "

@@ -6,7 +6,7 @@ import streamlit as st
 
 from minitx.inspect import cosine_similarity_matrix, order_blindness, rope_pair_path, rope_relative_scores
 from minitx.positional import apply_rope, sinusoidal_table
-from ui.charts import heatmap, lines
+from ui.charts import heatmap, lines, tips
 from ui.common import check_yourself, shapes, show_source
 from ui.model_sidebar import model_sidebar
 from ui.resources import playground_tokenizer, random_model
@@ -76,8 +76,9 @@ circle = alt.Chart(path, title="a pair turns further at every position").mark_li
     point=True).encode(x=alt.X("x:Q", scale=alt.Scale(domain=[-1.1, 1.1])),
                        y=alt.Y("y:Q", scale=alt.Scale(domain=[-1.1, 1.1])),
                        color=alt.Color("pair:N", sort=[f"pair {i}" for i in shown_pairs]),
-                       order="position:Q",
-                       tooltip=["pair", "position", alt.Tooltip("x:Q", format=".3f"), alt.Tooltip("y:Q", format=".3f")]
+                       order=alt.Order("position:Q"),
+                       tooltip=tips("pair", "position") + [alt.Tooltip("x:Q", format=".3f"),
+                                                           alt.Tooltip("y:Q", format=".3f")]
                        ).properties(width=360, height=360)
 st.altair_chart(circle, key="pe_rope_pairs", width=460)
 st.caption(f"The vector (1, 0) in a few of the {head_dim // 2} pairs of a {head_dim}-dimensional head, at "
