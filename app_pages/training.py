@@ -17,7 +17,7 @@ from ui import charts
 from ui.common import remembered, show_source
 from ui.live import POLL_SECONDS, current_run_id, registry
 from ui.model_sidebar import KEY, model_sidebar
-from ui.resources import imdb_sample, sample_stats
+from ui.resources import imdb_sample, newest_run, sample_stats
 
 PRESET_LABELS = {"Quick": "quick", "Seed recipe": "seed", "Full IMDB": "full", "Tiny (smoke test)": "tiny"}
 ALL_REVIEWS = 25_000
@@ -271,3 +271,7 @@ else:
         live_panel(run_id)
 
 show_source(RunRegistry.start, RunRegistry.snapshot, Trainer.fit, estimate_run)
+# Every concept page shows the newest trained run: load it now, after this page is drawn,
+# rather than on the next page you open, which would show its spinner (first Encoder visit after
+# this page, fresh server, no run training: 0.67-0.95 s in Chromium before, 0.48-0.61 s after).
+newest_run()

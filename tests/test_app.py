@@ -170,6 +170,22 @@ def trained_checkpoints(tmp_path_factory, imdb):
     return folder
 
 
+def test_the_training_page_loads_the_newest_run_ahead_of_the_concept_pages(app, monkeypatch,
+                                                                           trained_checkpoints):
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(trained_checkpoints))
+    import ui.resources
+
+    loads = []
+    real_load_run = ui.resources.load_run
+    monkeypatch.setattr(ui.resources, "load_run", lambda path: loads.append(path) or real_load_run(path))
+    at = app.switch_page("app_pages/training.py").run()      # a learner's first page (Home loads it too)
+    assert not at.exception and at.title[0].value == "Training"
+    assert [Path(p).name for p in loads] == ["tiny"]
+    at.switch_page("app_pages/encoder.py").run()
+    assert not at.exception and len(loads) == 1          # the Encoder page found it loaded
+    assert any("Run tiny" in c.value for c in at.caption)
+
+
 def _page_widgets(at):
     """Widgets in the page body (not the sidebar), as (kind, key) pairs."""
     found = []
