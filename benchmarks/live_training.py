@@ -13,9 +13,9 @@ Training page, the Quick preset and Start:
   Its time, from the click on Start to "finished" on the page, is compared
   with the CLI's (`python -m minitx.train --preset quick`, process start to
   exit; it saves its run too, as the page does). This machine's speed drifts
-  (identical runs: up to 10% apart within minutes, 69 s to 89 s in one evening), so CLI and browser runs
-  are taken in pairs, one right after the other, `--repeats` times; the
-  median of the pairs' ratios is the result.
+  (identical runs: up to 10% apart within minutes, 69 s to 89 s in one
+  evening), so CLI and browser runs are taken in pairs, one right after the
+  other, `--repeats` times; the median of the pairs' ratios is the result.
 - switch: mid-run, the browser switches to another page and back three times;
   each switch is timed from the click until the page has rendered (script
   finished, nothing stale).
