@@ -168,9 +168,9 @@ def live_panel(run_id: str) -> None:
     @st.fragment(run_every=POLL_SECONDS if snap.active else None)
     def panel():
         now = registry().snapshot(run_id)
-        draw_progress(now)
         if now.status != snap.status:
-            st.rerun()
+            st.rerun()          # before drawing: the bar must never run ahead of the status line
+        draw_progress(now)
 
     panel()
     if not snap.active:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,11 @@ def server(tmp_path_factory, imdb):
         pytest.fail(str(error))
     yield url
     process.terminate()
-    process.wait(timeout=20)
+    try:
+        process.wait(timeout=45)    # a run still training is stopped and saved first (runs.py allows 30 s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("the server did not exit within 45 s of SIGTERM")
 
 
 def _settle(page, timeout_ms: int = 60_000) -> None:
