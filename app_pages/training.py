@@ -46,13 +46,22 @@ def knob(name: str):
     return remembered(TRAIN(name), default)
 
 
-def start(model_cfg: ModelConfig, train_cfg: TrainConfig, name: str) -> None:
-    """Start's on_click: runs before the page, so the whole page sees the new run."""
+def press_start() -> None:
+    """Start's on_click only notes the press; the page starts the run from the knobs as they are
+    in this rerun. (Arguments bound to the button would be the form drawn before: a Start
+    clicked right after a change, before the page had redrawn, trained the old settings.)"""
     st.session_state.pop("train_error", None)
+    st.session_state["train_start_pressed"] = True
+
+
+def start(model_cfg: ModelConfig, train_cfg: TrainConfig, name: str) -> None:
+    """Start the run and show it (the page again, now with the live run), or say why not."""
     try:
         registry().start(model_cfg, train_cfg, name.strip() or None)
     except ValueError as error:   # busy, a taken or hostile name, an invalid config
         st.session_state["train_error"] = str(error)
+        return
+    st.rerun()
 
 
 def stop(run_id: str) -> None:
@@ -177,7 +186,7 @@ def live_panel(run_id: str) -> None:
         draw_results(snap)
 
 
-def configure_run(cfg: ModelConfig) -> None:
+def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
     """The preset, every knob, the time estimate and Start (only drawn when no run is busy)."""
     with st.container(border=True):
         st.selectbox("start from a preset", list(PRESET_LABELS),
@@ -234,12 +243,14 @@ def configure_run(cfg: ModelConfig) -> None:
             problem = f"This run cannot start: {error}"
         if problem is None and imdb_sample() is None:
             problem = "IMDB could not be loaded: set MINITX_IMDB to a local copy of it, or go online."
+        if start_pressed and problem is None:
+            start(model_cfg, train_cfg, name)
         if problem is None:
             show_estimate(model_cfg.replace(vocab_size=train_cfg.vocab_size), train_cfg)
         else:
             st.error(problem)
         st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=problem is not None,
-                  on_click=start, args=(model_cfg, train_cfg, name), key="train_start")
+                  on_click=press_start, key="train_start")
         if st.session_state.get("train_error"):
             st.error(st.session_state["train_error"])
 
@@ -253,17 +264,19 @@ st.markdown(
     "process, so it goes on when you switch pages, reload or open a second tab; every tab shows "
     "it. Pick a preset, change any knob (the model itself is in the sidebar), and press Start.")
 
+start_pressed = st.session_state.pop("train_start_pressed", False)
 run_id = current_run_id()
 if registry().active() is not None:
     # while a run trains, the page is only the live panel: one run at a time, and a big form
     # redrawn with every update would take CPU from the training
     st.caption("One run trains at a time on this machine: the knobs for the next run come back "
                "when this one finishes or is stopped.")
-    if st.session_state.get("train_error"):       # a Start from a tab that had not seen this run yet
-        st.error(st.session_state["train_error"])
+    busy = registry().busy_reason()
+    if start_pressed and busy:    # a Start from a tab that had not seen this run yet
+        st.error(f"Not started: {busy}")
     live_panel(run_id)
 else:
-    configure_run(cfg)
+    configure_run(cfg, start_pressed)
     if run_id is None:
         st.info("No run yet in this server session. Saved runs are on **7 · Runs & predict**.")
     else:

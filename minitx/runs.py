@@ -229,6 +229,20 @@ class RunRegistry:
                 return run.run_id
         return None
 
+    def busy_reason(self) -> str | None:
+        """Why a start now would be refused (naming the run in progress), or None if it would not."""
+        with self._lock:
+            return self._busy_reason_locked()
+
+    def _busy_reason_locked(self) -> str | None:
+        busy = self._active_locked()
+        if busy is None:
+            return None
+        other = self._runs[busy]
+        where = f"step {other.step}/{other.total_steps}" if other.total_steps else other.phase
+        return (f"run {other.name} is {other.status} ({where}); only one run trains at a time: "
+                f"stop it or wait for it to finish.")
+
     def start(self, model_cfg: ModelConfig, train_cfg: TrainConfig, name: str | None = None) -> str:
         """Start training in the background and return the run's id; RunBusyError if one is going."""
         model_cfg.validate()
@@ -238,13 +252,9 @@ class RunRegistry:
             raise ValueError(f"a run named {name!r} already exists in {self.checkpoint_dir}; "
                              f"choose another name.")
         with self._lock:
-            busy = self._active_locked()
+            busy = self._busy_reason_locked()
             if busy is not None:
-                other = self._runs[busy]
-                where = (f"step {other.step}/{other.total_steps}" if other.total_steps
-                         else other.phase)
-                raise RunBusyError(f"run {other.name} is {other.status} ({where}); only one run "
-                                   f"trains at a time: stop it or wait for it to finish.")
+                raise RunBusyError(busy)
             run_id = f"run-{next(self._ids)}-{name}"
             stop_event = (self._context.Event() if self.worker == "process" else threading.Event())
             run = _Run(run_id, name, model_cfg, train_cfg, self.worker, stop_event)

@@ -318,6 +318,23 @@ def test_a_tiny_run_from_the_page_finishes_is_listed_and_predicts(app):
     assert not at.exception
 
 
+def test_start_trains_the_knobs_as_they_are_when_pressed(app):
+    """A preset chosen and Start pressed before the page had redrawn (one rerun, as a quick
+    click lands in the browser): the run must be the new preset, not the form drawn before."""
+    at = app.run()
+    at.switch_page("app_pages/training.py").run()              # the Quick form
+    at.selectbox(key="w_train_preset").set_value("Tiny (smoke test)")
+    at.text_input(key="w_train_run_name").set_value("quick-click")
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    from ui.live import registry
+
+    snap = registry().snapshot(registry().run_ids()[0])
+    assert snap.name == "quick-click" and snap.model_config.d_model == 32     # Tiny, not Quick's 128
+    registry().stop(snap.run_id)
+    registry().wait(snap.run_id, timeout=60)
+
+
 def test_a_second_start_while_busy_says_which_run_is_training(app):
     at = _start(app.run(), name="long-run", train_size=25_000)
     at.run()
@@ -331,6 +348,9 @@ def test_a_second_start_while_busy_says_which_run_is_training(app):
 
     with pytest.raises(ValueError, match="long-run.*only one run trains at a time"):
         registry().start(*PRESETS["tiny"])
+    at.session_state["train_start_pressed"] = True     # Start in a tab drawn before this run began
+    at.run()
+    assert any("Not started: run long-run" in e.value for e in at.error), [e.value for e in at.error]
     at.button(key="train_stop").click().run()
     _train_until_done(at)
     assert "stopped" in _heading(at)
