@@ -29,7 +29,7 @@ def current_run_id() -> str | None:
 def saved_runs():
     """describe_runs of checkpoints/, read again only when a run folder or a file in one changes.
 
-    A Quick run's metrics.json is about 4 MB (every step, the attention snapshots): parsing
+    A Quick run's metrics.json is about 2.4 MB (every step, the attention snapshots): parsing
     every run's on every rerun of the Runs page would cost tens of ms per run.
     """
     directory = checkpoints_dir()
