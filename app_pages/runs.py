@@ -54,6 +54,14 @@ def do_delete(name: str) -> None:
     st.session_state.pop("runs_confirm_delete", None)
 
 
+def draw_with_svg(column, chart, key: str, file_name: str) -> None:
+    """A chart, and a button that saves it as SVG (made only when clicked)."""
+    column.altair_chart(chart, key=key, width="stretch")
+    column.download_button("Download as SVG", data=functools.partial(charts.svg, chart), file_name=file_name,
+                           mime="image/svg+xml", key=f"{key}_svg", icon=":material/download:",
+                           on_click="ignore")
+
+
 def draw_random_review() -> None:
     sample = imdb_test_sample()
     if sample is None:
@@ -118,7 +126,7 @@ if broken:
 st.header("Compare runs")
 st.caption("Overlay runs to see what a change did: MHA vs GQA vs MQA (KV heads), sinusoidal vs RoPE, "
            "pre- vs post-norm. Curves are against epochs, so runs of different sizes line up. "
-           "Each chart's toolbar (top right, on hover) saves it as a PNG.")
+           "Each chart's toolbar (top right, on hover) saves it as a PNG; the buttons below them, as SVG.")
 chosen = st.multiselect("runs to overlay", [i.name for i in readable],
                         default=[i.name for i in readable[:2]], key="runs_overlay")
 if chosen:
@@ -129,13 +137,13 @@ if chosen:
         eval_rows += [{"run": name, **row} for row in evals]
     left, right = st.columns(2)
     if loss_rows:
-        left.altair_chart(charts.overlay(pd.DataFrame(loss_rows), "smoothed", "Training loss (smoothed)",
-                                         "cross-entropy"), key="runs_overlay_loss", width="stretch")
+        draw_with_svg(left, charts.overlay(pd.DataFrame(loss_rows), "smoothed", "Training loss (smoothed)",
+                                           "cross-entropy"), "runs_overlay_loss", "training-loss.svg")
     evals_frame = pd.DataFrame(eval_rows)
     if "val_accuracy" in evals_frame:
-        right.altair_chart(charts.overlay(evals_frame.dropna(subset=["val_accuracy"]), "val_accuracy",
-                                          "Validation accuracy", "accuracy"),
-                           key="runs_overlay_acc", width="stretch")
+        draw_with_svg(right, charts.overlay(evals_frame.dropna(subset=["val_accuracy"]), "val_accuracy",
+                                            "Validation accuracy", "accuracy"),
+                      "runs_overlay_acc", "validation-accuracy.svg")
 
 # -- manage ----------------------------------------------------------------------------------
 st.header("Manage")

@@ -406,6 +406,29 @@ def test_runs_page_lists_a_corrupted_run_as_unreadable_and_manages_runs(app, mon
     assert not at.exception
 
 
+def test_runs_page_saves_the_compared_curves_as_svg(app, monkeypatch, trained_checkpoints):
+    """Streamlit's chart toolbar saves PNG only: each comparison chart gets an SVG button, and
+    the SVG is that chart, drawn by Altair's own export at a fixed width."""
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(trained_checkpoints))
+    at = app.run()
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception, at.exception
+    buttons = {b.key: b.proto.label for b in at.get("download_button")}
+    assert buttons.get("runs_overlay_loss_svg") == buttons.get("runs_overlay_acc_svg") == "Download as SVG", buttons
+
+    import pandas as pd
+
+    from ui import charts
+
+    frame = pd.DataFrame({"run": ["mha", "mha", "mqa", "mqa"], "epoch": [1, 2, 1, 2],
+                          "val_accuracy": [0.71, 0.80, 0.69, 0.78]})
+    svg = charts.svg(charts.overlay(frame, "val_accuracy", "Validation accuracy", "accuracy"), width=400)
+    assert svg.startswith(b"<svg") and svg.rstrip().endswith(b"</svg>")
+    text = svg.decode()
+    assert "Validation accuracy" in text and "mha" in text and "mqa" in text
+    assert float(re.search(r'<svg[^>]* width="([0-9.]+)"', text).group(1)) > 400   # plot area + axes
+
+
 @pytest.mark.parametrize("text", ["", "   \n", "😀🎬🍿" * 50, "这部电影很好看", "הסרט היה נהדר",
                                   "zero\u200bwidth", "ctrl\x00\x07chars", "great " * 3_000])
 def test_predict_survives_odd_input(app, monkeypatch, trained_checkpoints, text):

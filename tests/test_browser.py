@@ -202,5 +202,12 @@ def test_live_training_run_stop_and_predict(browser, server):
     assert page.get_by_test_id("stMetric").filter(has_text="P(positive)").is_visible()
     assert page.get_by_test_id("attribution-chips").count() == 1
     _screenshot(page, "live-5-predict")
+
+    # the chart toolbar saves PNG; this button saves the loss curves as SVG, drawn on the click
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_test_id("stDownloadButton").filter(has_text="Download as SVG").first.click()
+    svg = Path(download.value.path()).read_bytes()
+    assert download.value.suggested_filename == "training-loss.svg"
+    assert svg.startswith(b"<svg") and b"browser-run" in svg, svg[:200]
     assert not page.locator("[data-testid=stException]").count()
     assert not errors, errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 
 import altair as alt
 import pandas as pd
@@ -13,6 +14,14 @@ def tips(*fields: str) -> list[alt.Tooltip]:
     """Tooltip channels as Altair objects: Altair checks each shorthand string ("step:Q")
     against the whole Vega-Lite schema, about 4 ms apiece, on every redraw."""
     return [alt.Tooltip(field) for field in fields]
+
+
+def svg(chart: alt.TopLevelMixin, width: int = 560) -> bytes:
+    """The chart as an SVG file, drawn by Altair's own export (vl-convert): Streamlit's chart
+    toolbar saves PNG only. A chart sized to its container gets a fixed width here."""
+    buffer = io.StringIO()
+    chart.properties(width=width).save(buffer, format="svg")
+    return buffer.getvalue().encode()
 
 
 def heatmap(matrix: torch.Tensor, rows: list[str], cols: list[str], value: str = "value",
