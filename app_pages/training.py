@@ -271,8 +271,8 @@ if registry().active() is not None:
     # redrawn with every update would take CPU from the training
     st.caption("One run trains at a time on this machine: the knobs for the next run come back "
                "when this one finishes or is stopped.")
-    busy = registry().busy_reason()
-    if start_pressed and busy:    # a Start from a tab that had not seen this run yet
+    busy = registry().busy_reason() if start_pressed else None
+    if busy:    # a Start from a tab that had not seen this run yet
         st.error(f"Not started: {busy}")
     live_panel(run_id)
 else:

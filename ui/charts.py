@@ -18,7 +18,7 @@ def tips(*fields: str) -> list[alt.Tooltip]:
 
 def svg(chart: alt.TopLevelMixin, width: int = 560) -> bytes:
     """The chart as an SVG file, drawn by Altair's own export (vl-convert): Streamlit's chart
-    toolbar saves PNG only. A chart sized to its container gets a fixed width here."""
+    toolbar saves PNG only. Drawn `width` pixels wide: on the page it stretches to its column."""
     buffer = io.StringIO()
     chart.properties(width=width).save(buffer, format="svg")
     return buffer.getvalue().encode()
