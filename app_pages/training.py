@@ -114,21 +114,26 @@ def draw_status(snap: RunSnapshot) -> None:
 
 
 def draw_progress(snap: RunSnapshot) -> None:
-    """The progress bar and the live charts: what changes every second."""
+    """The progress bar and the loss chart: what changes every second."""
     st.progress(snap.progress, text=status_line(snap))
-    if not snap.steps:
+    if snap.steps:
+        # the spec never changes during a run, only the rows: the browser just feeds in the new data
+        st.vega_lite_chart(pd.DataFrame(loss_curve(snap.steps, max_points=400)),
+                           charts.live_training_spec(snap.total_steps), key="live_loss", width="stretch")
+
+
+def draw_evaluations(snap: RunSnapshot) -> None:
+    """Evaluation accuracy and loss: they change once per evaluation, so they are drawn outside
+    the fragment (each element redrawn every second costs the browser CPU the training wants)."""
+    evals = eval_curve(snap.evals)
+    if not evals:
+        if snap.active:
+            st.caption("Evaluation accuracy and loss appear after the first evaluation "
+                       "(at the end of epoch 1, or every N steps: see More knobs).")
         return
-    losses, evals = loss_curve(snap.steps, max_points=400), eval_curve(snap.evals)
-    # the specs never change during a run, only the rows: the browser just feeds in the new data
-    left, right = st.columns(2)
-    left.vega_lite_chart(pd.DataFrame(losses), charts.live_training_spec(snap.total_steps),
-                         key="live_loss", width="stretch")
-    if evals:
-        right.vega_lite_chart(pd.DataFrame(evals), charts.live_evaluation_spec(snap.total_steps),
-                              key="live_eval", width="stretch")
-    else:
-        right.caption("Evaluation loss and accuracy appear after the first evaluation "
-                      "(at the end of epoch 1, or every N steps: see More knobs).")
+    for column, metric in zip(st.columns(2), ("accuracy", "loss")):
+        column.vega_lite_chart(pd.DataFrame(evals), charts.evaluation_spec(metric, snap.total_steps),
+                               key=f"live_eval_{metric}", width="stretch")
 
 
 def draw_results(snap: RunSnapshot) -> None:
@@ -165,10 +170,11 @@ STILL_PROGRESS_BAR = "<style>[data-testid=stProgress] * { transition: none !impo
 
 
 def live_panel(run_id: str) -> None:
-    """The status, then a fragment that redraws progress and charts every POLL_SECONDS.
+    """The status, then a fragment that redraws progress and the loss chart every POLL_SECONDS.
 
-    When the status changes (finished, stopped from another tab, failed) the fragment
-    reruns the whole page: polling stops, the status line and the results are redrawn.
+    When the status changes (finished, stopped from another tab, failed) or an evaluation
+    arrives, the fragment reruns the whole page: the status line, the evaluation charts and
+    the results are redrawn (and polling stops once the run has ended).
     """
     snap = registry().snapshot(run_id)
     draw_status(snap)
@@ -177,11 +183,12 @@ def live_panel(run_id: str) -> None:
     @st.fragment(run_every=POLL_SECONDS if snap.active else None)
     def panel():
         now = registry().snapshot(run_id)
-        if now.status != snap.status:
+        if now.status != snap.status or len(now.evals) != len(snap.evals):
             st.rerun()          # before drawing: the bar must never run ahead of the status line
         draw_progress(now)
 
     panel()
+    draw_evaluations(snap)
     if not snap.active:
         draw_results(snap)
 

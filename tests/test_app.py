@@ -295,8 +295,9 @@ def test_a_tiny_run_from_the_page_finishes_is_listed_and_predicts(app):
     assert "finished" in _heading(at), _heading(at)
     assert any(0 < p < 1 for p in progress) and progress[-1] == 1.0, progress[-8:]   # moved, then completed
     specs = json.dumps([json.loads(c.proto.spec) for c in at.get("vega_lite_chart")])
-    assert {"Training loss (per step, and smoothed)", "Learning rate", "Evaluation accuracy",
-            "Evaluation loss", "Confusion matrix (test)"} <= set(re.findall(r'"title": "([^"]+)"', specs))
+    titles = set(re.findall(r'"(?:title|text)": "([^"]+)"', specs))
+    assert {"Training loss (per step, and smoothed)", "learning rate", "Evaluation accuracy",
+            "Evaluation loss", "Confusion matrix (test)"} <= titles, titles
     accuracy = float(at.metric[0].value)
     assert at.metric[0].label == "test accuracy" and accuracy > 0.6
     assert any("confidently wrong" in m.value for m in at.markdown)

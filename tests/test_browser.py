@@ -148,6 +148,11 @@ def test_live_training_run_stop_and_predict(browser, server):
     reviews.fill("25000")
     reviews.press("Enter")
     _settle(page)
+    page.get_by_text("More knobs").click()          # evaluate every 200 steps: charts mid-run
+    every = page.get_by_role("spinbutton", name="also evaluate every N steps (0 = epoch ends)")
+    every.fill("200")
+    every.press("Enter")
+    _settle(page)
     name = page.get_by_role("textbox", name="run name (optional)")
     name.fill("browser-run")
     name.press("Enter")
@@ -163,6 +168,10 @@ def test_live_training_run_stop_and_predict(browser, server):
     page.wait_for_timeout(3_000)                    # no clicks: the page must move by itself
     assert _progress(page) > first_progress
     assert chart.screenshot() != first_chart          # the loss chart was redrawn with new steps
+    # an evaluation redraws the page by itself: the evaluation accuracy and loss charts appear
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=stVegaLiteChart]').length === 3",
+                           polling=250, timeout=60_000)
+    assert "running" in _status(page)
     _screenshot(page, "live-2-running")
 
     # leave for another page and come back: the run went on without us

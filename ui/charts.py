@@ -78,25 +78,30 @@ def _spec_without_data(chart: alt.TopLevelMixin) -> dict:
     return spec
 
 
-def training_loss(total_steps: int | None, height: int = 220) -> alt.LayerChart:
-    """Per-step loss, faint, with its moving average drawn on top. Data: loss_curve rows."""
+LR_GREY = "#888"
+
+
+def training_loss(total_steps: int | None, height: int = 340) -> alt.LayerChart:
+    """Per-step loss, faint, with its moving average on top, and the learning rate (dashed) on an
+    axis of its own at the right. Data: loss_curve rows. One view, so it fits its container."""
+    x = _step_axis(total_steps)
     raw = alt.Chart().mark_line(opacity=0.25, strokeWidth=1).encode(
-        x=_step_axis(total_steps), y=alt.Y("loss:Q", title="cross-entropy"),
+        x=x, y=alt.Y("loss:Q", title="cross-entropy"),
         tooltip=tips("step:Q") + [alt.Tooltip("loss:Q", format=".4f")])
     smooth = alt.Chart().mark_line(strokeWidth=2.5).encode(
-        x=_step_axis(total_steps), y=alt.Y("smoothed:Q"),
+        x=x, y=alt.Y("smoothed:Q"),
         tooltip=tips("step:Q") + [alt.Tooltip("smoothed:Q", format=".4f")])
-    return alt.layer(raw, smooth, title="Training loss (per step, and smoothed)").properties(
+    lr = alt.Chart().mark_line(color=LR_GREY, strokeDash=[5, 3], strokeWidth=1.5).encode(
+        x=x, y=alt.Y("lr:Q", title="learning rate",
+                     axis=alt.Axis(format=".1e", orient="right", titleColor=LR_GREY, labelColor=LR_GREY)),
+        tooltip=tips("step:Q") + [alt.Tooltip("lr:Q", format=".2e")])
+    title = alt.Title("Training loss (per step, and smoothed)",
+                      subtitle="dashed grey: the learning rate, on the right-hand axis")
+    return alt.layer(alt.layer(raw, smooth), lr, title=title).resolve_scale(y="independent").properties(
         height=height, width="container")
 
 
-def learning_rate(total_steps: int | None, height: int = 110) -> alt.Chart:
-    return alt.Chart(title="Learning rate").mark_line(color="#888").encode(
-        x=_step_axis(total_steps), y=alt.Y("lr:Q", title="learning rate", axis=alt.Axis(format=".1e")),
-        tooltip=tips("step:Q") + [alt.Tooltip("lr:Q", format=".2e")]).properties(height=height, width="container")
-
-
-def evaluation(metric: str, total_steps: int | None, height: int = 160) -> alt.Chart:
+def evaluation(metric: str, total_steps: int | None, height: int = 250) -> alt.Chart:
     """Validation and test loss (or accuracy) at every evaluation. Data: eval_curve rows."""
     y_scale = alt.Scale(domain=[0.4, 1.0]) if metric == "accuracy" else alt.Undefined
     return alt.Chart(title=f"Evaluation {metric}").transform_filter(alt.datum.metric == metric).mark_line(
@@ -109,16 +114,16 @@ def evaluation(metric: str, total_steps: int | None, height: int = 160) -> alt.C
 
 @functools.lru_cache(maxsize=32)
 def live_training_spec(total_steps: int | None) -> dict:
-    """Loss over learning rate, one chart: feed it loss_curve rows."""
-    return _spec_without_data(alt.vconcat(training_loss(total_steps), learning_rate(total_steps),
-                                          data=pd.DataFrame(columns=["step", "loss", "smoothed", "lr"])))
+    """The training loss and learning rate chart without data: feed it loss_curve rows."""
+    return _spec_without_data(training_loss(total_steps).properties(
+        data=pd.DataFrame(columns=["step", "loss", "smoothed", "lr"])))
 
 
 @functools.lru_cache(maxsize=32)
-def live_evaluation_spec(total_steps: int | None) -> dict:
-    """Evaluation accuracy over evaluation loss, one chart: feed it eval_curve rows."""
-    return _spec_without_data(alt.vconcat(evaluation("accuracy", total_steps), evaluation("loss", total_steps),
-                                          data=pd.DataFrame(columns=["step", "split", "metric", "value"])))
+def evaluation_spec(metric: str, total_steps: int | None) -> dict:
+    """Evaluation accuracy (or loss) of a run: feed it eval_curve rows."""
+    return _spec_without_data(evaluation(metric, total_steps).properties(
+        data=pd.DataFrame(columns=["step", "split", "metric", "value"])))
 
 
 def confusion(matrix: list[list[int]], classes: tuple[str, str] = ("negative", "positive")) -> alt.Chart:
