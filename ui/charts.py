@@ -71,7 +71,7 @@ def _spec_without_data(chart: alt.TopLevelMixin) -> dict:
     spec = chart.to_dict()
     spec.pop("datasets", None)
     spec.pop("data", None)
-    for part in spec.get("vconcat", []) + spec.get("layer", []):
+    for part in spec.get("layer", []):
         part.pop("data", None)
         for layer in part.get("layer", []):
             layer.pop("data", None)
