@@ -131,8 +131,9 @@ def draw_evaluations(snap: RunSnapshot) -> None:
             st.caption("Evaluation accuracy and loss appear after the first evaluation "
                        "(at the end of epoch 1, or every N steps: see More knobs).")
         return
+    rows = pd.DataFrame(evals)      # both charts read the same rows, each filters its metric
     for column, metric in zip(st.columns(2), ("accuracy", "loss")):
-        column.vega_lite_chart(pd.DataFrame(evals), charts.evaluation_spec(metric, snap.total_steps),
+        column.vega_lite_chart(rows, charts.evaluation_spec(metric, snap.total_steps),
                                key=f"live_eval_{metric}", width="stretch")
 
 
