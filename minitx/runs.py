@@ -61,6 +61,15 @@ from .train import default_run_name
 STATUSES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATUSES = ("queued", "running", "stopping")
 WORKERS = ("process", "thread")
+# How much lower than the server's a worker process's CPU priority is (Unix nice, 0-19).
+# A trade, measured on a 2-core machine (Quick preset, headless Chromium on the Training page):
+# - the first visit to another page mid-run rendered in 0.72-0.81 s at 10, 1.15-1.50 s at 5
+#   and 1.04-1.27 s at 0: a low-priority worker gives the CPU up at once;
+# - but every redraw then preempts one of the worker's two torch threads, and the other one
+#   waits for it: alternating two warm trainers under a steady 0.12-core load, the one at 0
+#   took 5-11% more steps per second than the one at 10; from the browser, a Quick run took
+#   a median 1.103x the command line's time at 10 (5 pairs) and 1.071x at 0 (3 pairs, later).
+# The app can choose with MINITX_WORKER_NICENESS (README.md, "Live training").
 WORKER_NICENESS = 10
 
 
@@ -175,14 +184,14 @@ class _StopOrOrphaned:
 
 
 def _process_main(model_dict: dict, train_dict: dict, checkpoint_dir: str, name: str,
-                  source: str | None, messages, stop_event) -> None:
+                  source: str | None, niceness: int, messages, stop_event) -> None:
     """The entry point of a worker process (spawned: a fresh interpreter, no inherited state)."""
     # Ctrl-C in the server's terminal reaches this process too; the server stops us cleanly instead
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # below the web server in priority: a page switch during training gets the CPU first
-    # (it needs it for a moment; the run takes whatever is left, as it would anyway)
-    if hasattr(os, "nice"):
-        os.nice(WORKER_NICENESS)
+    # (see WORKER_NICENESS for what that costs the run)
+    if niceness and hasattr(os, "nice"):
+        os.nice(niceness)
     stop = _StopOrOrphaned(stop_event)
     parent = mp.parent_process()
 
@@ -203,9 +212,13 @@ class RunRegistry:
     """Every run this server started, one training at a time. Thread-safe."""
 
     def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", worker: str = "process",
-                 source: str | None = None):
+                 source: str | None = None, niceness: int = WORKER_NICENESS):
         if worker not in WORKERS:
             raise ValueError(f"worker must be one of {', '.join(WORKERS)}, not {worker!r}.")
+        if isinstance(niceness, bool) or not isinstance(niceness, int) or not 0 <= niceness <= 19:
+            raise ValueError(f"the worker's niceness must be a whole number from 0 (the server's "
+                             f"priority) to 19 (the lowest), not {niceness!r}.")
+        self.niceness = niceness
         self.checkpoint_dir = Path(checkpoint_dir)
         self.worker = worker
         self.source = source
@@ -275,7 +288,7 @@ class RunRegistry:
         run.process = self._context.Process(
             target=_process_main, name=f"minitx-{run.name}", daemon=True,
             args=(run.model_config.to_dict(), run.train_config.to_dict(), str(self.checkpoint_dir),
-                  run.name, self.source, messages, run.stop_event))
+                  run.name, self.source, self.niceness, messages, run.stop_event))
         run.process.start()
         threading.Thread(target=self._pump, args=(run, messages), daemon=True,
                          name=f"minitx-pump-{run.name}").start()

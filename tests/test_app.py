@@ -357,6 +357,21 @@ def test_a_second_start_while_busy_says_which_run_is_training(app):
     assert "stopped" in _heading(at)
 
 
+@pytest.mark.parametrize("text, expected", [(None, "default"), ("", "default"), (" 0 ", 0), ("19", 19)])
+def test_the_worker_niceness_comes_from_the_environment(text, expected):
+    from minitx.runs import WORKER_NICENESS
+    from ui.live import worker_niceness
+
+    assert worker_niceness(text) == (WORKER_NICENESS if expected == "default" else expected)
+
+
+def test_a_worker_niceness_that_is_not_a_number_is_a_clear_error(app, monkeypatch):
+    monkeypatch.setenv("MINITX_WORKER_NICENESS", "low")
+    at = app.run()
+    at.switch_page("app_pages/training.py").run()
+    assert "MINITX_WORKER_NICENESS must be a whole number from 0 to 19, not 'low'" in at.exception[0].value
+
+
 def test_lr_10_ends_as_failed_with_the_reason_on_the_page(app):
     at = _start(app.run(), preset="Quick", name="too-hot", lr=10.0, train_size=400, test_size=200)
     _train_until_done(at)

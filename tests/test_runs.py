@@ -150,6 +150,24 @@ def test_the_thread_worker_trains_too(imdb, tmp_path):
     assert final.status == "finished" and final.worker == "thread"
 
 
+def test_the_worker_process_runs_the_given_niceness_below_its_server(imdb, tmp_path):
+    registry = RunRegistry(tmp_path, niceness=3)
+    run_id = registry.start(SLOW_MODEL, SLOW_TRAIN)
+    try:
+        wait_for(lambda s: s.status == "running", registry, run_id)     # set before training starts
+        worker = registry._runs[run_id].process.pid
+        assert os.getpriority(os.PRIO_PROCESS, worker) == os.getpriority(os.PRIO_PROCESS, 0) + 3
+    finally:
+        registry.stop(run_id)
+        registry.wait(run_id, timeout=120)
+
+
+@pytest.mark.parametrize("niceness", [-1, 20, 2.5, True, "5"])
+def test_a_niceness_outside_0_to_19_is_refused(tmp_path, niceness):
+    with pytest.raises(ValueError, match="whole number from 0 .* to 19"):
+        RunRegistry(tmp_path, niceness=niceness)
+
+
 def test_unknown_worker_and_unknown_run_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="worker must be"):
         RunRegistry(tmp_path, worker="fork")

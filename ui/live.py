@@ -7,7 +7,7 @@ import os
 import streamlit as st
 
 from minitx.checkpoint import describe_runs, load_run, run_folders
-from minitx.runs import RunRegistry
+from minitx.runs import WORKER_NICENESS, RunRegistry
 from ui.resources import checkpoints_dir
 
 POLL_SECONDS = 1.0      # no faster: every poll costs the server a rerun of the live panel
@@ -15,8 +15,21 @@ POLL_SECONDS = 1.0      # no faster: every poll costs the server a rerun of the 
 
 @st.cache_resource
 def registry() -> RunRegistry:
-    """Created once per server; MINITX_RUN_WORKER=thread trains in a thread (for comparison)."""
-    return RunRegistry(checkpoints_dir(), worker=os.environ.get("MINITX_RUN_WORKER", "process"))
+    """Created once per server. MINITX_RUN_WORKER=thread trains in a thread (for comparison);
+    MINITX_WORKER_NICENESS (0-19, default 10) sets how far below the server a worker process runs."""
+    return RunRegistry(checkpoints_dir(), worker=os.environ.get("MINITX_RUN_WORKER", "process"),
+                       niceness=worker_niceness(os.environ.get("MINITX_WORKER_NICENESS")))
+
+
+def worker_niceness(text: str | None) -> int:
+    """MINITX_WORKER_NICENESS as a number (the registry checks its range), or the default."""
+    if text is None or not text.strip():
+        return WORKER_NICENESS
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"MINITX_WORKER_NICENESS must be a whole number from 0 to 19, "
+                         f"not {text!r}.") from None
 
 
 def current_run_id() -> str | None:
