@@ -63,8 +63,8 @@ ACTIVE_STATUSES = ("queued", "running", "stopping")
 WORKERS = ("process", "thread")
 # How much lower than the server's a worker process's CPU priority is (Unix nice, 0-19).
 # A trade, measured on a 2-core machine (Quick preset, headless Chromium on the Training page):
-# - the first visit to another page mid-run rendered in 0.72-0.81 s at 10, 1.15-1.50 s at 5
-#   and 1.04-1.27 s at 0: a low-priority worker gives the CPU up at once;
+# - the first visit to another page mid-run rendered in 0.72-0.81 s at 10 (1.21 s in a slow
+#   hour), 1.15-1.50 s at 5 and 1.04-1.27 s at 0: a low-priority worker gives the CPU up at once;
 # - but every redraw then preempts one of the worker's two torch threads, and the other one
 #   waits for it: alternating two warm trainers under a steady 0.12-core load, the one at 0
 #   took 5-11% more steps per second than the one at 10; from the browser, a Quick run took
