@@ -188,8 +188,8 @@ def main() -> int:
     # the default's results are the ones the README quotes; another niceness gets a file of its own
     name = "live-training" if args.worker_niceness == WORKER_NICENESS else f"live-training-nice{args.worker_niceness}"
     write_result(name, {"summary": summary, "cli_quick": clis, "browser_watch": watched,
-                                   "browser_switch": switched, "worker_niceness": args.worker_niceness,
-                                   "note": "one 2-core machine runs the server, the worker and Chromium"})
+                        "browser_switch": switched, "worker_niceness": args.worker_niceness,
+                        "note": "one 2-core machine runs the server, the worker and Chromium"})
     return 0
 
 

@@ -16,7 +16,8 @@ POLL_SECONDS = 1.0      # no faster: every poll costs the server a rerun of the 
 @st.cache_resource
 def registry() -> RunRegistry:
     """Created once per server. MINITX_RUN_WORKER=thread trains in a thread (for comparison);
-    MINITX_WORKER_NICENESS (0-19, default 10) sets how far below the server a worker process runs."""
+    MINITX_WORKER_NICENESS (0-19, default minitx.runs.WORKER_NICENESS) sets how far below the
+    server a worker process runs."""
     return RunRegistry(checkpoints_dir(), worker=os.environ.get("MINITX_RUN_WORKER", "process"),
                        niceness=worker_niceness(os.environ.get("MINITX_WORKER_NICENESS")))
 
