@@ -1,10 +1,12 @@
-"""minitx playground: the frame. Navigation over the pages, nothing else.
+"""minitx playground: the frame. Navigation over the pages, and a training run making way for them.
 
 Every page starts with `model_sidebar()`, the shared "your model" sidebar, so
 a page opened on its own (a deep link on a fresh server) still has it.
 """
 
 import streamlit as st
+
+from ui.live import give_way_while_this_page_is_drawn
 
 st.set_page_config(page_title="minitx: transformers from scratch", page_icon=":material/neurology:", layout="wide")
 
@@ -19,4 +21,5 @@ PAGES = [
     st.Page("app_pages/runs.py", title="7 · Runs & predict", icon=":material/compare_arrows:"),
 ]
 
+give_way_while_this_page_is_drawn()     # a run in progress pauses a moment: this page comes first
 st.navigation(PAGES).run()

@@ -15,7 +15,7 @@ from minitx.runs import RunRegistry, RunSnapshot, format_duration
 from minitx.train import Trainer
 from ui import charts
 from ui.common import remembered, show_source
-from ui.live import POLL_SECONDS, current_run_id, registry
+from ui.live import PANEL_RERUN, POLL_SECONDS, current_run_id, registry
 from ui.model_sidebar import KEY, model_sidebar
 from ui.resources import imdb_sample, newest_run, sample_stats
 
@@ -185,6 +185,7 @@ def live_panel(run_id: str) -> None:
     def panel():
         now = registry().snapshot(run_id)
         if now.status != snap.status or len(now.evals) != len(snap.evals):
+            st.session_state[PANEL_RERUN] = True      # the run need not give way for this one
             st.rerun()          # before drawing: the bar must never run ahead of the status line
         draw_progress(now)
 

@@ -4,6 +4,7 @@
     run_id = registry.start(model_cfg, train_cfg)
     registry.snapshot(run_id)      # status, step/total, epoch, ETA, tokens/s, metrics history
     registry.stop(run_id)          # takes effect within one training step
+    registry.give_way()            # the run pauses a moment (between batches) while a page is drawn
 
 Why a separate process and not a thread. Each run trains in a process started
 with the `spawn` context; it sends its events over a multiprocessing Queue and
@@ -71,6 +72,9 @@ WORKERS = ("process", "thread")
 #   a median 1.103x the command line's time at 10 (5 pairs) and 1.071x at 0 (3 pairs, later).
 # The app can choose with MINITX_WORKER_NICENESS (README.md, "Live training").
 WORKER_NICENESS = 10
+# How long a worker pauses when the app asks it to give way while a page is drawn (give_way()).
+GIVE_WAY_SECONDS = 1.0
+MAX_GIVE_WAY_SECONDS = 10.0
 
 
 class RunBusyError(ValueError):
@@ -119,6 +123,8 @@ class _Run:
     train_config: TrainConfig
     worker: str
     stop_event: object
+    pause_until: object                   # a shared double: the worker pauses until this monotonic time
+    last_pause: float = 0.0               # how long the last pause asked for was
     started: float = field(default_factory=time.monotonic)
     status: str = "queued"
     reason: str | None = None
@@ -173,18 +179,29 @@ def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, checkpoint_dir: str, 
                  "checkpoint": None, "summary": None, "traceback": traceback.format_exc(limit=5)})
 
 
-class _StopOrOrphaned:
-    """Set when Stop was pressed, or when the process that started this worker is gone."""
+class _WorkerFlag:
+    """The trainer's stop flag in a worker: set when Stop was pressed or the server is gone.
 
-    def __init__(self, event):
-        self.event, self.orphaned = event, threading.Event()
+    The trainer asks is_set() before every training step and every evaluation batch, so this is
+    also the one place where a worker can pause between batches: while the app has asked it to
+    give way (`pause_until`, a time on the shared monotonic clock), it sleeps first, then answers.
+    """
+
+    def __init__(self, event, pause_until):
+        self.event, self.pause_until, self.orphaned = event, pause_until, threading.Event()
+
+    def stop_requested(self) -> bool:
+        return self.event.is_set() or self.orphaned.is_set()
 
     def is_set(self) -> bool:
-        return self.event.is_set() or self.orphaned.is_set()
+        deadline = min(self.pause_until.value, time.monotonic() + MAX_GIVE_WAY_SECONDS)
+        while time.monotonic() < deadline and not self.stop_requested():
+            time.sleep(min(0.05, deadline - time.monotonic()))
+        return self.stop_requested()
 
 
 def _process_main(model_dict: dict, train_dict: dict, checkpoint_dir: str, name: str,
-                  source: str | None, niceness: int, messages, stop_event) -> None:
+                  source: str | None, niceness: int, messages, stop_event, pause_until) -> None:
     """The entry point of a worker process (spawned: a fresh interpreter, no inherited state)."""
     # Ctrl-C in the server's terminal reaches this process too; the server stops us cleanly instead
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -192,11 +209,11 @@ def _process_main(model_dict: dict, train_dict: dict, checkpoint_dir: str, name:
     # (see WORKER_NICENESS for what that costs the run)
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
-    stop = _StopOrOrphaned(stop_event)
+    stop = _WorkerFlag(stop_event, pause_until)
     parent = mp.parent_process()
 
     def watch_parent():
-        while not stop.is_set():
+        while not stop.stop_requested():
             if parent is not None and not parent.is_alive():
                 stop.orphaned.set()            # the server died: stop after this step and save
             time.sleep(0.5)
@@ -270,7 +287,8 @@ class RunRegistry:
                 raise RunBusyError(busy)
             run_id = f"run-{next(self._ids)}-{name}"
             stop_event = (self._context.Event() if self.worker == "process" else threading.Event())
-            run = _Run(run_id, name, model_cfg, train_cfg, self.worker, stop_event)
+            pause_until = self._context.Value("d", 0.0, lock=False)   # shared memory, thread or process
+            run = _Run(run_id, name, model_cfg, train_cfg, self.worker, stop_event, pause_until)
             self._runs[run_id] = run
         try:
             if self.worker == "process":
@@ -288,7 +306,7 @@ class RunRegistry:
         run.process = self._context.Process(
             target=_process_main, name=f"minitx-{run.name}", daemon=True,
             args=(run.model_config.to_dict(), run.train_config.to_dict(), str(self.checkpoint_dir),
-                  run.name, self.source, self.niceness, messages, run.stop_event))
+                  run.name, self.source, self.niceness, messages, run.stop_event, run.pause_until))
         run.process.start()
         threading.Thread(target=self._pump, args=(run, messages), daemon=True,
                          name=f"minitx-pump-{run.name}").start()
@@ -296,7 +314,8 @@ class RunRegistry:
     def _start_thread(self, run: _Run) -> None:
         def work():
             _train(run.model_config, run.train_config, str(self.checkpoint_dir), run.name,
-                   self.source, lambda message: self._apply(run, message), run.stop_event)
+                   self.source, lambda message: self._apply(run, message),
+                   _WorkerFlag(run.stop_event, run.pause_until))
 
         run.thread = threading.Thread(target=work, daemon=True, name=f"minitx-{run.name}")
         run.thread.start()
@@ -382,6 +401,30 @@ class RunRegistry:
             if run.status in ("queued", "running"):
                 run.status = "stopping"
                 run.stop_event.set()
+
+    def give_way(self, seconds: float = GIVE_WAY_SECONDS) -> bool:
+        """Ask the run in progress to pause for `seconds` after its current batch; False if there
+        is none, or if its last pause has not ended or ended less than that pause's length ago.
+
+        For the app: on a 2-core machine a page is drawn by the server and then the browser, and
+        a worker training at full speed leaves them about one core between them. The pause is
+        the worker's own: it sleeps between batches, and Stop still works while it does. After a
+        pause it trains at least as long before the next one, so a learner who keeps clicking
+        slows a run down by half at most, and never stops it.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+                or not 0 < seconds <= MAX_GIVE_WAY_SECONDS:
+            raise ValueError(f"a run can give way for more than 0 and at most "
+                             f"{MAX_GIVE_WAY_SECONDS:g} seconds, not {seconds!r}.")
+        with self._lock:
+            active = self._active_locked()
+            if active is None:
+                return False
+            run, now = self._runs[active], time.monotonic()
+            if now < run.pause_until.value + run.last_pause:
+                return False
+            run.pause_until.value, run.last_pause = now + seconds, seconds
+            return True
 
     def wait(self, run_id: str, timeout: float | None = None) -> RunSnapshot:
         """Block until the run ends (or timeout seconds pass) and return its snapshot."""

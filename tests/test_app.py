@@ -259,12 +259,16 @@ def _heading(at) -> str:
 
 
 def _train_until_done(at, timeout: float = 180.0) -> list[float]:
-    """AppTest does not fire run_every: rerun the page by hand, as the fragment would."""
+    """AppTest does not fire run_every: rerun the page by hand, as the fragment would (and, as
+    for the fragment's reruns, without asking the run to give way)."""
     import time
+
+    from ui.live import PANEL_RERUN
 
     seen, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.5)
+        at.session_state[PANEL_RERUN] = True
         at.run()
         assert not at.exception, at.exception
         seen += [p.value / 100 for p in at.get("progress")]   # AppTest gives percent
@@ -368,8 +372,26 @@ def test_the_worker_niceness_comes_from_the_environment(text, expected):
 def test_a_worker_niceness_that_is_not_a_number_is_a_clear_error(app, monkeypatch):
     monkeypatch.setenv("MINITX_WORKER_NICENESS", "low")
     at = app.run()
+    assert not at.exception                     # only the pages that train or list runs need it
     at.switch_page("app_pages/training.py").run()
     assert "MINITX_WORKER_NICENESS must be a whole number from 0 to 19, not 'low'" in at.exception[0].value
+
+
+def test_a_learners_page_run_asks_the_training_to_give_way_the_panels_own_rerun_does_not(
+        app, monkeypatch):
+    from minitx.runs import RunRegistry
+    from ui.live import PANEL_RERUN
+
+    asked = []
+    monkeypatch.setattr(RunRegistry, "give_way", lambda self, *args: asked.append(args) or True)
+    at = app.run()
+    at.switch_page("app_pages/encoder.py").run()
+    assert not at.exception and len(asked) == 2               # the first page, then a switch
+    at.session_state[PANEL_RERUN] = True                       # as the live panel reruns the page
+    at.run()
+    assert len(asked) == 2 and PANEL_RERUN not in at.session_state
+    at.run()                                                   # the next rerun is the learner's again
+    assert len(asked) == 3
 
 
 def test_lr_10_ends_as_failed_with_the_reason_on_the_page(app):

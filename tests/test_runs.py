@@ -162,6 +162,48 @@ def test_the_worker_process_runs_the_given_niceness_below_its_server(imdb, tmp_p
         registry.wait(run_id, timeout=120)
 
 
+@pytest.mark.parametrize("worker", ["process", "thread"])
+def test_a_run_gives_way_for_the_time_asked_then_goes_on(imdb, tmp_path, worker):
+    registry = RunRegistry(tmp_path, worker=worker)
+    run_id = registry.start(SLOW_MODEL, SLOW_TRAIN)
+    try:
+        wait_for(lambda s: s.step >= 5, registry, run_id)
+        assert registry.give_way(4.0)
+        time.sleep(0.5)                                  # the step in flight finishes and reports
+        paused_at = registry.snapshot(run_id).step
+        assert not registry.give_way(4.0)                # no longer pause for asking again
+        time.sleep(1.5)                                  # tens of steps, were it not pausing
+        assert registry.snapshot(run_id).step == paused_at
+        wait_for(lambda s: s.step > paused_at, registry, run_id, timeout=30)   # and it goes on
+        assert not registry.give_way(4.0)                # it trains at least as long as it paused
+        time.sleep(4.0)
+        assert registry.give_way(1.0)
+    finally:
+        registry.stop(run_id)
+        registry.wait(run_id, timeout=120)
+
+
+def test_stop_works_while_a_run_gives_way(registry):
+    run_id = registry.start(SLOW_MODEL, SLOW_TRAIN)
+    wait_for(lambda s: s.step >= 5, registry, run_id)
+    registry.give_way(10.0)
+    time.sleep(0.5)
+    asked = time.monotonic()
+    registry.stop(run_id)
+    final = registry.wait(run_id, timeout=120)
+    assert final.status == "stopped" and time.monotonic() - asked < 6.0   # not after the 10 s pause
+
+
+@pytest.mark.parametrize("seconds", [0, -1, 10.5, True, "1"])
+def test_giving_way_needs_a_sensible_time(tmp_path, seconds):
+    with pytest.raises(ValueError, match="give way for more than 0 and at most 10 seconds"):
+        RunRegistry(tmp_path).give_way(seconds)
+
+
+def test_giving_way_with_no_run_in_progress_does_nothing(tmp_path):
+    assert RunRegistry(tmp_path).give_way() is False
+
+
 @pytest.mark.parametrize("niceness", [-1, 20, 2.5, True, "5"])
 def test_a_niceness_outside_0_to_19_is_refused(tmp_path, niceness):
     with pytest.raises(ValueError, match="whole number from 0 .* to 19"):

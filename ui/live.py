@@ -33,6 +33,26 @@ def worker_niceness(text: str | None) -> int:
                          f"not {text!r}.") from None
 
 
+# Set by the live panel just before it reruns the page itself (an evaluation arrived, the run ended).
+PANEL_RERUN = "live_panel_rerun"
+
+
+def give_way_while_this_page_is_drawn() -> None:
+    """Before a full page run: the run in progress (if any) pauses for a moment, so the page the
+    learner asked for is drawn on every core (the server's script, then the browser's render).
+
+    Not for the live panel's own reruns: nobody is waiting on those, and in a Quick run they
+    come with each evaluation. Its once-a-second redraws are fragment runs and never get here.
+    """
+    if st.session_state.pop(PANEL_RERUN, False):
+        return
+    try:
+        runs = registry()
+    except ValueError:      # a bad MINITX_WORKER_NICENESS: the Training page says so, no other page
+        return
+    runs.give_way()
+
+
 def current_run_id() -> str | None:
     """The run every tab shows: the one in progress, else the newest this server started."""
     reg = registry()
