@@ -63,15 +63,17 @@ STATUSES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATUSES = ("queued", "running", "stopping")
 WORKERS = ("process", "thread")
 # How much lower than the server's a worker process's CPU priority is (Unix nice, 0-19).
-# A trade, measured on a 2-core machine (Quick preset, headless Chromium on the Training page):
-# - the first visit to another page mid-run rendered in 0.72-0.81 s at 10 (1.21 s in a slow
-#   hour), 1.15-1.50 s at 5 and 1.04-1.27 s at 0: a low-priority worker gives the CPU up at once;
-# - but every redraw then preempts one of the worker's two torch threads, and the other one
-#   waits for it: alternating two warm trainers under a steady 0.12-core load, the one at 0
-#   took 5-11% more steps per second than the one at 10; from the browser, a Quick run took
-#   a median 1.103x the command line's time at 10 (5 pairs) and 1.071x at 0 (3 pairs, later).
-# The app can choose with MINITX_WORKER_NICENESS (README.md, "Live training").
-WORKER_NICENESS = 10
+# Measured on a 2-core machine (Quick preset, headless Chromium on the Training page):
+# - at 10 (the default until runs learnt to give way), the worker gave a page switch the CPU at
+#   once, but every redraw of the live panel then preempted one of its two torch threads, and
+#   the other waited for it: alternating two warm trainers under a steady 0.12-core load, the
+#   one at 0 took 5-11% more steps per second than the one at 10;
+# - at 0, the first visit to another page mid-run took 1.04-1.27 s, over the 1 s target, until
+#   runs gave way while a page is drawn (give_way()): since then 0.61 and 0.79 s at 0, 0.71 and
+#   0.99 s at 10. Quick from the browser, same hour: a median 1.114x the command line at 0, 1.134x
+#   at 10 (3 pairs each); README.md, "Live training", has the other sets.
+# The app can choose with MINITX_WORKER_NICENESS.
+WORKER_NICENESS = 0
 # How long a worker pauses when the app asks it to give way while a page is drawn (give_way()).
 GIVE_WAY_SECONDS = 1.0
 MAX_GIVE_WAY_SECONDS = 10.0
@@ -205,8 +207,7 @@ def _process_main(model_dict: dict, train_dict: dict, checkpoint_dir: str, name:
     """The entry point of a worker process (spawned: a fresh interpreter, no inherited state)."""
     # Ctrl-C in the server's terminal reaches this process too; the server stops us cleanly instead
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # below the web server in priority: a page switch during training gets the CPU first
-    # (see WORKER_NICENESS for what that costs the run)
+    # below the web server in priority, if asked (see WORKER_NICENESS for what that costs the run)
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
     stop = _WorkerFlag(stop_event, pause_until)
