@@ -4,7 +4,7 @@
     python benchmarks/live_training.py --worker thread  # the alternative runs.py rejected
     python benchmarks/live_training.py --worker both    # both, one after the other
     python benchmarks/live_training.py --repeats 5      # more pairs, a tighter median
-    python benchmarks/live_training.py --worker-niceness 0   # the worker at the server's priority
+    python benchmarks/live_training.py --worker-niceness 10  # the worker below the server's priority
 
 Each browser run is on a fresh `streamlit run` server (the README's command,
 so .streamlit/config.toml applies) with headless Chromium (Playwright) on the
