@@ -171,7 +171,7 @@ def test_a_run_gives_way_for_the_time_asked_then_goes_on(imdb, tmp_path, worker)
         assert registry.give_way(4.0)
         time.sleep(0.5)                                  # the step in flight finishes and reports
         paused_at = registry.snapshot(run_id).step
-        assert not registry.give_way(4.0)                # no longer pause for asking again
+        assert not registry.give_way(4.0)                # asking again does not make it longer
         time.sleep(1.5)                                  # tens of steps, were it not pausing
         assert registry.snapshot(run_id).step == paused_at
         wait_for(lambda s: s.step > paused_at, registry, run_id, timeout=30)   # and it goes on
