@@ -129,6 +129,23 @@ def _wait_until_training(page, timeout_ms: int) -> None:
                            ".some(e => e.innerText.includes('tokens/s'))", timeout=timeout_ms)
 
 
+# For 2.5 s, the opacity and transition of every live-panel element the moment a rerun marks it stale.
+STALE_PANEL_STYLES = """() => new Promise(resolve => {
+    const seen = [];
+    const observer = new MutationObserver(records => {
+        for (const record of records) {
+            const element = record.target;
+            if (element.getAttribute('data-stale') === 'true' && element.closest('.st-key-live_panel')) {
+                const style = getComputedStyle(element);
+                seen.push(`opacity ${style.opacity}, transition ${style.transitionDuration}`);
+            }
+        }
+    });
+    observer.observe(document.body, {attributes: true, attributeFilter: ['data-stale'], subtree: true});
+    setTimeout(() => { observer.disconnect(); resolve(seen); }, 2500);
+})"""
+
+
 def _nav(page, label: str) -> None:
     page.locator("[data-testid=stSidebarNav]").get_by_text(label, exact=True).click()
     _settle(page)
@@ -168,6 +185,9 @@ def test_live_training_run_stop_and_predict(browser, server):
     page.wait_for_timeout(3_000)                    # no clicks: the page must move by itself
     assert _progress(page) > first_progress
     assert chart.screenshot() != first_chart          # the loss chart was redrawn with new steps
+    # each redraw marks the panel stale for a moment: it must not start fading (CPU the run wants)
+    stale = page.evaluate(STALE_PANEL_STYLES)
+    assert stale and set(stale) == {"opacity 1, transition 0s"}, stale
     # an evaluation redraws the page by itself: the evaluation accuracy and loss charts appear
     page.wait_for_function("() => document.querySelectorAll('[data-testid=stVegaLiteChart]').length === 3",
                            polling=250, timeout=60_000)
