@@ -69,7 +69,7 @@ WORKERS = ("process", "thread")
 #   the other waited for it: alternating two warm trainers under a steady 0.12-core load, the
 #   one at 0 took 5-11% more steps per second than the one at 10;
 # - at 0, the first visit to another page mid-run took 1.04-1.27 s, over the 1 s target, until
-#   runs gave way while a page is drawn (give_way()); since then 0.61-1.03 s at 0 and 0.59-0.99 s
+#   runs gave way while a page is drawn (give_way()); since then 0.61-1.17 s at 0 and 0.59-0.99 s
 #   at 10. Quick from the browser, both in turns within one hour: a median 1.114x and 1.105x the
 #   command line at 0, 1.134x and 1.061x at 10 (3 pairs each; pairs ranged 1.03-1.22). That
 #   spread hides a difference of a few percent, so the drift-proof trainer test decides.
