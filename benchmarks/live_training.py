@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 from common import write_result  # noqa: E402
-from minitx.runs import WORKER_NICENESS  # noqa: E402
+from minitx.runs import MAX_WORKER_NICENESS, WORKER_NICENESS  # noqa: E402
 from tests.browser_support import CHROMIUM_ARGS, settle, start_server  # noqa: E402
 
 SWITCHES = 3
@@ -144,13 +144,13 @@ def main() -> int:
     parser.add_argument("--worker", choices=["process", "thread", "both"], default="process")
     parser.add_argument("--modes", default="watch,switch", help="watch, switch or both (comma-separated)")
     parser.add_argument("--repeats", type=int, default=3, help="CLI/browser pairs per worker in watch mode")
-    parser.add_argument("--worker-niceness", type=int, default=WORKER_NICENESS,
-                        help=f"how far below the server a worker process runs, 0-19 (default {WORKER_NICENESS})")
+    parser.add_argument("--worker-niceness", type=int, default=WORKER_NICENESS, metavar="N",
+                        choices=range(MAX_WORKER_NICENESS + 1),
+                        help=f"how far below the server a worker process runs, 0-{MAX_WORKER_NICENESS} "
+                             f"(default {WORKER_NICENESS})")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1.")
-    if not 0 <= args.worker_niceness <= 19:
-        parser.error("--worker-niceness must be from 0 to 19.")
     modes = args.modes.split(",")
     scratch = Path(tempfile.mkdtemp(prefix="minitx-live-"))
     workers = ["process", "thread"] if args.worker == "both" else [args.worker]

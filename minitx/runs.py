@@ -75,6 +75,7 @@ WORKERS = ("process", "thread")
 #   spread hides a difference of a few percent, so the drift-proof trainer test decides.
 # README.md, "Live training", has every set. The app can choose with MINITX_WORKER_NICENESS.
 WORKER_NICENESS = 0
+MAX_WORKER_NICENESS = 19            # Unix's lowest priority
 # How long a worker pauses when the app asks it to give way while a page is drawn (give_way()).
 GIVE_WAY_SECONDS = 1.0
 MAX_GIVE_WAY_SECONDS = 10.0
@@ -197,7 +198,7 @@ class _WorkerFlag:
         return self.event.is_set() or self.orphaned.is_set()
 
     def is_set(self) -> bool:
-        deadline = min(self.pause_until.value, time.monotonic() + MAX_GIVE_WAY_SECONDS)
+        deadline = self.pause_until.value          # give_way() keeps it at most 10 s ahead
         while time.monotonic() < deadline and not self.stop_requested():
             time.sleep(min(0.05, deadline - time.monotonic()))
         return self.stop_requested()
@@ -234,9 +235,10 @@ class RunRegistry:
                  source: str | None = None, niceness: int = WORKER_NICENESS):
         if worker not in WORKERS:
             raise ValueError(f"worker must be one of {', '.join(WORKERS)}, not {worker!r}.")
-        if isinstance(niceness, bool) or not isinstance(niceness, int) or not 0 <= niceness <= 19:
+        if isinstance(niceness, bool) or not isinstance(niceness, int) \
+                or not 0 <= niceness <= MAX_WORKER_NICENESS:
             raise ValueError(f"the worker's niceness must be a whole number from 0 (the server's "
-                             f"priority) to 19 (the lowest), not {niceness!r}.")
+                             f"priority) to {MAX_WORKER_NICENESS} (the lowest), not {niceness!r}.")
         self.niceness = niceness
         self.checkpoint_dir = Path(checkpoint_dir)
         self.worker = worker

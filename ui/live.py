@@ -7,7 +7,7 @@ import os
 import streamlit as st
 
 from minitx.checkpoint import describe_runs, load_run, run_folders
-from minitx.runs import WORKER_NICENESS, RunRegistry
+from minitx.runs import MAX_WORKER_NICENESS, WORKER_NICENESS, RunRegistry
 from ui.resources import checkpoints_dir
 
 POLL_SECONDS = 1.0      # no faster: every poll costs the server a rerun of the live panel
@@ -16,8 +16,8 @@ POLL_SECONDS = 1.0      # no faster: every poll costs the server a rerun of the 
 @st.cache_resource
 def registry() -> RunRegistry:
     """Created once per server. MINITX_RUN_WORKER=thread trains in a thread (for comparison);
-    MINITX_WORKER_NICENESS (0-19, default minitx.runs.WORKER_NICENESS) sets how far below the
-    server a worker process runs."""
+    MINITX_WORKER_NICENESS (0 to MAX_WORKER_NICENESS, default WORKER_NICENESS) sets how far
+    below the server a worker process runs."""
     return RunRegistry(checkpoints_dir(), worker=os.environ.get("MINITX_RUN_WORKER", "process"),
                        niceness=worker_niceness(os.environ.get("MINITX_WORKER_NICENESS")))
 
@@ -29,8 +29,8 @@ def worker_niceness(text: str | None) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"MINITX_WORKER_NICENESS must be a whole number from 0 to 19, "
-                         f"not {text!r}.") from None
+        raise ValueError(f"MINITX_WORKER_NICENESS must be a whole number from 0 to "
+                         f"{MAX_WORKER_NICENESS}, not {text!r}.") from None
 
 
 # Set by the live panel just before it reruns the page itself (an evaluation arrived, the run ended).
