@@ -4,7 +4,7 @@
     run_id = registry.start(model_cfg, train_cfg)
     registry.snapshot(run_id)      # status, step/total, epoch, ETA, tokens/s, metrics history
     registry.stop(run_id)          # takes effect within one training step
-    registry.give_way()            # the run pauses a moment (between batches) while a page is drawn
+    registry.give_way()            # the run pauses a moment (mid-step) while a page is drawn
 
 Why a separate process and not a thread. Each run trains in a process started
 with the `spawn` context; it sends its events over a multiprocessing Queue and
@@ -52,6 +52,7 @@ import signal
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,8 +172,9 @@ def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, checkpoint_dir: str, 
     from .train import run_training
 
     try:
-        outcome = run_training(model_cfg, train_cfg, [_Publisher(publish)], stop,
-                               checkpoint_dir, name, source)
+        with _pause_points(stop):
+            outcome = run_training(model_cfg, train_cfg, [_Publisher(publish)], stop,
+                                   checkpoint_dir, name, source)
         metrics = {k: v for k, v in outcome.metrics.items() if k not in ("history", "attention_snapshots")}
         publish({"type": "end", "status": outcome.result.status, "reason": outcome.result.reason,
                  "checkpoint": str(outcome.checkpoint) if outcome.checkpoint else None,
@@ -186,22 +188,64 @@ def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, checkpoint_dir: str, 
 class _WorkerFlag:
     """The trainer's stop flag in a worker: set when Stop was pressed or the server is gone.
 
-    The trainer asks is_set() before every training step and every evaluation batch, so this is
-    also the one place where a worker can pause between batches: while the app has asked it to
-    give way (`pause_until`, a time on the shared monotonic clock), it sleeps first, then answers.
+    It is also how a worker gives way. While the app asks it to (`pause_until`, a time on the
+    shared monotonic clock), `wait_while_paused()` sleeps; the trainer's `is_set()` before every
+    batch calls it, and so do the pause points inside a step (`_pause_points`). The time slept
+    is counted in `paused_seconds`, which the trainer leaves out of its tokens/s.
     """
 
     def __init__(self, event, pause_until):
         self.event, self.pause_until, self.orphaned = event, pause_until, threading.Event()
+        self.paused_seconds = 0.0
 
     def stop_requested(self) -> bool:
         return self.event.is_set() or self.orphaned.is_set()
 
-    def is_set(self) -> bool:
+    def wait_while_paused(self) -> None:
+        """Sleep until the pause asked for has passed, or Stop comes; at once if none was asked."""
         deadline = self.pause_until.value          # give_way() keeps it at most 10 s ahead
+        if time.monotonic() >= deadline:
+            return                                 # the usual case: one shared read, one clock read
+        began = time.monotonic()
         while time.monotonic() < deadline and not self.stop_requested():
-            time.sleep(min(0.05, deadline - time.monotonic()))
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        self.paused_seconds += time.monotonic() - began
+
+    def is_set(self) -> bool:
+        self.wait_while_paused()
         return self.stop_requested()
+
+
+@contextmanager
+def _pause_points(flag: _WorkerFlag):
+    """Let this thread's training give way mid-step, not only between batches.
+
+    A training step on a busy 2-core machine can take a second, too long for a page that
+    wants the CPU now. So while this is open, every module's forward first asks the flag, and
+    the backward pass asks again as it reaches each module's output: a pause begins within one
+    layer's work. Other threads (a thread worker's server, drawing pages) are left alone, and
+    nothing is computed differently: the hooks only ever sleep.
+    """
+    import torch
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+    trainer_thread = threading.get_ident()
+
+    def before_forward(module, args):
+        if threading.get_ident() == trainer_thread:
+            flag.wait_while_paused()
+
+    def after_forward(module, args, output):
+        if threading.get_ident() == trainer_thread and isinstance(output, torch.Tensor) \
+                and output.requires_grad:
+            output.register_hook(lambda grad: flag.wait_while_paused())   # returns None: grad as is
+
+    handles = [register_module_forward_pre_hook(before_forward), register_module_forward_hook(after_forward)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _process_main(model_dict: dict, train_dict: dict, checkpoint_dir: str, name: str,
@@ -407,12 +451,14 @@ class RunRegistry:
                 run.stop_event.set()
 
     def give_way(self, seconds: float = GIVE_WAY_SECONDS) -> bool:
-        """Ask the run in progress to pause for `seconds` after its current batch; False if there
-        is none, or if its last pause has not ended or ended less than that pause's length ago.
+        """Ask the run in progress to pause for `seconds`, starting within one layer's work; False
+        if there is none, or if its last pause has not ended or ended less than that pause's
+        length ago.
 
         For the app: on a 2-core machine a page is drawn by the server and then the browser, and
         a worker training at full speed leaves them about one core between them. The pause is
-        the worker's own: it sleeps between batches, and Stop still works while it does. After a
+        the worker's own: it sleeps at its next pause point (`_pause_points`: before each module's
+        forward, and in the backward pass), and Stop still works while it does. After a
         pause it trains at least as long before the next one, so a learner who keeps clicking
         slows a run down by half at most, and never stops it.
         """

@@ -141,7 +141,11 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains a model on prepared splits, fires events, honours a stop flag within one step."""
+    """Trains a model on prepared splits, fires events, honours a stop flag within one step.
+
+    The stop flag is anything with `is_set()`. The app's flag can also pause a run while a page
+    is drawn; it reports the time it slept as `paused_seconds`, which tokens/s leaves out.
+    """
 
     def __init__(self, model: SentimentClassifier, cfg: TrainConfig, train: EncodedSplit,
                  val: EncodedSplit, test: EncodedSplit, device: torch.device,
@@ -174,6 +178,9 @@ class Trainer:
 
     def _stop_requested(self) -> bool:
         return self.stop is not None and self.stop.is_set()
+
+    def _paused_seconds(self) -> float:
+        return getattr(self.stop, "paused_seconds", 0.0)
 
     def _evaluate(self, step: int, epoch: float, elapsed: float) -> tuple[dict, torch.Tensor | None] | None:
         """Validation and test scores now; None when a stop request cut the evaluation short."""
@@ -246,7 +253,7 @@ class Trainer:
                 if self._stop_requested():
                     status, reason = "stopped", f"stopped by request at step {step}"
                     break
-                tick = time.perf_counter()
+                tick, paused = time.perf_counter(), self._paused_seconds()
                 lr = cfg.lr * lr_multiplier(step, self.total_steps, self.warmup_steps, cfg.lr_schedule)
                 loss_value = self._train_step(batch, lr)
                 if not math.isfinite(loss_value):
@@ -257,7 +264,7 @@ class Trainer:
                     break
                 step += 1
                 epoch_losses.append(loss_value)
-                train_seconds += time.perf_counter() - tick
+                train_seconds += time.perf_counter() - tick - (self._paused_seconds() - paused)
                 train_tokens += batch.n_tokens
                 tokens_per_second = train_tokens / max(train_seconds, 1e-9)
                 event = {"step": step, "total_steps": self.total_steps, "epoch": epoch + 1,

@@ -1,19 +1,24 @@
 """The run registry: real background runs on IMDB, in worker processes (and threads)."""
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 from minitx.checkpoint import load_run, run_folders
 from minitx.config import ModelConfig, TrainConfig
 from minitx.presets import PRESETS
-from minitx.runs import RunBusyError, RunRegistry, format_duration
+from minitx.encoder import SentimentClassifier
+from minitx.runs import RunBusyError, RunRegistry, _pause_points, _WorkerFlag, format_duration
 
 TINY_MODEL = ModelConfig(d_model=32, n_heads=2, n_kv_heads=1, n_layers=1, d_ff=64, max_len=64)
 TINY_TRAIN = TrainConfig(train_size=400, test_size=200, vocab_size=2000, epochs=2, batch_size=32,
@@ -193,6 +198,61 @@ def test_stop_works_while_a_run_gives_way(registry):
     registry.stop(run_id)
     final = registry.wait(run_id, timeout=120)
     assert final.status == "stopped" and time.monotonic() - asked < 6.0   # not after the 10 s pause
+
+
+def _flag_and_model():
+    pause_until = multiprocessing.get_context("spawn").Value("d", 0.0, lock=False)   # as start() makes it
+    torch.manual_seed(0)
+    return _WorkerFlag(threading.Event(), pause_until), SentimentClassifier(TINY_MODEL.replace(vocab_size=100))
+
+
+def _pause(flag, seconds):
+    flag.pause_until.value = time.monotonic() + seconds      # what give_way() writes
+
+
+def _timed(work) -> float:
+    started = time.monotonic()
+    work()
+    return time.monotonic() - started
+
+
+IDS = torch.randint(5, 100, (4, 16), generator=torch.Generator().manual_seed(0))   # (B, T)
+LABELS = torch.tensor([0, 1, 0, 1])
+
+
+def test_a_worker_pauses_inside_a_step_forward_and_backward_and_computes_the_same():
+    flag, model = _flag_and_model()
+    model.eval()                                         # no dropout: the two passes must agree
+    F.cross_entropy(model(IDS), LABELS).backward()
+    plain = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    with _pause_points(flag):
+        _pause(flag, 0.4)
+        forward_seconds = _timed(lambda: F.cross_entropy(model(IDS), LABELS))
+        loss = F.cross_entropy(model(IDS), LABELS)
+        _pause(flag, 0.4)                                # asked for while the forward is done
+        backward_seconds = _timed(loss.backward)
+    assert forward_seconds >= 0.35 and backward_seconds >= 0.35
+    assert flag.paused_seconds >= 0.7
+    assert all(torch.equal(a, p.grad) for a, p in zip(plain, model.parameters()))
+
+
+def test_pause_points_leave_other_threads_alone_and_go_when_closed():
+    flag, model = _flag_and_model()
+    with _pause_points(flag):
+        _pause(flag, 3.0)
+        other = threading.Thread(target=lambda: model(IDS))    # a page drawing, in a thread worker's server
+        assert _timed(lambda: (other.start(), other.join())) < 1.5
+    assert _timed(lambda: model(IDS)) < 1.5                    # the pause is still asked for, unheard
+    assert flag.paused_seconds == 0.0
+
+
+def test_stop_ends_a_pause_inside_a_step():
+    flag, model = _flag_and_model()
+    with _pause_points(flag):
+        _pause(flag, 10.0)
+        threading.Timer(0.3, flag.event.set).start()
+        assert _timed(lambda: model(IDS)) < 5.0
 
 
 @pytest.mark.parametrize("seconds", [0, -1, 10.5, True, "1"])
