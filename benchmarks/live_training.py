@@ -4,6 +4,7 @@
     python benchmarks/live_training.py --worker thread  # the alternative runs.py rejected
     python benchmarks/live_training.py --worker both    # both, one after the other
     python benchmarks/live_training.py --repeats 5      # more pairs, a tighter median
+    python benchmarks/live_training.py --modes switch --switch-runs 5   # page switches only
     python benchmarks/live_training.py --worker-niceness 10  # the worker below the server's priority
 
 Each browser run is on a fresh `streamlit run` server (the README's command,
@@ -19,7 +20,9 @@ Training page, the Quick preset and Start:
   other, `--repeats` times; the median of the pairs' ratios is the result.
 - switch: mid-run, the browser switches to another page and back three times;
   each switch is timed from the click until the page has rendered (script
-  finished, nothing stale).
+  finished, nothing stale). `--switch-runs` such runs (each on a fresh server,
+  so each has a first visit to the other page); the slowest switch of all is
+  the result.
 
 The browser, the server and the worker share this machine's cores, as they
 do when a learner runs the app on a laptop.
@@ -144,13 +147,14 @@ def main() -> int:
     parser.add_argument("--worker", choices=["process", "thread", "both"], default="process")
     parser.add_argument("--modes", default="watch,switch", help="watch, switch or both (comma-separated)")
     parser.add_argument("--repeats", type=int, default=3, help="CLI/browser pairs per worker in watch mode")
+    parser.add_argument("--switch-runs", type=int, default=3, help="browser runs per worker in switch mode")
     parser.add_argument("--worker-niceness", type=int, default=WORKER_NICENESS, metavar="N",
                         choices=range(MAX_WORKER_NICENESS + 1),
                         help=f"how far below the server a worker process runs, 0-{MAX_WORKER_NICENESS} "
                              f"(default {WORKER_NICENESS})")
     args = parser.parse_args()
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1.")
+    if args.repeats < 1 or args.switch_runs < 1:
+        parser.error("--repeats and --switch-runs must be at least 1.")
     modes = args.modes.split(",")
     scratch = Path(tempfile.mkdtemp(prefix="minitx-live-"))
     workers = ["process", "thread"] if args.worker == "both" else [args.worker]
@@ -166,8 +170,8 @@ def main() -> int:
             clis.append(cli)
             watched.append(run)
             print("pair", cli, run, flush=True)
-        if "switch" in modes:
-            switched.append(browser_quick(worker, scratch, True, f"bench-{worker}-switch",
+        for repeat in range(args.switch_runs if "switch" in modes else 0):
+            switched.append(browser_quick(worker, scratch, True, f"bench-{worker}-switch-{repeat}",
                                           args.worker_niceness))
             print(switched[-1], flush=True)
     summary = {}
@@ -181,10 +185,15 @@ def main() -> int:
                 "wall_vs_cli": [r["wall_vs_cli"] for r in pairs],
                 "targets_met": {"within_10_percent_of_cli": median <= 1.10,
                                 "same_accuracy_within_1_point": worst_accuracy <= 1.0}}
-        for run in (r for r in switched if r["worker"] == worker):
+        runs = [r for r in switched if r["worker"] == worker]
+        if runs:
+            seconds = [s["seconds"] for r in runs for s in r["page_switches"]]
             summary[f"{worker}_switch"] = {
-                "slowest_switch_seconds": run["slowest_switch_seconds"],
-                "targets_met": {"page_switch_under_1_s": run["slowest_switch_seconds"] < 1.0}}
+                "runs": len(runs), "switches": len(seconds),
+                "slowest_switch_seconds": max(seconds),
+                "slowest_switch_per_run": [r["slowest_switch_seconds"] for r in runs],
+                "switches_under_1_s": sum(s < 1.0 for s in seconds),
+                "targets_met": {"page_switch_under_1_s": max(seconds) < 1.0}}
     # the default's results are the ones the README quotes; another niceness gets a file of its own
     name = "live-training" if args.worker_niceness == WORKER_NICENESS else f"live-training-nice{args.worker_niceness}"
     write_result(name, {"summary": summary, "cli_quick": clis, "browser_watch": watched,
