@@ -9,7 +9,7 @@ from minitx.inspect import (WELL_KNOWN_MODELS, attention_parameters, gqa_walkthr
                             kv_cache_bytes)
 from minitx.tokenizer import PAD_ID
 from ui.charts import heatmap
-from ui.common import check_yourself, shapes, show_source, table_height, token_labels
+from ui.common import check_yourself, shapes, show_source, static_table, token_labels
 from ui.model_sidebar import model_sidebar
 from ui.resources import playground_tokenizer, random_model, sentence_or_stop
 
@@ -84,7 +84,7 @@ for name, m in WELL_KNOWN_MODELS.items():
     rows.append({"model": f"{name}: D {m['d_model']}, H {m['n_heads']}, G {m['n_kv_heads']}, {m['n_layers']} layers",
                  "attention parameters / layer": attention_parameters(m["d_model"], m["n_heads"], m["n_kv_heads"], bias=False),
                  "KV cache (fp16, 1 sequence)": f"{kv_cache_bytes(m['n_layers'], m['n_kv_heads'], head_dim, seq) / 2**30:,.2f} GiB"})
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=table_height(rows))
+static_table(pd.DataFrame(rows), width="stretch")
 
 show_source(explicit_attention, fused_attention, repeat_kv, GroupedQueryAttention)
 check_yourself(

@@ -8,7 +8,7 @@ import torch
 from minitx.encoder import SentimentClassifier
 from minitx.inspect import cosine_similarity_matrix, nearest_neighbours, pca_2d
 from ui.charts import heatmap, tips
-from ui.common import check_yourself, shapes, show_source, token_labels
+from ui.common import check_yourself, shapes, show_source, static_table, token_labels
 from ui.model_sidebar import model_sidebar
 from ui.resources import newest_run, positivity, random_model, sentence_or_stop
 
@@ -87,8 +87,7 @@ if scores is not None and len(words) >= 3:
 
     probe = st.selectbox("nearest neighbours of", words, key="emb_probe")
     neighbours = nearest_neighbours(table, tokenizer.token_to_id(probe), k=8)
-    st.dataframe(pd.DataFrame([{"token": tokenizer.id_to_token(i), "cosine": f"{s:.3f}"} for i, s in neighbours]),
-                 hide_index=True)
+    static_table(pd.DataFrame([{"token": tokenizer.id_to_token(i), "cosine": f"{s:.3f}"} for i, s in neighbours]))
 
 show_source(SentimentClassifier.embed, pca_2d, nearest_neighbours)
 check_yourself(

@@ -6,7 +6,7 @@ import streamlit as st
 from minitx.data import truncate
 from minitx.inspect import pipeline_shapes
 from minitx.tokenizer import CLS_ID
-from ui.common import table_height
+from ui.common import static_table
 from ui.model_sidebar import model_sidebar
 from ui.resources import playground_tokenizer
 
@@ -47,7 +47,7 @@ else:
     table = pd.DataFrame({"stage": [s.name for s in stages],
                           "shape": [str(list(s.shape)) for s in stages],
                           "what it is": [s.meaning for s in stages]})
-    st.dataframe(table, hide_index=True, width="stretch", height=table_height(table))
+    static_table(table, width="stretch")
 
 with st.expander("Check yourself: a tensor inside attention has shape [1, 10, 4, 128]. What are the four numbers?"):
     st.markdown("Batch of **1** review, **10** tokens, **4** heads, head size **128** "

@@ -7,7 +7,7 @@ import streamlit as st
 from minitx.inspect import cosine_similarity_matrix, order_blindness, rope_pair_path, rope_relative_scores
 from minitx.positional import apply_rope, sinusoidal_table
 from ui.charts import heatmap, lines, tips
-from ui.common import check_yourself, shapes, show_source
+from ui.common import check_yourself, shapes, show_source, static_table
 from ui.model_sidebar import model_sidebar
 from ui.resources import playground_tokenizer, random_model
 
@@ -63,7 +63,7 @@ else:
         pooled = order_blindness(random_model(model_cfg), ids)               # (2, D)
         rows.append({"positional encoding": pe,
                      "max |pooled(a) − pooled(b)|": f"{(pooled[0] - pooled[1]).abs().max().item():.2e}"})
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    static_table(pd.DataFrame(rows))
     st.caption("Same random weights in both rows. Without positions the mean-pooled outputs are "
                "identical (up to float rounding): the model cannot tell who bit whom.")
 
@@ -87,8 +87,8 @@ st.caption(f"The vector (1, 0) in a few of the {head_dim // 2} pairs of a {head_
            "of the angles, that is, the distance m − n:")
 pairs = [(3, 1), (10, 8), (40, 38), (5, 1), (20, 16)]
 scores = rope_relative_scores(head_dim, pairs)
-st.dataframe(pd.DataFrame([{"query position m": m, "key position n": n, "m − n": m - n, "q_m · k_n": f"{s:.5f}"}
-                           for (m, n), s in zip(pairs, scores)]), hide_index=True)
+static_table(pd.DataFrame([{"query position m": m, "key position n": n, "m − n": m - n, "q_m · k_n": f"{s:.5f}"}
+                           for (m, n), s in zip(pairs, scores)]))
 st.caption("The same q and k vectors placed at different positions: equal offsets give equal "
            f"scores (head size {head_dim}). Each pair of dimensions is rotated by m·θᵢ.")
 

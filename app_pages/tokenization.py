@@ -9,7 +9,7 @@ from minitx.config import TOKENIZER_KINDS
 from minitx.inspect import bpe_merges, tokenizer_stats
 from minitx.tokenizer import Tokenizer
 from ui.charts import bars
-from ui.common import check_yourself, show_source, table_height
+from ui.common import check_yourself, show_source, static_table
 from ui.model_sidebar import model_sidebar
 from ui.resources import SAMPLE_REVIEWS, sample_stats, trained_tokenizer
 
@@ -87,7 +87,7 @@ bpe = tokenizer if kind == "bpe" else trained_tokenizer("bpe", vocab_size, lower
 merges = bpe_merges(bpe, 15)
 merge_table = pd.DataFrame([{"step": n + 1, "merge": f"{a} + {b}", "new token": a + b}
                             for n, (a, b) in enumerate(merges)])
-st.dataframe(merge_table, hide_index=True, height=table_height(merge_table))
+static_table(merge_table)
 st.caption("BPE starts from single characters and merges the most frequent neighbouring pair, "
            "again and again; '▁' marks the start of a word.")
 

@@ -11,6 +11,25 @@ from streamlit.testing.v1 import AppTest
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 
 
+def _unescaped(value):
+    return re.sub(r"\\(.)", r"\1", value) if isinstance(value, str) else value
+
+
+def shown(table):
+    """An st.table's frame as the learner reads it: static_table's Markdown escapes undone."""
+    return table.value.rename(columns=_unescaped).map(_unescaped)
+
+
+def test_static_tables_escape_markdown_and_only_that():
+    from ui.common import literal_markdown
+
+    punctuation = "".join(chr(c) for c in range(33, 127) if not chr(c).isalnum())
+    assert literal_markdown(punctuation) == "".join("\\" + c for c in punctuation)
+    for text in ("+ rope positions", "[1, 7, 4, 32]", "a*b_c", "m − n", "q_m · k_n", "<br />"):
+        assert _unescaped(literal_markdown(text)) == text
+    assert literal_markdown("d_model 128 · m − n") == "d\\_model 128 · m − n"   # letters, digits, non-ASCII kept
+
+
 @pytest.fixture
 def app(monkeypatch, tmp_path, imdb):
     monkeypatch.setenv("MINITX_CHECKPOINTS", str(tmp_path / "no-runs"))
@@ -25,12 +44,14 @@ def test_home_renders_the_pipeline_for_the_sidebar_model(app):
     at = app.run()
     assert not at.exception
     assert "minitx" in at.title[0].value
-    table = at.dataframe[0].value
+    # drawn as Markdown, so escaped: unescaped, "+ sinusoidal positions" would be a bulleted list
+    assert "\\+ sinusoidal positions" in at.table[0].value["stage"].tolist()
+    table = shown(at.table[0])
     queries = table[table["stage"] == "queries"]["shape"].item()
     n_tokens = len(at.code[0].value.split())            # [CLS] + the sentence's tokens
     assert queries == f"[1, {n_tokens}, 4, 32]"        # quick preset: d_model 128, 4 heads
     at.select_slider(key="w_model_d_model").set_value(512).run()
-    table = at.dataframe[0].value
+    table = shown(at.table[0])
     assert table[table["stage"] == "queries"]["shape"].item() == f"[1, {n_tokens}, 4, 128]"
 
 
@@ -137,7 +158,7 @@ def test_positional_page_shows_order_blindness(app):
     at = app.run()
     at.switch_page("app_pages/positional.py").run()
     assert not at.exception
-    table = at.dataframe[1].value
+    table = shown(at.table[1])
     blind = float(table[table["positional encoding"] == "none"].iloc[0, 1])
     seeing = float(table[table["positional encoding"] != "none"].iloc[0, 1])
     assert blind < 1e-5 < seeing
