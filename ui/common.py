@@ -1,4 +1,4 @@
-"""Small pieces every page uses: the source expander, the check-yourself question, shapes."""
+"""Small pieces every page uses: the source expander, the check-yourself question, shapes and small tables."""
 
 from __future__ import annotations
 
