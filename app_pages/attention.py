@@ -77,12 +77,12 @@ seq = st.select_slider("context length for the KV cache", [512, 2048, 4096, 8192
 rows = []
 for name, g in (("MHA", cfg.n_heads), ("GQA (yours)", cfg.n_kv_heads), ("MQA", 1)):
     rows.append({"model": f"{name}: D {cfg.d_model}, H {cfg.n_heads}, G {g}, {cfg.n_layers} layer(s)",
-                 "attention parameters / layer": attention_parameters(cfg.d_model, cfg.n_heads, g),
+                 "attention parameters / layer": f"{attention_parameters(cfg.d_model, cfg.n_heads, g):,}",
                  "KV cache (fp16, 1 sequence)": f"{kv_cache_bytes(cfg.n_layers, g, cfg.head_dim, seq) / 2**20:,.2f} MiB"})
 for name, m in WELL_KNOWN_MODELS.items():
     head_dim = m["d_model"] // m["n_heads"]
     rows.append({"model": f"{name}: D {m['d_model']}, H {m['n_heads']}, G {m['n_kv_heads']}, {m['n_layers']} layers",
-                 "attention parameters / layer": attention_parameters(m["d_model"], m["n_heads"], m["n_kv_heads"], bias=False),
+                 "attention parameters / layer": f"{attention_parameters(m['d_model'], m['n_heads'], m['n_kv_heads'], bias=False):,}",
                  "KV cache (fp16, 1 sequence)": f"{kv_cache_bytes(m['n_layers'], m['n_kv_heads'], head_dim, seq) / 2**30:,.2f} GiB"})
 static_table(pd.DataFrame(rows), width="stretch")
 
