@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-
 import pandas as pd
 import streamlit as st
 
@@ -14,7 +12,7 @@ from minitx.presets import PRESETS
 from minitx.runs import RunRegistry, RunSnapshot, format_duration
 from minitx.train import Trainer
 from ui import charts
-from ui.common import remembered, show_source
+from ui.common import literal_markdown, remembered, show_source
 from ui.live import PANEL_RERUN, POLL_SECONDS, current_run_id, registry
 from ui.model_sidebar import KEY, model_sidebar
 from ui.resources import imdb_sample, newest_run, sample_stats
@@ -160,8 +158,8 @@ def draw_results(snap: RunSnapshot) -> None:
             truth = "positive" if item["label"] == 1 else "negative"
             said = item["p_positive"] if item["label"] == 0 else 1 - item["p_positive"]
             with st.expander(f"{truth} review, {said:.0%} sure it was {'negative' if item['label'] else 'positive'}: "
-                             f"{item['text'][:70]}…"):
-                st.markdown(html.escape(item["text"]).replace("&lt;br /&gt;", " ")
+                             f"{literal_markdown(item['text'].replace('<br />', ' ')[:70])}…"):
+                st.markdown(literal_markdown(item["text"].replace("<br />", " "))   # shown as typed
                             + (" …" if item["truncated"] else ""))
 
 
