@@ -157,10 +157,10 @@ def draw_results(snap: RunSnapshot) -> None:
         for item in summary.get("confidently_wrong") or []:
             truth = "positive" if item["label"] == 1 else "negative"
             said = item["p_positive"] if item["label"] == 0 else 1 - item["p_positive"]
+            text = item["text"].replace("<br />", " ")                 # IMDB's line breaks
             with st.expander(f"{truth} review, {said:.0%} sure it was {'negative' if item['label'] else 'positive'}: "
-                             f"{literal_markdown(item['text'].replace('<br />', ' ')[:70])}…"):
-                st.markdown(literal_markdown(item["text"].replace("<br />", " "))   # shown as typed
-                            + (" …" if item["truncated"] else ""))
+                             f"{literal_markdown(text[:70])}…"):
+                st.markdown(literal_markdown(text) + (" …" if item["truncated"] else ""))   # as typed
 
 
 # Two animations the live panel does not need, each costing a headless Chromium without a GPU CPU

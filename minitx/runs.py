@@ -56,6 +56,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
 from .checkpoint import check_run_name, clean_stale_saves, run_path
 from .config import ModelConfig, TrainConfig
 from .train import default_run_name
@@ -203,10 +206,9 @@ class _WorkerFlag:
 
     def wait_while_paused(self) -> None:
         """Sleep until the pause asked for has passed, or Stop comes; at once if none was asked."""
-        deadline = self.pause_until.value          # give_way() keeps it at most 10 s ahead
-        if time.monotonic() >= deadline:
+        deadline, began = self.pause_until.value, time.monotonic()   # at most 10 s ahead (give_way)
+        if began >= deadline:
             return                                 # the usual case: one shared read, one clock read
-        began = time.monotonic()
         while time.monotonic() < deadline and not self.stop_requested():
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         self.paused_seconds += time.monotonic() - began
@@ -226,9 +228,6 @@ def _pause_points(flag: _WorkerFlag):
     layer's work. Other threads (a thread worker's server, drawing pages) are left alone, and
     nothing is computed differently: the hooks only ever sleep.
     """
-    import torch
-    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-
     trainer_thread = threading.get_ident()
 
     def before_forward(module, args):
