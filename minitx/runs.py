@@ -5,6 +5,7 @@
     registry.snapshot(run_id)      # status, step/total, epoch, ETA, tokens/s, metrics history
     registry.stop(run_id)          # takes effect within one training step
     registry.give_way()            # the run pauses a moment (mid-step) while a page is drawn
+    registry.prepare_worker()      # a spare worker process, ready for the next start
 
 Why a separate process and not a thread. Each run trains in a process started
 with the `spawn` context; it sends its events over a multiprocessing Queue and
@@ -22,7 +23,10 @@ live page's redraws take on a 2-core machine. What decided it:
   reproduced the command line's 0.8606 exactly;
 - a process that crashes or runs out of memory cannot take the server with it,
   and can be killed outright if it ever stops answering;
-- it costs about 2 s more to start (a fresh interpreter imports torch again).
+- it costs about 2 s more to start (a fresh interpreter imports torch and the
+  data libraries again). `prepare_worker()` pays that ahead: the app starts a
+  spare worker when the Training page is drawn with no run going, and Start
+  hands the run to it (about 320 MB while it waits).
 
 One run trains at a time on this machine: a second `start` while a run is
 queued, running or stopping is refused with a `RunBusyError` that names the
@@ -149,6 +153,7 @@ class _Run:
     checkpoint: str | None = None
     summary: dict | None = None
     process: object = None
+    channels: object = None               # its _Worker: the queues must live as long as the process
     thread: threading.Thread | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -247,14 +252,27 @@ def _pause_points(flag: _WorkerFlag):
             handle.remove()
 
 
-def _process_main(model_dict: dict, train_dict: dict, checkpoint_dir: str, name: str,
-                  source: str | None, niceness: int, messages, stop_event, pause_until) -> None:
-    """The entry point of a worker process (spawned: a fresh interpreter, no inherited state)."""
+@dataclass
+class _Worker:
+    """A worker process and its channels. Started when a run starts, or ahead of it as the spare
+    (`RunRegistry.prepare_worker`), in which case the run's settings arrive later on `jobs`."""
+
+    process: object
+    jobs: object                          # the one run to train arrives here (None: exit unused)
+    messages: object                      # the run's events, back to the registry
+    stop_event: object
+    pause_until: object                   # shared with the run (see _WorkerFlag)
+    environ: dict                         # the environment it started with (a spare's may be stale)
+
+
+def _process_main(jobs, messages, stop_event, pause_until) -> None:
+    """The entry point of a worker process (spawned: a fresh interpreter, no inherited state).
+
+    Unpickling this function has already imported torch and minitx; the data libraries are
+    imported next, so that a spare started ahead of its run is ready to prepare data at once.
+    """
     # Ctrl-C in the server's terminal reaches this process too; the server stops us cleanly instead
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # below the web server in priority, if asked (see WORKER_NICENESS for what that costs the run)
-    if niceness and hasattr(os, "nice"):
-        os.nice(niceness)
     stop = _WorkerFlag(stop_event, pause_until)
     parent = mp.parent_process()
 
@@ -265,8 +283,22 @@ def _process_main(model_dict: dict, train_dict: dict, checkpoint_dir: str, name:
             time.sleep(0.5)
 
     threading.Thread(target=watch_parent, daemon=True).start()
-    _train(ModelConfig.from_dict(model_dict), TrainConfig.from_dict(train_dict), checkpoint_dir,
-           name, source, messages.put, stop)
+    import datasets  # noqa: F401  (what prepare_data imports first: about 0.7 s of a cold start)
+
+    while True:                                # a spare waits here, idle, for its run
+        try:
+            job = jobs.get(timeout=0.5)
+            break
+        except queue.Empty:
+            if stop.orphaned.is_set():
+                return
+    if job is None:                            # retired unused: the server is closing, or moved on
+        return
+    # below the web server in priority, if asked (see WORKER_NICENESS for what that costs the run)
+    if job["niceness"] and hasattr(os, "nice"):
+        os.nice(job["niceness"])
+    _train(ModelConfig.from_dict(job["model"]), TrainConfig.from_dict(job["train"]),
+           job["checkpoint_dir"], job["name"], job["source"], messages.put, stop)
     messages.close()
     messages.join_thread()                     # every message is in the pipe before we exit
 
@@ -290,6 +322,8 @@ class RunRegistry:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._context = mp.get_context("spawn")
+        self._spare: _Worker | None = None
+        self._retired: list[_Worker] = []     # kept until they exit: their queues must outlive them
         self.cleaned = clean_stale_saves(self.checkpoint_dir)
         atexit.register(self.shutdown)
 
@@ -333,13 +367,17 @@ class RunRegistry:
             if busy is not None:
                 raise RunBusyError(busy)
             run_id = f"run-{next(self._ids)}-{name}"
-            stop_event = (self._context.Event() if self.worker == "process" else threading.Event())
-            pause_until = self._context.Value("d", 0.0, lock=False)   # shared memory, thread or process
+            if self.worker == "process":
+                worker = self._take_spare_locked() or self._new_worker()
+                stop_event, pause_until = worker.stop_event, worker.pause_until
+            else:
+                stop_event = threading.Event()
+                pause_until = self._context.Value("d", 0.0, lock=False)   # as a process's, for one code path
             run = _Run(run_id, name, model_cfg, train_cfg, self.worker, stop_event, pause_until)
             self._runs[run_id] = run
         try:
             if self.worker == "process":
-                self._start_process(run)
+                self._start_process(run, worker)
             else:
                 self._start_thread(run)
         except BaseException as error:   # never leave a run "queued" that no worker will end
@@ -348,14 +386,56 @@ class RunRegistry:
             raise
         return run_id
 
-    def _start_process(self, run: _Run) -> None:
-        messages = self._context.Queue()
-        run.process = self._context.Process(
-            target=_process_main, name=f"minitx-{run.name}", daemon=True,
-            args=(run.model_config.to_dict(), run.train_config.to_dict(), str(self.checkpoint_dir),
-                  run.name, self.source, self.niceness, messages, run.stop_event, run.pause_until))
-        run.process.start()
-        threading.Thread(target=self._pump, args=(run, messages), daemon=True,
+    def prepare_worker(self) -> bool:
+        """Start a worker process ahead of the next run (the spare), so that Start does not wait
+        for a fresh interpreter to import torch and the data libraries: about 2 s on a 2-core
+        machine, before a Quick run's 80 s. True if one was started now.
+
+        Nothing happens for thread workers, while a run is in progress (it would take CPU from
+        the training) or when a spare is ready. A spare started in another environment than
+        the one a run starts in is not used: `start` starts a fresh worker instead.
+        """
+        with self._lock:
+            if self.worker != "process" or self._active_locked() is not None \
+                    or (self._spare is not None and self._spare.process.is_alive()):
+                return False
+            self._spare = self._new_worker()
+            self._spare.process.start()
+            return True
+
+    def _new_worker(self) -> _Worker:
+        """A worker process, not yet started, with fresh channels."""
+        jobs, messages = self._context.Queue(), self._context.Queue()
+        stop_event = self._context.Event()
+        pause_until = self._context.Value("d", 0.0, lock=False)    # shared memory
+        process = self._context.Process(target=_process_main, name="minitx-worker", daemon=True,
+                                        args=(jobs, messages, stop_event, pause_until))
+        return _Worker(process, jobs, messages, stop_event, pause_until, dict(os.environ))
+
+    def _take_spare_locked(self) -> _Worker | None:
+        """The spare, if it is alive and was started in the environment a run would start in now."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        if spare.process.is_alive() and spare.environ == dict(os.environ):
+            return spare
+        self._retire(spare)
+        return None
+
+    def _retire(self, worker: _Worker) -> None:
+        """Tell an unused worker to exit (a daemon, it would die with the server anyway)."""
+        worker.jobs.put(None)
+        self._retired = [w for w in self._retired if w.process.is_alive()] + [worker]
+
+    def _start_process(self, run: _Run, worker: _Worker) -> None:
+        run.process, run.channels = worker.process, worker
+        if worker.process.pid is None:            # not the spare: start it now
+            worker.process.start()
+        worker.process.name = f"minitx-{run.name}"
+        worker.jobs.put({"model": run.model_config.to_dict(), "train": run.train_config.to_dict(),
+                         "checkpoint_dir": str(self.checkpoint_dir), "name": run.name,
+                         "source": self.source, "niceness": self.niceness})
+        threading.Thread(target=self._pump, args=(run, worker.messages), daemon=True,
                          name=f"minitx-pump-{run.name}").start()
 
     def _start_thread(self, run: _Run) -> None:
@@ -491,6 +571,14 @@ class RunRegistry:
             runs = [r for r in self._runs.values() if not r.done.is_set()]
             for run in runs:
                 run.stop_event.set()
+            if self._spare is not None:
+                self._retire(self._spare)
+                self._spare = None
+            unused = list(self._retired)
+        for worker in unused:
+            worker.process.join(5)
+            if worker.process.is_alive():
+                worker.process.kill()
         deadline = time.monotonic() + timeout
         for run in runs:
             run.done.wait(max(0.0, deadline - time.monotonic()))

@@ -121,6 +121,49 @@ def test_a_killed_worker_ends_as_failed_and_leaves_no_half_run(registry):
     assert run_folders(registry.checkpoint_dir) == []
 
 
+def test_a_spare_worker_started_ahead_trains_the_next_run(registry):
+    assert registry.prepare_worker() is True
+    assert registry.prepare_worker() is False                  # one spare at a time
+    spare = registry._spare.process
+    run_id = registry.start(TINY_MODEL, TINY_TRAIN, name="on-the-spare")
+    assert registry._runs[run_id].process is spare and registry._spare is None
+    assert registry.prepare_worker() is False                  # not while a run trains
+    final = registry.wait(run_id, timeout=120)
+    assert final.status == "finished" and load_run(final.checkpoint).metrics["status"] == "finished"
+    spare.join(30)
+    assert spare.exitcode == 0                                 # one run per worker, then it exits
+    assert registry.prepare_worker() is True and registry._spare.process is not spare
+
+
+def test_stop_before_the_spare_has_read_its_run_still_ends_stopped(registry):
+    registry.prepare_worker()
+    run_id = registry.start(SLOW_MODEL, SLOW_TRAIN, name="stopped-at-once")
+    registry.stop(run_id)                                      # the worker may still be importing
+    final = registry.wait(run_id, timeout=120)
+    assert final.status == "stopped" and final.step == 0
+
+
+def test_a_spare_from_another_environment_is_not_used(registry, monkeypatch):
+    registry.prepare_worker()
+    spare = registry._spare.process
+    monkeypatch.setenv("MINITX_IMDB", "/nonexistent/imdb")     # as a new run would see it
+    run_id = registry.start(TINY_MODEL, TINY_TRAIN)
+    assert registry._runs[run_id].process is not spare
+    final = registry.wait(run_id, timeout=120)
+    assert final.status == "failed" and "/nonexistent/imdb" in final.reason
+    spare.join(30)
+    assert spare.exitcode == 0                                 # told to go, it went
+
+
+def test_shutdown_ends_an_idle_spare_and_threads_have_none(imdb, tmp_path):
+    registry = RunRegistry(tmp_path)
+    registry.prepare_worker()
+    spare = registry._spare.process
+    registry.shutdown(timeout=30)
+    assert not spare.is_alive() and spare.exitcode == 0
+    assert RunRegistry(tmp_path, worker="thread").prepare_worker() is False
+
+
 def test_stale_half_saves_are_cleaned_and_fresh_ones_kept(tmp_path):
     stale, fresh = tmp_path / ".saving-old-x1", tmp_path / ".saving-new-x2"
     for folder in (stale, fresh):
@@ -284,6 +327,10 @@ SERVER = textwrap.dedent("""
     from minitx.runs import RunRegistry
     if __name__ == "__main__":
         reg = RunRegistry(sys.argv[1])
+        if sys.argv[2] == "kill-spare":
+            reg.prepare_worker()
+            print(reg._spare.process.pid, flush=True)
+            time.sleep(600)       # waits to be killed, its spare idle
         run_id = reg.start(ModelConfig(d_model=128, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=256,
                                        max_len=256),
                            TrainConfig(train_size=2000, test_size=200, vocab_size=4000, epochs=3,
@@ -305,7 +352,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to see processes")
-@pytest.mark.parametrize("how", ["exit", "kill"])
+@pytest.mark.parametrize("how", ["exit", "kill", "kill-spare"])
 def test_no_worker_outlives_its_server(imdb, tmp_path, how):
     script = tmp_path / "server.py"
     script.write_text(SERVER)
@@ -314,13 +361,15 @@ def test_no_worker_outlives_its_server(imdb, tmp_path, how):
                               stdout=subprocess.PIPE, text=True, env=env)
     worker_pid = int(server.stdout.readline())
     assert _alive(worker_pid)
-    if how == "kill":
+    if how.startswith("kill"):
         server.send_signal(signal.SIGKILL)        # no atexit: the worker must notice on its own
     server.wait(timeout=120)
     deadline = time.monotonic() + 60
     while _alive(worker_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(worker_pid)
+    if how == "kill-spare":
+        return                                    # it had no run to save
     # either way the worker stopped after its step and saved the run whole
     saved = load_run(tmp_path / "ck" / "orphan-test")
     assert saved.metrics["status"] == "stopped"
