@@ -382,6 +382,21 @@ def test_a_second_start_while_busy_says_which_run_is_training(app):
     assert "stopped" in _heading(at)
 
 
+def test_the_training_page_readies_a_worker_and_a_cleared_cache_ends_it(app):
+    import streamlit as st
+
+    from ui.live import registry
+
+    at = app.run()
+    at.switch_page("app_pages/training.py").run()
+    assert not at.exception
+    spare = registry()._spare.process          # started at the end of the page, no run training
+    assert spare.is_alive()
+    st.cache_resource.clear()                  # Clear cache: the registry goes, and its worker
+    spare.join(30)
+    assert spare.exitcode == 0
+
+
 @pytest.mark.parametrize("text, expected", [(None, "default"), ("", "default"), (" 0 ", 0), ("19", 19)])
 def test_the_worker_niceness_comes_from_the_environment(text, expected):
     from minitx.runs import WORKER_NICENESS
