@@ -9,7 +9,8 @@
 
 Each browser run is on a fresh `streamlit run` server (the README's command,
 so .streamlit/config.toml applies) with headless Chromium (Playwright) on the
-Training page, the Quick preset and Start:
+Training page, the Quick preset and Start, pressed `--think-seconds` after the
+page is drawn (default 3, as a learner reads the estimate first):
 
 - watch: hands off until "finished"; the page polls once a second on its own.
   Its time, from the click on Start to "finished" on the page, is compared
@@ -52,6 +53,10 @@ from minitx.runs import MAX_WORKER_NICENESS, WORKER_NICENESS  # noqa: E402
 from tests.browser_support import CHROMIUM_ARGS, settle, start_server  # noqa: E402
 
 SWITCHES = 3
+# Seconds on the drawn Training page before Start, as a learner reads the estimate and the knobs.
+# The spare worker (RunRegistry.prepare_worker) starts when the page is drawn and is ready about
+# 1.5 s later; until the eleventh set this script pressed Start at once (no spare then).
+THINK_SECONDS = 3.0
 
 
 def cli_quick(scratch: Path, run_name: str) -> dict:
@@ -90,7 +95,8 @@ def _wait_until_ended(page, name: str, timeout_s: float = 900) -> str:
     return handle.json_value()
 
 
-def browser_quick(worker: str, scratch: Path, switch: bool, run_name: str, niceness: int) -> dict:
+def browser_quick(worker: str, scratch: Path, switch: bool, run_name: str, niceness: int,
+                  think_seconds: float) -> dict:
     from playwright.sync_api import sync_playwright
 
     checkpoints = scratch / f"{worker}-runs"       # the runs before this one are in it, as for a learner
@@ -109,6 +115,7 @@ def browser_quick(worker: str, scratch: Path, switch: bool, run_name: str, nicen
             name.fill(run_name)
             name.press("Enter")
             settle(page)
+            page.wait_for_timeout(think_seconds * 1000)   # a learner reads the estimate
 
             start = time.perf_counter()
             page.get_by_role("button", name="Start training").click()
@@ -136,7 +143,8 @@ def browser_quick(worker: str, scratch: Path, switch: bool, run_name: str, nicen
     metrics = json.loads((checkpoints / run_name / "metrics.json").read_text())
     result = {"worker": worker, "mode": "switch" if switch else "watch", "wall_seconds": round(wall, 1),
               "test_accuracy": metrics["test_accuracy"], "run_wall_seconds": metrics["wall_seconds"],
-              "tokens_per_second": metrics["tokens_per_second"], "page_estimate": estimate}
+              "tokens_per_second": metrics["tokens_per_second"], "page_estimate": estimate,
+              "think_seconds": think_seconds}
     if switch:
         result.update(page_switches=switches, slowest_switch_seconds=max(s["seconds"] for s in switches))
     return result
@@ -152,9 +160,13 @@ def main() -> int:
                         choices=range(MAX_WORKER_NICENESS + 1),
                         help=f"how far below the server a worker process runs, 0-{MAX_WORKER_NICENESS} "
                              f"(default {WORKER_NICENESS})")
+    parser.add_argument("--think-seconds", type=float, default=THINK_SECONDS, metavar="S",
+                        help=f"seconds on the drawn Training page before Start (default {THINK_SECONDS:g})")
     args = parser.parse_args()
     if args.repeats < 1 or args.switch_runs < 1:
         parser.error("--repeats and --switch-runs must be at least 1.")
+    if not 0 <= args.think_seconds <= 60:
+        parser.error("--think-seconds must be from 0 to 60.")
     modes = args.modes.split(",")
     scratch = Path(tempfile.mkdtemp(prefix="minitx-live-"))
     workers = ["process", "thread"] if args.worker == "both" else [args.worker]
@@ -163,7 +175,7 @@ def main() -> int:
         for repeat in range(args.repeats if "watch" in modes else 0):
             cli = cli_quick(scratch, f"cli-{worker}-{repeat}")
             run = browser_quick(worker, scratch, False, f"bench-{worker}-watch-{repeat}",
-                                args.worker_niceness)
+                                args.worker_niceness, args.think_seconds)
             run.update(cli_wall_seconds=cli["wall_seconds"],
                        wall_vs_cli=round(run["wall_seconds"] / cli["wall_seconds"], 3),
                        accuracy_points_vs_cli=round(100 * (run["test_accuracy"] - cli["test_accuracy"]), 2))
@@ -172,7 +184,7 @@ def main() -> int:
             print("pair", cli, run, flush=True)
         for repeat in range(args.switch_runs if "switch" in modes else 0):
             switched.append(browser_quick(worker, scratch, True, f"bench-{worker}-switch-{repeat}",
-                                          args.worker_niceness))
+                                          args.worker_niceness, args.think_seconds))
             print(switched[-1], flush=True)
     summary = {}
     for worker in workers:
