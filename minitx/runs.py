@@ -461,6 +461,7 @@ class RunRegistry:
                 continue
             self._apply(run, message)
         run.process.join(timeout=10)
+        run.channels = None                    # the worker is gone: its queues can go too
 
     # -- what workers report ----------------------------------------------------------
 
