@@ -15,7 +15,7 @@ from minitx.curves import epoch_curves
 from minitx.predict import METHOD, predict
 from minitx.runs import format_duration
 from ui import charts
-from ui.common import show_source, table_height, token_labels
+from ui.common import review_text, show_source, table_height, token_labels
 from ui.live import loaded_run, registry, saved_runs
 from ui.model_sidebar import model_sidebar
 from ui.resources import checkpoints_dir, imdb_test_sample
@@ -68,7 +68,7 @@ def draw_random_review() -> None:
         st.session_state["runs_message"] = ("error", "IMDB could not be loaded: no test review to draw.")
         return
     index = random.randrange(len(sample[0]))
-    text = sample[0][index].replace("<br />", " ")
+    text = review_text(sample[0][index])
     st.session_state["predict_text"] = text
     st.session_state["predict_drawn"] = (text, "positive" if sample[1][index] else "negative")
 

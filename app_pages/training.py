@@ -12,7 +12,7 @@ from minitx.presets import PRESETS
 from minitx.runs import RunRegistry, RunSnapshot, format_duration
 from minitx.train import Trainer
 from ui import charts
-from ui.common import literal_markdown, remembered, show_source
+from ui.common import literal_markdown, remembered, review_text, show_source
 from ui.live import PANEL_RERUN, POLL_SECONDS, current_run_id, registry
 from ui.model_sidebar import KEY, model_sidebar
 from ui.resources import imdb_sample, newest_run, sample_stats
@@ -157,7 +157,7 @@ def draw_results(snap: RunSnapshot) -> None:
         for item in summary.get("confidently_wrong") or []:
             truth = "positive" if item["label"] == 1 else "negative"
             said = item["p_positive"] if item["label"] == 0 else 1 - item["p_positive"]
-            text = item["text"].replace("<br />", " ")                 # IMDB's line breaks
+            text = review_text(item["text"])
             with st.expander(f"{truth} review, {said:.0%} sure it was {'negative' if item['label'] else 'positive'}: "
                              f"{literal_markdown(text[:70])}…"):
                 st.markdown(literal_markdown(text) + (" …" if item["truncated"] else ""))   # as typed

@@ -50,6 +50,11 @@ def literal_markdown(text: str) -> str:
     return _ASCII_PUNCTUATION.sub(r"\\\1", text)
 
 
+def review_text(text: str) -> str:
+    """An IMDB review for reading: its `<br />` line breaks as spaces."""
+    return text.replace("<br />", " ")
+
+
 def static_table(frame: pd.DataFrame, width: str = "content") -> None:
     """A small table drawn as plain HTML (st.table): nothing to scroll or sort, so no data grid.
 

@@ -13,13 +13,9 @@ from ui.resources import checkpoints_dir
 POLL_SECONDS = 1.0      # no faster: every poll costs the server a rerun of the live panel
 
 
-def _close(runs: RunRegistry) -> None:
-    """A registry dropped from the cache (Clear cache) stops its run and its spare worker: the
-    next one would not see them, and one run must train at a time."""
-    runs.shutdown()
-
-
-@st.cache_resource(on_release=_close)
+# A registry dropped from the cache (Clear cache) stops its run and its spare worker: the next
+# one would not see them, and one run must train at a time.
+@st.cache_resource(on_release=RunRegistry.shutdown)
 def registry() -> RunRegistry:
     """Created once per server. MINITX_RUN_WORKER=thread trains in a thread (for comparison);
     MINITX_WORKER_NICENESS (0 to MAX_WORKER_NICENESS, default WORKER_NICENESS) sets how far
