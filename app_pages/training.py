@@ -264,6 +264,9 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
             show_estimate(model_cfg.replace(vocab_size=train_cfg.vocab_size), train_cfg)
         else:
             st.error(problem)
+        elsewhere = registry().busy_reason()     # none trains in this server: another one's run?
+        if elsewhere and not st.session_state.get("train_error"):
+            st.warning(elsewhere[:1].upper() + elsewhere[1:], icon=":material/hourglass_top:")
         st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=problem is not None,
                   on_click=press_start, key="train_start")
         if st.session_state.get("train_error"):

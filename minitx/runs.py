@@ -31,7 +31,10 @@ live page's redraws take on a 2-core machine. What decided it:
 One run trains at a time on this machine: a second `start` while a run is
 queued, running or stopping is refused with a `RunBusyError` that names the
 run in progress (refused, not queued: a queue of long runs started by
-accident is worse than a clear "busy"). Statuses:
+accident is worse than a clear "busy"). That holds across servers too: a run
+holds a lock file (`minitx.training_lock`) while it is in progress, so a
+second `streamlit run` on the same machine is refused with the first one's
+run named. Statuses:
 
     queued    the worker is starting and preparing the data
     running   training steps are being taken
@@ -66,6 +69,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from .checkpoint import check_run_name, clean_stale_saves, run_path
 from .config import ModelConfig, TrainConfig
 from .train import default_run_name
+from .training_lock import TrainingLock, default_lock_path
 
 STATUSES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATUSES = ("queued", "running", "stopping")
@@ -307,7 +311,8 @@ class RunRegistry:
     """Every run this server started, one training at a time. Thread-safe."""
 
     def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", worker: str = "process",
-                 source: str | None = None, niceness: int = WORKER_NICENESS):
+                 source: str | None = None, niceness: int = WORKER_NICENESS,
+                 training_lock: str | os.PathLike | None = None):
         if worker not in WORKERS:
             raise ValueError(f"worker must be one of {', '.join(WORKERS)}, not {worker!r}.")
         if isinstance(niceness, bool) or not isinstance(niceness, int) \
@@ -324,6 +329,8 @@ class RunRegistry:
         self._context = mp.get_context("spawn")
         self._spare: _Worker | None = None
         self._retired: list[_Worker] = []     # kept until they exit: their queues must outlive them
+        # one run at a time on the machine, across servers (default_lock_path: a per-user file)
+        self.training_lock = TrainingLock(training_lock or default_lock_path())
         self.cleaned = clean_stale_saves(self.checkpoint_dir)
         atexit.register(self.shutdown)
 
@@ -348,7 +355,8 @@ class RunRegistry:
     def _busy_reason_locked(self) -> str | None:
         busy = self._active_locked()
         if busy is None:
-            return None
+            elsewhere = self.training_lock.holder()
+            return None if elsewhere is None else _training_elsewhere(elsewhere)
         other = self._runs[busy]
         where = f"step {other.step}/{other.total_steps}" if other.total_steps else other.phase
         return (f"run {other.name} is {other.status} ({where}); only one run trains at a time: "
@@ -366,14 +374,23 @@ class RunRegistry:
             busy = self._busy_reason_locked()
             if busy is not None:
                 raise RunBusyError(busy)
-            run_id = f"run-{next(self._ids)}-{name}"
-            if self.worker == "process":
-                worker = self._take_spare_locked() or self._new_worker()
-                stop_event, pause_until = worker.stop_event, worker.pause_until
-            else:
-                stop_event = threading.Event()
-                pause_until = self._context.Value("d", 0.0, lock=False)   # as a process's, for one code path
-            run = _Run(run_id, name, model_cfg, train_cfg, self.worker, stop_event, pause_until)
+            elsewhere = self.training_lock.acquire({   # released when the run ends
+                "run": name, "pid": os.getpid(), "checkpoints": str(self.checkpoint_dir.resolve()),
+                "started": time.time()})
+            if elsewhere is not None:                 # another server took it just now
+                raise RunBusyError(_training_elsewhere(elsewhere))
+            try:
+                run_id = f"run-{next(self._ids)}-{name}"
+                if self.worker == "process":
+                    worker = self._take_spare_locked() or self._new_worker()
+                    stop_event, pause_until = worker.stop_event, worker.pause_until
+                else:
+                    stop_event = threading.Event()
+                    pause_until = self._context.Value("d", 0.0, lock=False)   # as a process's, for one code path
+                run = _Run(run_id, name, model_cfg, train_cfg, self.worker, stop_event, pause_until)
+            except BaseException:                      # no run: the machine is free again
+                self.training_lock.release()
+                raise
             self._runs[run_id] = run
         try:
             if self.worker == "process":
@@ -391,13 +408,15 @@ class RunRegistry:
         for a fresh interpreter to import torch and the data libraries: about 2 s on a 2-core
         machine, before a Quick run's 80 s. True if one was started now.
 
-        Nothing happens for thread workers, while a run is in progress (it would take CPU from
-        the training) or when a spare is ready. A spare started in another environment than
-        the one a run starts in is not used: `start` starts a fresh worker instead.
+        Nothing happens for thread workers, while a run is in progress, here or in another
+        server (it would take CPU from the training), or when a spare is ready. A spare started
+        in another environment than the one a run starts in is not used: `start` starts a fresh
+        worker instead.
         """
         with self._lock:
             if self.worker != "process" or self._active_locked() is not None \
-                    or (self._spare is not None and self._spare.process.is_alive()):
+                    or (self._spare is not None and self._spare.process.is_alive()) \
+                    or self.training_lock.holder() is not None:   # another server's run trains
                 return False
             self._spare = self._new_worker()
             self._spare.process.start()
@@ -493,6 +512,7 @@ class RunRegistry:
                 run.phase = "ended"
                 run.ended = time.monotonic()
                 run.done.set()
+                self.training_lock.release()
 
     # -- reading and stopping ---------------------------------------------------------
 
@@ -588,6 +608,19 @@ class RunRegistry:
                 if run.process.is_alive():
                     run.process.kill()
                     run.process.join(5)
+        self.training_lock.release()           # if a killed run's end was never reported
+
+
+def _training_elsewhere(holder: dict) -> str:
+    """Why a start is refused when another server's run holds the machine's training lock."""
+    who = f"run {holder['run']}" if holder.get("run") else "a run"
+    where = [f"minitx process {holder['pid']}" if holder.get("pid") else "another minitx server"]
+    if isinstance(holder.get("started"), (int, float)):
+        where.append(f"since {time.strftime('%H:%M', time.localtime(holder['started']))}")
+    if holder.get("checkpoints"):
+        where.append(f"saving to {holder['checkpoints']}")
+    return (f"{who} is training on this machine ({', '.join(where)}); only one run trains at a "
+            f"time: stop it there or wait for it to finish.")
 
 
 def format_duration(seconds: float | None) -> str:

@@ -28,6 +28,8 @@ def _small_and_seeded(monkeypatch, tmp_path_factory):
     torch.manual_seed(0)
     # keep trained tokenizers out of the user's cache
     monkeypatch.setenv("MINITX_CACHE", str(tmp_path_factory.getbasetemp() / "minitx-cache"))
+    # one run at a time on the machine: each test has its own lock, apart from the user's app
+    monkeypatch.setenv("MINITX_TRAINING_LOCK", str(tmp_path_factory.mktemp("lock") / "training.lock"))
 
 
 @pytest.fixture(scope="session")

@@ -382,6 +382,29 @@ def test_a_second_start_while_busy_says_which_run_is_training(app):
     assert "stopped" in _heading(at)
 
 
+def test_a_run_in_another_server_is_named_and_start_is_refused(app):
+    from minitx.training_lock import TrainingLock, default_lock_path
+    from ui.live import registry
+
+    other_server = TrainingLock(default_lock_path())      # conftest: this test's own lock file
+    other_server.acquire({"run": "elsewhere-run", "pid": 4242, "checkpoints": "/srv/other"})
+    try:
+        at = _start(app.run(), name="refused-run")
+        assert registry().run_ids() == [] and not at.exception
+        assert any("run elsewhere-run is training on this machine (minitx process 4242" in e.value
+                   for e in at.error), [e.value for e in at.error]
+        assert not at.warning                # the error says it; the warning would say it twice
+        at.session_state["train_error"] = None
+        at.run()
+        assert any(w.value.startswith("Run elsewhere-run is training on this machine") for w in at.warning)
+        assert registry()._spare is None     # no idle worker while another server trains
+    finally:
+        other_server.release()
+    at.run()
+    assert not at.warning
+    assert registry()._spare is not None     # free again: a worker for the next run
+
+
 def test_the_training_page_readies_a_worker_and_a_cleared_cache_ends_it(app):
     import streamlit as st
 

@@ -96,6 +96,47 @@ def test_a_second_start_while_busy_is_refused_naming_the_run(registry):
     assert registry.wait(second, timeout=120).status == "finished"
 
 
+def test_a_start_in_a_second_server_is_refused_while_the_first_trains(registry, tmp_path):
+    """Two registries (two servers) share the machine's training lock (conftest: one per test)."""
+    other = RunRegistry(tmp_path / "other-checkpoints")
+    try:
+        assert other.busy_reason() is None
+        run_id = registry.start(TINY_MODEL, TINY_TRAIN, name="first-server")
+        assert other.active() is None          # not its run: it only knows it from the lock
+        busy = other.busy_reason()
+        assert busy.startswith("run first-server is training on this machine")
+        assert f"minitx process {os.getpid()}" in busy and str(registry.checkpoint_dir.resolve()) in busy
+        with pytest.raises(RunBusyError, match="first-server.*only one run trains at a time"):
+            other.start(TINY_MODEL, TINY_TRAIN, name="second-server")
+        assert other.run_ids() == [] and other.prepare_worker() is False    # no idle spare either
+        assert registry.wait(run_id, timeout=120).status == "finished"
+        assert other.busy_reason() is None     # the end let go of the lock
+        second = other.start(TINY_MODEL, TINY_TRAIN, name="second-server")
+        with pytest.raises(RunBusyError, match="second-server"):   # and now the other way round
+            registry.start(TINY_MODEL, TINY_TRAIN, name="third")
+        assert other.wait(second, timeout=120).status == "finished"
+    finally:
+        other.shutdown(timeout=60)
+
+
+def test_a_run_that_failed_or_could_not_start_frees_the_machine(registry, tmp_path, monkeypatch):
+    quick_model = PRESETS["quick"][0]
+    failed = registry.start(quick_model, TINY_TRAIN.replace(lr=10.0), name="nan-frees")
+    assert registry.wait(failed, timeout=120).status == "failed"
+    assert registry.training_lock.holder() is None
+    monkeypatch.setattr(registry, "_start_process", lambda run, worker: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        registry.start(TINY_MODEL, TINY_TRAIN, name="cannot-start")
+    assert registry.training_lock.holder() is None and registry.busy_reason() is None
+
+    def no_worker():
+        raise OSError("too many open files")
+    monkeypatch.setattr(registry, "_new_worker", no_worker)    # fails before the run exists
+    with pytest.raises(OSError, match="too many open files"):
+        registry.start(TINY_MODEL, TINY_TRAIN, name="no-worker")
+    assert registry.training_lock.holder() is None and registry.active() is None
+
+
 def test_nan_loss_ends_as_failed_with_the_reason_and_nothing_saved(registry):
     quick_model = PRESETS["quick"][0]           # at lr 10 its loss is NaN by step 5 (seed 0)
     run_id = registry.start(quick_model, TINY_TRAIN.replace(lr=10.0), name="nan")
