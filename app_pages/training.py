@@ -56,8 +56,8 @@ def start(model_cfg: ModelConfig, train_cfg: TrainConfig, name: str) -> None:
     """Start the run and show it (the page again, now with the live run), or say why not."""
     try:
         registry().start(model_cfg, train_cfg, name.strip() or None)
-    except ValueError as error:   # busy, a taken or hostile name, an invalid config
-        st.session_state["train_error"] = str(error)
+    except ValueError as error:   # busy (here or in another server), a taken or hostile name, ...
+        st.session_state["train_error"] = f"Not started: {error}"
         return
     st.rerun()
 

@@ -391,8 +391,8 @@ def test_a_run_in_another_server_is_named_and_start_is_refused(app):
     try:
         at = _start(app.run(), name="refused-run")
         assert registry().run_ids() == [] and not at.exception
-        assert any("run elsewhere-run is training on this machine (minitx process 4242" in e.value
-                   for e in at.error), [e.value for e in at.error]
+        assert any(e.value.startswith("Not started: run elsewhere-run is training on this machine "
+                                      "(minitx process 4242") for e in at.error), [e.value for e in at.error]
         assert not at.warning                # the error says it; the warning would say it twice
         at.session_state["train_error"] = None
         at.run()
