@@ -31,10 +31,10 @@ live page's redraws take on a 2-core machine. What decided it:
 One run trains at a time on this machine: a second `start` while a run is
 queued, running or stopping is refused with a `RunBusyError` that names the
 run in progress (refused, not queued: a queue of long runs started by
-accident is worse than a clear "busy"). That holds across servers too: a run
-holds a lock file (`minitx.training_lock`) while it is in progress, so a
-second `streamlit run` on the same machine is refused with the first one's
-run named. Statuses:
+accident is worse than a clear "busy"). That holds across servers too: while
+a run is in progress its registry holds a lock file (`minitx.training_lock`),
+so a start in a second `streamlit run` on the same machine is refused with the
+first one's run named. Statuses:
 
     queued    the worker is starting and preparing the data
     running   training steps are being taken
