@@ -67,20 +67,23 @@ def stop(run_id: str) -> None:
 
 
 @st.cache_data(show_spinner="Timing a few training steps of this model...", max_entries=64)
-def step_seconds(model_cfg: ModelConfig, batch_size: int, tokens: int) -> float:
+def step_seconds(model_cfg: ModelConfig, batch_size: int, tokens: int, machine_busy: bool) -> float:
+    """machine_busy (another server's run trains) only keys the cache: a time taken on a busy
+    machine is not the one to show once it is free."""
     return time_training_step(model_cfg, batch_size, tokens)
 
 
-def show_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
+def show_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, machine_busy: bool) -> None:
     """The run's time: a few steps of this model timed here, times the steps, plus evaluations."""
     stats = sample_stats(train_cfg.tokenizer, train_cfg.vocab_size, train_cfg.lowercase, model_cfg.max_len)
     tokens = round(stats["mean_kept_tokens"])
-    seconds = step_seconds(model_cfg, train_cfg.batch_size, tokens)
+    seconds = step_seconds(model_cfg, train_cfg.batch_size, tokens, machine_busy)
     estimate = estimate_run(train_cfg, stats["mean_kept_tokens"], seconds)
+    where = "while another run trains on it (so too long) " if machine_busy else ""
     st.markdown(
         f"**Estimated time: about {format_duration(estimate.total_seconds)}** "
         f"({estimate.steps:,} steps of {train_cfg.batch_size} reviews, {seconds * 1000:.0f} ms "
-        f"each as timed just now on this machine at {tokens} tokens per review; "
+        f"each as timed just now on this machine {where}at {tokens} tokens per review; "
         f"{estimate.evaluations} evaluations {format_duration(estimate.eval_seconds)}; "
         f"data {format_duration(estimate.prepare_seconds)}).")
 
@@ -260,11 +263,11 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
             problem = "IMDB could not be loaded: set MINITX_IMDB to a local copy of it, or go online."
         if start_pressed and problem is None:
             start(model_cfg, train_cfg, name)
+        elsewhere = registry().busy_reason()     # none trains in this server: another one's run?
         if problem is None:
-            show_estimate(model_cfg.replace(vocab_size=train_cfg.vocab_size), train_cfg)
+            show_estimate(model_cfg.replace(vocab_size=train_cfg.vocab_size), train_cfg, elsewhere is not None)
         else:
             st.error(problem)
-        elsewhere = registry().busy_reason()     # none trains in this server: another one's run?
         if elsewhere and not st.session_state.get("train_error"):
             st.warning(elsewhere[:1].upper() + elsewhere[1:], icon=":material/hourglass_top:")
         st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=problem is not None,

@@ -397,12 +397,15 @@ def test_a_run_in_another_server_is_named_and_start_is_refused(app):
         at.session_state["train_error"] = None
         at.run()
         assert any(w.value.startswith("Run elsewhere-run is training on this machine") for w in at.warning)
+        assert any("timed just now on this machine while another run trains on it (so too long) at"
+                   in m.value for m in at.markdown)
         assert registry()._spare is None     # no idle worker while another server trains
     finally:
         other_server.release()
     at.run()
     assert not at.warning
     assert registry()._spare is not None     # free again: a worker for the next run
+    assert any("timed just now on this machine at" in m.value for m in at.markdown)   # timed again
 
 
 def test_the_training_page_readies_a_worker_and_a_cleared_cache_ends_it(app):
