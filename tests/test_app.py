@@ -2,6 +2,9 @@
 
 import json
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -406,6 +409,26 @@ def test_a_run_in_another_server_is_named_and_start_is_refused(app):
     assert not at.warning
     assert registry()._spare is not None     # free again: a worker for the next run
     assert any("timed just now on this machine at" in m.value for m in at.markdown)   # timed again
+
+
+def test_a_worker_process_started_from_the_app_does_not_run_the_app():
+    """multiprocessing's spawn runs the file of sys.modules["__main__"] again in every child, as
+    __mp_main__; during a `streamlit run` script run that is streamlit_app.py, which used to draw
+    Home there in bare mode, with a run registry of its own. The child here reports what it has."""
+    script = textwrap.dedent(f"""
+        import multiprocessing, sys, types
+        fake = types.ModuleType("__main__")
+        fake.__file__ = {APP!r}                  # what `streamlit run` installs while a page runs
+        sys.modules["__main__"] = fake
+        report = "import sys; print(sorted(m for m in ('streamlit', 'ui.live') if m in sys.modules))"
+        child = multiprocessing.get_context("spawn").Process(target=exec, args=(report,))
+        child.start()
+        child.join()
+        sys.exit(child.exitcode)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(APP).parent)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr[-3000:])
 
 
 def test_the_training_page_readies_a_worker_and_a_cleared_cache_ends_it(app):
