@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
@@ -32,3 +36,12 @@ def write_result(name: str, result: dict) -> Path:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return path
+
+
+def train_from_cli(*options: str) -> tuple[dict, float]:
+    """`python -m minitx.train --json --quiet OPTIONS`, as a learner runs it: its summary (the
+    last line of its output) and its wall time in seconds, from process start to exit."""
+    command = [sys.executable, "-m", "minitx.train", "--json", "--quiet", *options]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1]), time.perf_counter() - start

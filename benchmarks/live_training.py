@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +47,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
-from common import write_result  # noqa: E402
+from common import train_from_cli, write_result  # noqa: E402
 from minitx.runs import MAX_WORKER_NICENESS, WORKER_NICENESS  # noqa: E402
 from tests.browser_support import CHROMIUM_ARGS, settle, start_server  # noqa: E402
 
@@ -60,12 +59,8 @@ THINK_SECONDS = 3.0
 
 
 def cli_quick(scratch: Path, run_name: str) -> dict:
-    command = [sys.executable, "-m", "minitx.train", "--preset", "quick", "--json", "--quiet",
-               "--checkpoint-dir", str(scratch / "cli-runs"), "--run-name", run_name]
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
-    wall = time.perf_counter() - start
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    summary, wall = train_from_cli("--preset", "quick", "--checkpoint-dir", str(scratch / "cli-runs"),
+                                   "--run-name", run_name)
     return {"wall_seconds": round(wall, 1), "test_accuracy": summary["test_accuracy"],
             "run_wall_seconds": summary.get("wall_seconds"),
             "tokens_per_second": summary.get("tokens_per_second")}

@@ -22,9 +22,7 @@ Writes benchmarks/results/worker-speed.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
-from common import write_result  # noqa: E402
+from common import train_from_cli, write_result  # noqa: E402
 from minitx.presets import preset  # noqa: E402
 from minitx.runs import RunRegistry  # noqa: E402
 
@@ -43,10 +41,9 @@ SPARE_READY_SECONDS = 4.0   # a spare is ready about 1.5 s after it starts
 
 
 def cli_tokens_per_second() -> float:
-    command = [sys.executable, "-m", "minitx.train", "--preset", "quick", "--quiet", "--json", "--no-save",
-               "--train-size", str(TRAIN_SIZE), "--test-size", str(TEST_SIZE), "--epochs", str(EPOCHS)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])["tokens_per_second"]
+    summary, _ = train_from_cli("--preset", "quick", "--no-save", "--train-size", str(TRAIN_SIZE),
+                                "--test-size", str(TEST_SIZE), "--epochs", str(EPOCHS))
+    return summary["tokens_per_second"]
 
 
 def worker_tokens_per_second(registry: RunRegistry, name: str) -> float:
