@@ -159,6 +159,7 @@ class _Run:
     process: object = None
     channels: object = None               # its _Worker: the queues must live as long as the process
     thread: threading.Thread | None = None
+    pump: threading.Thread | None = None  # a process run's: reads its events, then joins (reaps) it
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -454,8 +455,9 @@ class RunRegistry:
         worker.jobs.put({"model": run.model_config.to_dict(), "train": run.train_config.to_dict(),
                          "checkpoint_dir": str(self.checkpoint_dir), "name": run.name,
                          "source": self.source, "niceness": self.niceness})
-        threading.Thread(target=self._pump, args=(run, worker.messages), daemon=True,
-                         name=f"minitx-pump-{run.name}").start()
+        run.pump = threading.Thread(target=self._pump, args=(run, worker.messages), daemon=True,
+                                    name=f"minitx-pump-{run.name}")
+        run.pump.start()
 
     def _start_thread(self, run: _Run) -> None:
         def work():
@@ -603,11 +605,15 @@ class RunRegistry:
         deadline = time.monotonic() + timeout
         for run in runs:
             run.done.wait(max(0.0, deadline - time.monotonic()))
-            if run.process is not None and run.process.pid is not None:
-                run.process.join(max(0.1, deadline - time.monotonic()))
-                if run.process.is_alive():
+            if run.pump is not None:
+                # wait for the pump, which joins the worker: not a second join of our own, as two
+                # threads joining one process race for its exit status and the loser reads None
+                run.pump.join(max(0.1, deadline - time.monotonic()))
+                if run.process.is_alive():          # it would not stop
                     run.process.kill()
-                    run.process.join(5)
+                    run.pump.join(5)                # a pump still reading sees it dead and reaps it
+                    if not run.pump.is_alive():
+                        run.process.join(5)         # nobody else joins it now
         self.training_lock.release()           # if a killed run's end was never reported
 
 

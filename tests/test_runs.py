@@ -210,6 +210,18 @@ def test_shutdown_ends_an_idle_spare_and_threads_have_none(imdb, tmp_path):
     assert RunRegistry(tmp_path, worker="thread").prepare_worker() is False
 
 
+def test_shutdown_kills_a_worker_that_does_not_stop_and_it_is_reaped(registry):
+    run_id = registry.start(SLOW_MODEL, SLOW_TRAIN, name="deaf")
+    wait_for(lambda s: s.step > 0, registry, run_id)
+    run = registry._runs[run_id]
+    run.stop_event = threading.Event()         # Stop no longer reaches the worker
+    started = time.monotonic()
+    registry.shutdown(timeout=2)
+    assert time.monotonic() - started < 15
+    assert run.process.exitcode == -signal.SIGKILL             # killed, and its status read
+    assert registry.snapshot(run_id).status == "failed" and registry.training_lock.holder() is None
+
+
 def test_stale_half_saves_are_cleaned_and_fresh_ones_kept(tmp_path):
     stale, fresh = tmp_path / ".saving-old-x1", tmp_path / ".saving-new-x2"
     for folder in (stale, fresh):
