@@ -171,12 +171,9 @@ def test_a_spare_worker_started_ahead_trains_the_next_run(registry):
     assert registry.prepare_worker() is False                  # not while a run trains
     final = registry.wait(run_id, timeout=120)
     assert final.status == "finished" and load_run(final.checkpoint).metrics["status"] == "finished"
-    # the registry's pump joins the worker (up to 10 s), then drops its queues. Not spare.join()
-    # here: two threads joining one process race for its exit status, and the loser reads None.
-    run = registry._runs[run_id]
-    deadline = time.monotonic() + 30
-    while run.channels is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # the registry's pump joins the worker (up to 10 s). Not spare.join() here: two threads
+    # joining one process race for its exit status, and the loser reads None.
+    registry._runs[run_id].pump.join(30)
     assert spare.exitcode == 0                                 # one run per worker, then it exits
     assert registry.prepare_worker() is True and registry._spare.process is not spare
 
