@@ -6,19 +6,22 @@
 Every field of ModelConfig and TrainConfig has a flag that overrides the
 preset, except the three the data decides (vocab_size of the model, pad_id,
 n_classes). Ctrl-C once stops after the current step and still saves the run;
-twice quits at once.
+twice quits at once. Like the app, it trains only when no other run trains on
+this machine (`minitx.training_lock`), and says which one does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 import time
 import typing
 from dataclasses import fields
+from pathlib import Path
 
 from .config import (DEVICES, FFNS, LR_SCHEDULES, NORM_POSITIONS, NORMS, POOLINGS,
                      POS_ENCODINGS, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig)
@@ -175,19 +178,35 @@ def main(argv: list[str] | None = None) -> int:
 
     from .data import DataUnavailableError
     from .train import default_run_name, run_training
+    from .training_lock import TrainingLock, default_lock_path, describe_holder
 
+    run_name = args.run_name or default_run_name(args.preset)
+    checkpoint_dir = None if args.no_save else args.checkpoint_dir
+    # one run at a time on this machine, the app's included: two would each train at half speed
+    lock = TrainingLock(default_lock_path())
+    try:
+        holder = lock.acquire({"run": run_name, "pid": os.getpid(), "by": "command-line",
+                               "started": time.time(),
+                               "checkpoints": str(Path(checkpoint_dir).resolve()) if checkpoint_dir else None})
+    except ValueError as error:       # the lock file cannot be opened
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    if holder is not None:
+        print(f"{parser.prog}: error: not started: {describe_holder(holder)}", file=sys.stderr)
+        return 1
     stop = threading.Event()
     _graceful_interrupt(stop)
     try:
         outcome = run_training(model_cfg, train_cfg, callbacks=[ConsoleProgress(args.quiet)], stop=stop,
-                               checkpoint_dir=None if args.no_save else args.checkpoint_dir,
-                               run_name=args.run_name or default_run_name(args.preset))
+                               checkpoint_dir=checkpoint_dir, run_name=run_name)
     except DataUnavailableError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; nothing was saved.", file=sys.stderr)
         return 130
+    finally:
+        lock.release()
 
     metrics = outcome.metrics
     if metrics["status"] == "failed":

@@ -33,8 +33,8 @@ queued, running or stopping is refused with a `RunBusyError` that names the
 run in progress (refused, not queued: a queue of long runs started by
 accident is worse than a clear "busy"). That holds across servers too: while
 a run is in progress its registry holds a lock file (`minitx.training_lock`),
-so a start in a second `streamlit run` on the same machine is refused with the
-first one's run named. Statuses:
+so a start in a second `streamlit run` on the same machine, or while
+`python -m minitx.train` trains, is refused with that run named. Statuses:
 
     queued    the worker is starting and preparing the data
     running   training steps are being taken
@@ -69,7 +69,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from .checkpoint import check_run_name, clean_stale_saves, run_path
 from .config import ModelConfig, TrainConfig
 from .train import default_run_name
-from .training_lock import TrainingLock, default_lock_path
+from .training_lock import TrainingLock, default_lock_path, describe_holder
 
 STATUSES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATUSES = ("queued", "running", "stopping")
@@ -156,7 +156,7 @@ class _Run:
     evals: list = field(default_factory=list)
     checkpoint: str | None = None
     summary: dict | None = None
-    process: object = None
+    process: object = None                # its worker process; kept (to read exitcode) after channels go
     channels: object = None               # its _Worker: the queues must live as long as the process
     thread: threading.Thread | None = None
     pump: threading.Thread | None = None  # a process run's: reads its events, then joins (reaps) it
@@ -357,7 +357,7 @@ class RunRegistry:
         busy = self._active_locked()
         if busy is None:
             elsewhere = self.training_lock.holder()
-            return None if elsewhere is None else _training_elsewhere(elsewhere)
+            return None if elsewhere is None else describe_holder(elsewhere)
         other = self._runs[busy]
         where = f"step {other.step}/{other.total_steps}" if other.total_steps else other.phase
         return (f"run {other.name} is {other.status} ({where}); only one run trains at a time: "
@@ -379,7 +379,7 @@ class RunRegistry:
                 "run": name, "pid": os.getpid(), "checkpoints": str(self.checkpoint_dir.resolve()),
                 "started": time.time()})
             if elsewhere is not None:                 # another server took it just now
-                raise RunBusyError(_training_elsewhere(elsewhere))
+                raise RunBusyError(describe_holder(elsewhere))
             try:
                 run_id = f"run-{next(self._ids)}-{name}"
                 if self.worker == "process":
@@ -615,18 +615,6 @@ class RunRegistry:
                     if not run.pump.is_alive():
                         run.process.join(5)         # nobody else joins it now
         self.training_lock.release()           # if a killed run's end was never reported
-
-
-def _training_elsewhere(holder: dict) -> str:
-    """Why a start is refused when another server's run holds the machine's training lock."""
-    who = f"run {holder['run']}" if holder.get("run") else "a run"
-    where = [f"minitx process {holder['pid']}" if holder.get("pid") else "another minitx server"]
-    if isinstance(holder.get("started"), (int, float)):
-        where.append(f"since {time.strftime('%H:%M', time.localtime(holder['started']))}")
-    if holder.get("checkpoints"):
-        where.append(f"saving to {holder['checkpoints']}")
-    return (f"{who} is training on this machine ({', '.join(where)}); only one run trains at a "
-            f"time: stop it there or wait for it to finish.")
 
 
 def format_duration(seconds: float | None) -> str:

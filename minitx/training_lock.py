@@ -9,10 +9,13 @@ file or dies, so a killed server never leaves a stale lock behind.
 
     lock = TrainingLock(default_lock_path())
     holder = lock.acquire({"run": "my-run", "pid": os.getpid()})   # None: ours now
+    if holder is not None:
+        raise ValueError(describe_holder(holder))                   # "run x is training on ..."
     ...
     lock.release()
 
-The file is per user, in the temp folder (MINITX_TRAINING_LOCK chooses another).
+The app's run registry and the command line (`python -m minitx.train`) both
+take it. The file is per user, in the temp folder (MINITX_TRAINING_LOCK chooses another).
 Where `fcntl` is missing (Windows), there is no lock: runs are one at a time per
 server only.
 """
@@ -23,6 +26,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 try:
@@ -127,3 +131,17 @@ def _read_note(file) -> dict:
     except json.JSONDecodeError:      # written by something else, or half written
         return {}
     return note if isinstance(note, dict) else {}
+
+
+def describe_holder(holder: dict) -> str:
+    """Why a run may not start while `holder` (a lock note) trains: which run, where, since when.
+    Notes may have run, pid, started (seconds since the epoch), checkpoints and by (who runs it)."""
+    who = f"run {holder['run']}" if holder.get("run") else "a run"
+    by = holder.get("by") or "minitx"
+    where = [f"{by} process {holder['pid']}" if holder.get("pid") else f"another {by} process"]
+    if isinstance(holder.get("started"), (int, float)):
+        where.append(f"since {time.strftime('%H:%M', time.localtime(holder['started']))}")
+    if holder.get("checkpoints"):
+        where.append(f"saving to {holder['checkpoints']}")
+    return (f"{who} is training on this machine ({', '.join(where)}); only one run trains at a "
+            f"time: stop it there or wait for it to finish.")

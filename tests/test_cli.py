@@ -2,10 +2,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from minitx.cli import build_parser, configs_from_args
+from minitx.config import TrainConfig
 
 
 def run_cli(*args, timeout=300):
@@ -75,3 +77,50 @@ def test_missing_data_is_a_one_line_error(tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
     assert "MINITX_IMDB" in done.stderr and "go online" in done.stderr
+
+
+def test_a_run_training_elsewhere_refuses_the_cli_before_it_reads_any_data(tmp_path):
+    from minitx.training_lock import TrainingLock, default_lock_path
+
+    lock = TrainingLock(default_lock_path())      # conftest points it at this test's own file
+    assert lock.acquire({"run": "app-run", "pid": os.getpid(), "checkpoints": "/runs/here"}) is None
+    try:
+        env = {**os.environ, "MINITX_IMDB": str(tmp_path / "nowhere")}   # a refusal never gets there
+        done = subprocess.run([sys.executable, "-m", "minitx.train", "--no-save", "--quiet"],
+                              capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        lock.release()
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert (f"not started: run app-run is training on this machine (minitx process {os.getpid()}, "
+            f"saving to /runs/here)") in done.stderr
+    assert "MINITX_IMDB" not in done.stderr
+
+
+def test_the_cli_holds_the_lock_while_it_trains_so_the_app_refuses_a_start(imdb, tmp_path):
+    from minitx.runs import RunBusyError, RunRegistry
+    from minitx.training_lock import TrainingLock, default_lock_path
+    from tests.conftest import tiny_config
+
+    cli = subprocess.Popen([sys.executable, "-m", "minitx.train", "--preset", "tiny", "--quiet",
+                            "--checkpoint-dir", str(tmp_path / "cli"), "--run-name", "cli-held"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    lock = TrainingLock(default_lock_path())
+    registry = RunRegistry(tmp_path / "app", worker="thread")
+    try:
+        deadline = time.monotonic() + 60
+        while (lock.holder() or {}).get("run") != "cli-held":
+            assert cli.poll() is None and time.monotonic() < deadline, cli.communicate()
+            time.sleep(0.05)
+        busy = registry.busy_reason()
+        assert busy.startswith(f"run cli-held is training on this machine (command-line process {cli.pid}, ")
+        assert f"saving to {tmp_path / 'cli'}" in busy
+        with pytest.raises(RunBusyError, match="run cli-held is training"):
+            registry.start(tiny_config(), TrainConfig(train_size=40, test_size=20, epochs=1))
+        out, err = cli.communicate(timeout=300)
+    finally:
+        cli.kill()
+        registry.shutdown()
+    assert cli.returncode == 0, err
+    assert lock.holder() is None                 # let go when the run ended
+    assert (tmp_path / "cli" / "cli-held" / "metrics.json").exists()
