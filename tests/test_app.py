@@ -552,6 +552,19 @@ def test_runs_page_saves_the_compared_curves_as_svg(app, monkeypatch, trained_ch
     assert float(re.search(r'<svg[^>]* width="([0-9.]+)"', text).group(1)) > 400   # plot area + axes
 
 
+def test_a_run_stopped_after_one_evaluation_gets_short_axis_labels():
+    """One evaluation is one point: Vega labels a one-value axis 0.667200 unless told a format."""
+    import pandas as pd
+
+    from ui import charts
+
+    frame = pd.DataFrame({"run": ["stopped-early"], "epoch": [0.2841], "val_accuracy": [0.6672]})
+    text = charts.svg(charts.overlay(frame, "val_accuracy", "Validation accuracy", "accuracy")).decode()
+    labels = re.findall(r"<text[^>]*>([^<]*)</text>", text)
+    assert "0.667" in labels and "0.28" in labels, labels
+    assert not any(re.fullmatch(r"0\.\d{4,}", label) for label in labels), labels
+
+
 @pytest.mark.parametrize("text", ["", "   \n", "😀🎬🍿" * 50, "这部电影很好看", "הסרט היה נהדר",
                                   "zero\u200bwidth", "ctrl\x00\x07chars", "great " * 3_000])
 def test_predict_survives_odd_input(app, monkeypatch, trained_checkpoints, text):

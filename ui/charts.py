@@ -138,9 +138,12 @@ def confusion(matrix: list[list[int]], classes: tuple[str, str] = ("negative", "
 
 
 def overlay(frame: pd.DataFrame, y: str, title: str, y_title: str, height: int = 260) -> alt.Chart:
-    """One line per run against epochs, so runs of different sizes line up."""
+    """One line per run against epochs, so runs of different sizes line up. Axis labels have at
+    most 2 and 3 decimals: a run stopped after one evaluation is a single point, and Vega labels
+    a one-value axis with six (0.284100)."""
     return alt.Chart(frame, title=title).mark_line(point=y != "smoothed").encode(
-        x=alt.X("epoch:Q", title="epoch"), y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
+        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(format=".2~f")),
+        y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False), axis=alt.Axis(format=".3~f")),
         color=alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
         tooltip=tips("run") + [alt.Tooltip("epoch:Q", format=".2f"), alt.Tooltip(f"{y}:Q", format=".4f")],
     ).properties(height=height)
