@@ -354,10 +354,17 @@ class RunRegistry:
             return self._busy_reason_locked()
 
     def _busy_reason_locked(self) -> str | None:
+        here = self._busy_here_locked()
+        if here is not None:
+            return here
+        elsewhere = self.training_lock.holder()
+        return None if elsewhere is None else describe_holder(elsewhere)
+
+    def _busy_here_locked(self) -> str | None:
+        """Why a start is refused because of this registry's own run, or None."""
         busy = self._active_locked()
         if busy is None:
-            elsewhere = self.training_lock.holder()
-            return None if elsewhere is None else describe_holder(elsewhere)
+            return None
         other = self._runs[busy]
         where = f"step {other.step}/{other.total_steps}" if other.total_steps else other.phase
         return (f"run {other.name} is {other.status} ({where}); only one run trains at a time: "
@@ -372,13 +379,14 @@ class RunRegistry:
             raise ValueError(f"a run named {name!r} already exists in {self.checkpoint_dir}; "
                              f"choose another name.")
         with self._lock:
-            busy = self._busy_reason_locked()
+            busy = self._busy_here_locked()
             if busy is not None:
                 raise RunBusyError(busy)
+            # taking the lock is the check for another server's run (or the command line's)
             elsewhere = self.training_lock.acquire({   # released when the run ends
                 "run": name, "pid": os.getpid(), "checkpoints": str(self.checkpoint_dir.resolve()),
                 "started": time.time()})
-            if elsewhere is not None:                 # another server took it just now
+            if elsewhere is not None:
                 raise RunBusyError(describe_holder(elsewhere))
             try:
                 run_id = f"run-{next(self._ids)}-{name}"
