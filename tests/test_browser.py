@@ -146,8 +146,12 @@ STALE_PANEL_STYLES = """() => new Promise(resolve => {
 })"""
 
 
-def _nav(page, label: str) -> None:
+def _nav(page, label: str, heading: str) -> None:
+    """Click a page in the sidebar and wait until that page has been drawn. Its heading first:
+    right after the click the script state can still read "notRunning" from the page before,
+    and the Runs page's run list was once looked for before its script had run (CI, 5378a2b)."""
     page.locator("[data-testid=stSidebarNav]").get_by_text(label, exact=True).click()
+    page.get_by_role("heading", name=heading).first.wait_for(timeout=60_000)
     _settle(page)
 
 
@@ -195,9 +199,9 @@ def test_live_training_run_stop_and_predict(browser, server):
     _screenshot(page, "live-2-running")
 
     # leave for another page and come back: the run went on without us
-    _nav(page, "5 · Encoder stack")
+    _nav(page, "5 · Encoder stack", "The encoder stack")
     assert page.get_by_role("heading", name="Encoder stack").is_visible()
-    _nav(page, "6 · Training")
+    _nav(page, "6 · Training", "Training")
     _wait_until_training(page, 30_000)
     assert "running" in _status(page) and _progress(page) > first_progress
     _screenshot(page, "live-3-back-still-running")
@@ -222,7 +226,7 @@ def test_live_training_run_stop_and_predict(browser, server):
     _screenshot(page, "live-4-stopped")
 
     # the run is saved and listed; ask it about a review
-    _nav(page, "7 · Runs & predict")
+    _nav(page, "7 · Runs & predict", "Runs & predict")
     assert page.get_by_test_id("stMultiSelect").get_by_text("browser-run").is_visible()
     review = page.get_by_role("textbox", name="your review")
     review.fill("A wonderful film: moving, funny and beautifully acted. I loved every minute.")
