@@ -9,6 +9,7 @@ def main() -> None:
     import streamlit as st
 
     from ui.live import give_way_while_this_page_is_drawn
+    from ui.preload import preload_element_code
 
     st.set_page_config(page_title="minitx: transformers from scratch", page_icon=":material/neurology:",
                        layout="wide")
@@ -23,6 +24,7 @@ def main() -> None:
         st.Page("app_pages/runs.py", title="7 · Runs & predict", icon=":material/compare_arrows:"),
     ]
     give_way_while_this_page_is_drawn()     # a run in progress pauses a moment: this page comes first
+    preload_element_code()
     st.navigation(pages).run()
 
 

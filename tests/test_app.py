@@ -43,6 +43,18 @@ def app(monkeypatch, tmp_path, imdb):
     return AppTest.from_file(APP, default_timeout=60)
 
 
+def test_every_page_run_asks_the_browser_for_the_code_of_all_elements_once(app):
+    from ui.preload import element_code_files
+
+    at = app.run()
+    preload = [h.value for h in at.get("html") if "minitx-preload" in h.value]
+    assert len(preload) == 1
+    assert all(f'"{name}"' in preload[0] for name in element_code_files())
+    assert "window.minitxPreloaded" in preload[0]          # once per tab, not on every rerun
+    at.switch_page("app_pages/attention.py").run()
+    assert len([h for h in at.get("html") if "minitx-preload" in h.value]) == 1
+
+
 def test_home_renders_the_pipeline_for_the_sidebar_model(app):
     at = app.run()
     assert not at.exception

@@ -16,6 +16,7 @@ import pytest
 
 from tests.browser_support import CHROMIUM_ARGS, ROOT, settle, start_server
 from tests.conftest import skip_or_fail
+from ui.preload import element_code_files
 
 SHOTS = ROOT / "artifacts" / "browser"
 PAGES = {"home": "", "tokenization": "tokenization", "embeddings": "embeddings",
@@ -95,6 +96,14 @@ def test_click_through_the_app(browser, server):
     assert sidebar.get_by_text("4 · Grouped-query attention").is_visible()   # our labels, not legacy ones
     assert page.get_by_role("heading", name="Grouped-query attention").is_visible()
     _screenshot(page, "a-cold-deep-link-attention")
+
+    # the code of every element the pages use is fetched ahead, including the toggle's and the data
+    # grid's, which this page does not show (ui/preload.py); the element asking for it takes no room
+    page.wait_for_function("""files => files.every(file => performance.getEntriesByType('resource')
+                                  .some(entry => entry.name.endsWith('/static/js/' + file)))""",
+                           arg=list(element_code_files()), timeout=15_000)
+    assert page.locator("#minitx-preload").count() == 1
+    assert not page.locator("[data-testid=stElementContainer]:has(#minitx-preload)").is_visible()
 
     # 2) changing the head count redraws one heatmap per head
     assert _heatmaps(page) == 4
