@@ -24,7 +24,7 @@ ELEMENT_CODE = ("ArrowVegaLiteChart", "embed", "Checkbox", "Metric", "Table", "T
 STREAMLIT_JS = Path(st.__file__).parent / "static" / "static" / "js"
 
 # The typefaces Streamlit's stylesheet declares but fetches only when a page first uses them:
-# italics (any *emphasis*, and captions) and code (st.code, `inline code`).
+# italics (any *emphasis*) and code (st.code, `inline code`).
 FONTS = ('italic 1rem "Source Sans"', '1rem "Source Code Pro"')
 
 # Run once per tab, when the browser is idle, from an element that takes no room on the page.
