@@ -54,9 +54,16 @@ def element_code_files(directory: Path = STREAMLIT_JS) -> tuple[str, ...]:
                         if path.name.count(".") == 2))     # Table.x.js, not TableChart.esm.x.js
 
 
+@functools.cache
+def preload_html() -> str | None:
+    """The element's HTML, made once per server (every page run sends it), or None if this
+    Streamlit has none of the files."""
+    files = element_code_files()
+    return SCRIPT.substitute(files=json.dumps(list(files)), fonts=json.dumps(list(FONTS))) if files else None
+
+
 def preload_element_code() -> None:
     """Emit the script (an invisible element). Our own fixed text: no user input reaches it."""
-    files = element_code_files()
-    if files:
-        st.html(SCRIPT.substitute(files=json.dumps(list(files)), fonts=json.dumps(list(FONTS))),
-                unsafe_allow_javascript=True)
+    html = preload_html()
+    if html is not None:
+        st.html(html, unsafe_allow_javascript=True)
