@@ -4,6 +4,12 @@ Every page starts with `model_sidebar()`, the shared "your model" sidebar, so
 a page opened on its own (a deep link on a fresh server) still has it.
 """
 
+from pathlib import Path
+
+# The tab's icon: a file, so the browser gets it inline (a :material/...: icon is fetched from
+# fonts.gstatic.com on every page switch, and is missing offline).
+ICON = Path(__file__).parent / "ui" / "icon.svg"
+
 
 def main() -> None:
     import streamlit as st
@@ -11,7 +17,7 @@ def main() -> None:
     from ui.live import give_way_while_this_page_is_drawn
     from ui.preload import preload_element_code
 
-    st.set_page_config(page_title="minitx: transformers from scratch", page_icon=":material/neurology:",
+    st.set_page_config(page_title="minitx: transformers from scratch", page_icon=ICON,
                        layout="wide")
     pages = [
         st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),

@@ -7,6 +7,7 @@ artifacts/browser/ (git-ignored): look at them.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -96,6 +97,11 @@ def test_click_through_the_app(browser, server):
     assert sidebar.get_by_text("4 · Grouped-query attention").is_visible()   # our labels, not legacy ones
     assert page.get_by_role("heading", name="Grouped-query attention").is_visible()
     _screenshot(page, "a-cold-deep-link-attention")
+
+    # the tab's icon is ours and inline (ui/icon.svg): no request to the internet on each page
+    icon = page.locator("link[rel='shortcut icon']").get_attribute("href")
+    assert icon.startswith("data:image/svg+xml;base64,"), icon[:80]
+    assert "attention map" in base64.b64decode(icon.split(",", 1)[1]).decode()
 
     # the code of every element the pages use is fetched ahead, including the toggle's and the data
     # grid's, which this page does not show (ui/preload.py); the element asking for it takes no room
