@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from streamlit_app import ICON
 from tests.browser_support import CHROMIUM_ARGS, ROOT, settle, start_server
 from tests.conftest import skip_or_fail
 from ui.preload import element_code_files
@@ -101,7 +102,7 @@ def test_click_through_the_app(browser, server):
     # the tab's icon is ours and inline (ui/icon.svg): no request to the internet on each page
     icon = page.locator("link[rel='shortcut icon']").get_attribute("href")
     assert icon.startswith("data:image/svg+xml;base64,"), icon[:80]
-    assert "attention map" in base64.b64decode(icon.split(",", 1)[1]).decode()
+    assert base64.b64decode(icon.split(",", 1)[1]) == ICON.read_bytes()
 
     # the code of every element the pages use is fetched ahead, including the toggle's and the data
     # grid's, which this page does not show (ui/preload.py); the element asking for it takes no room
