@@ -7,7 +7,7 @@ import streamlit as st
 
 from minitx.config import LR_SCHEDULES, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig
 from minitx.curves import eval_curve, loss_curve
-from minitx.estimate import estimate_run, time_training_step
+from minitx.estimate import estimate_run, representative_lengths, time_training_step
 from minitx.presets import PRESETS
 from minitx.runs import RunRegistry, RunSnapshot, format_duration
 from minitx.train import Trainer
@@ -15,7 +15,7 @@ from ui import charts
 from ui.common import literal_markdown, remembered, review_text, show_source
 from ui.live import PANEL_RERUN, POLL_SECONDS, current_run_id, registry
 from ui.model_sidebar import KEY, model_sidebar
-from ui.resources import imdb_sample, newest_run, sample_stats
+from ui.resources import imdb_sample, newest_run, sample_lengths
 
 PRESET_LABELS = {"Quick": "quick", "Seed recipe": "seed", "Full IMDB": "full", "Tiny (smoke test)": "tiny"}
 ALL_REVIEWS = 25_000
@@ -67,25 +67,27 @@ def stop(run_id: str) -> None:
 
 
 @st.cache_data(show_spinner="Timing a few training steps of this model...", max_entries=64)
-def step_seconds(model_cfg: ModelConfig, batch_size: int, tokens: int, machine_busy: bool) -> float:
+def step_seconds(model_cfg: ModelConfig, batch_size: int, lengths: tuple[int, ...], machine_busy: bool) -> float:
     """machine_busy (another server's run trains) only keys the cache: a time taken on a busy
     machine is not the one to show once it is free."""
-    return time_training_step(model_cfg, batch_size, tokens)
+    return time_training_step(model_cfg, batch_size, lengths)
 
 
 def show_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, machine_busy: bool) -> None:
-    """The run's time: a few steps of this model timed here, times the steps, plus evaluations."""
-    stats = sample_stats(train_cfg.tokenizer, train_cfg.vocab_size, train_cfg.lowercase, model_cfg.max_len)
-    tokens = round(stats["mean_kept_tokens"])
-    seconds = step_seconds(model_cfg, train_cfg.batch_size, tokens, machine_busy)
-    estimate = estimate_run(train_cfg, stats["mean_kept_tokens"], seconds)
+    """The run's time: steps of this model timed here at typical lengths, times the steps, plus
+    evaluations and data."""
+    lengths = representative_lengths(sample_lengths(train_cfg.tokenizer, train_cfg.vocab_size,
+                                                    train_cfg.lowercase), model_cfg.max_len)
+    seconds = step_seconds(model_cfg, train_cfg.batch_size, tuple(lengths), machine_busy)
+    estimate = estimate_run(train_cfg, seconds)
     where = "while another run trains on it (so too long) " if machine_busy else ""
     st.markdown(
         f"**Estimated time: about {format_duration(estimate.total_seconds)}** "
         f"({estimate.steps:,} steps of {train_cfg.batch_size} reviews, {seconds * 1000:.0f} ms "
-        f"each as timed just now on this machine {where}at {tokens} tokens per review; "
-        f"{estimate.evaluations} evaluations {format_duration(estimate.eval_seconds)}; "
-        f"data {format_duration(estimate.prepare_seconds)}).")
+        f"each: the mean of steps timed just now on this machine {where}at "
+        f"{', '.join(map(str, lengths[:-1]))} and {lengths[-1]} tokens per review, the middle of each "
+        f"quarter of the reviews by length; {estimate.evaluations} evaluations "
+        f"{format_duration(estimate.eval_seconds)}; data {format_duration(estimate.prepare_seconds)}).")
 
 
 def status_line(snap: RunSnapshot) -> str:

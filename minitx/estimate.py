@@ -1,17 +1,21 @@
 """How long will a run take? Time a few real training steps of the model here, then multiply.
 
 The estimate has three parts: preparing the data (reading, tokenizer, encoding,
-roughly linear in the number of reviews), the training steps (measured: a
-few optimiser steps of this very model on a batch of typical length, dropout
-on), and the evaluations (a forward pass costs about a sixth of such a step).
-On this project's 2-core CPU the Training page said 1:05, 3:59 and 10:51 for
-the quick, full and seed presets, which took 1:16, 4:05 and 11:59.
+roughly linear in the number of reviews), the training steps (measured: one
+optimiser step of this very model, dropout on, at each of four typical review
+lengths, averaged), and the evaluations (a forward pass costs about a fifth of
+a step, per review). The four lengths matter: a step's cost grows faster than
+its length, so a step at the mean length is about 10% cheaper than the mean
+step. Against the command line on this project's 2-core CPU (quick, estimate
+then run, in turns): 0.91-1.06 of the run's time (median 0.94) with the four
+lengths, 0.81-0.90 (median 0.87) at the mean length.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,49 +25,68 @@ from .config import ModelConfig, TrainConfig
 from .encoder import SentimentClassifier
 
 IMDB_SPLIT_SIZE = 25_000
-# an evaluation forward pass (no dropout, no backward, no AdamW) against a training step:
-# on the full preset 27,500 reviews took about 25 s to evaluate, a sixth of their training time
-FORWARD_SHARE = 1 / 6
+# an evaluation forward pass (no dropout, no backward, no AdamW) against a training step, per
+# review: on this project's 2-core CPU 0.163-0.201 (quick's 5,500 and full's 27,500 reviews, twice
+# each, against the mean of 80 real training steps timed right before)
+FORWARD_SHARE = 0.19
 # starting Python and torch, reading IMDB, training the tokenizer and encoding, fitted on this
 # project's 2-core CPU: quick (10k reviews) 2-3 s, full (50k) 9-12 s, plus about 2 s to start
 PREPARE_BASE_SECONDS, PREPARE_SECONDS_PER_REVIEW = 2.5, 0.2e-3
 
 
-def time_training_step(model_cfg: ModelConfig, batch_size: int, tokens: int,
-                       probe_batch: int = 4, cheap_seconds: float = 0.25) -> float:
-    """Seconds per optimiser step of this model on a (batch_size, tokens) batch, measured here.
+def representative_lengths(lengths: Sequence[int], max_len: int, groups: int = 4) -> list[int]:
+    """The middle kept length of each of `groups` equal-count groups of reviews, shortest first.
 
-    Steps on a small probe batch come first. If they were cheap, the full batch is
-    timed as well (small models are dominated by fixed costs, so scaling would
-    mislead); if not, the probe's time is scaled by batch_size / probe_batch, which
-    is accurate for big models and keeps a slow model from freezing the page.
+    A step's cost grows faster than its length (attention is quadratic in it), so a step at
+    the mean length is cheaper than the mean step: on Quick here, about 160 ms against 177 over
+    its real batches. One step at each of these lengths, averaged, gives the mean of the mix.
     """
-    tokens = max(2, min(tokens, model_cfg.max_len))
+    if groups < 1:
+        raise ValueError(f"groups must be at least 1, not {groups}.")
+    kept = sorted(min(int(n), max_len) for n in lengths if n > 0)
+    if not kept:
+        raise ValueError("no review lengths to choose from.")
+    return [kept[min(len(kept) - 1, (2 * g + 1) * len(kept) // (2 * groups))] for g in range(groups)]
+
+
+def time_training_step(model_cfg: ModelConfig, batch_size: int, lengths: Sequence[int],
+                       probe_batch: int = 4, cheap_seconds: float = 0.25) -> float:
+    """Mean seconds per optimiser step of this model over batches of these lengths, measured here.
+
+    Steps on a small probe batch at the longest length come first. If they were cheap, each
+    length is timed on the full batch (small models are dominated by fixed costs, so scaling
+    would mislead); if not, on the probe batch, scaled by batch_size / probe_batch, which is
+    accurate for big models and keeps a slow model from freezing the page.
+    """
+    lengths = [max(2, min(int(n), model_cfg.max_len)) for n in lengths]
+    if not lengths:
+        raise ValueError("time at least one length.")
+    longest = max(lengths)
     cfg = model_cfg                          # dropout included: it costs time too
     model = SentimentClassifier(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, cfg.vocab_size, (batch_size, tokens), generator=generator)  # (B, T)
-    labels = torch.randint(0, cfg.n_classes, (batch_size,), generator=generator)      # (B,)
+    ids = torch.randint(3, cfg.vocab_size, (batch_size, longest), generator=generator)  # (B, T)
+    labels = torch.randint(0, cfg.n_classes, (batch_size,), generator=generator)       # (B,)
 
-    def timed_step(rows: int) -> float:
+    def timed_step(rows: int, tokens: int) -> float:
         start = time.perf_counter()
-        loss = F.cross_entropy(model(ids[:rows]), labels[:rows])
+        loss = F.cross_entropy(model(ids[:rows, :tokens]), labels[:rows])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return time.perf_counter() - start
 
     probe = min(batch_size, probe_batch)
-    timed_step(probe)                        # the first step allocates; it is not timed
+    timed_step(probe, longest)               # the first step allocates; it is not timed
     # the fastest of two: a step that a warming thread pool or another process slowed is not typical
-    probe_seconds = min(timed_step(probe), timed_step(probe))
-    if probe == batch_size:
-        return probe_seconds
-    if probe_seconds < cheap_seconds:
-        timed_step(batch_size)
-        return min(timed_step(batch_size), timed_step(batch_size))
-    return probe_seconds * batch_size / probe
+    probe_seconds = min(timed_step(probe, longest), timed_step(probe, longest))
+    rows, scale = probe, batch_size / probe
+    if probe == batch_size or probe_seconds < cheap_seconds:
+        rows, scale = batch_size, 1.0
+        if probe < batch_size:
+            timed_step(batch_size, longest)  # the full batch allocates more; not timed either
+    return scale * sum(timed_step(rows, n) for n in lengths) / len(lengths)
 
 
 @dataclass
@@ -79,10 +102,10 @@ class RunEstimate:
         return self.prepare_seconds + self.train_seconds + self.eval_seconds
 
 
-def estimate_run(train_cfg: TrainConfig, tokens_per_review: float, step_seconds: float) -> RunEstimate:
-    """The time of a run from one measured step time and the typical review length (in tokens)."""
-    if step_seconds <= 0 or tokens_per_review <= 0:
-        raise ValueError("step time and review length must be positive to estimate a run.")
+def estimate_run(train_cfg: TrainConfig, step_seconds: float) -> RunEstimate:
+    """The time of a run from the mean step time measured by time_training_step."""
+    if step_seconds <= 0:
+        raise ValueError(f"the step time must be positive to estimate a run, not {step_seconds}.")
     n_train_all = train_cfg.train_size or IMDB_SPLIT_SIZE
     n_val = round(n_train_all * train_cfg.val_fraction)
     n_test = train_cfg.test_size or IMDB_SPLIT_SIZE

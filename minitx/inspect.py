@@ -144,11 +144,16 @@ def parameter_breakdown(model: SentimentClassifier) -> dict[str, int]:
 
 # -- tokenization ----------------------------------------------------------------------
 
+def review_lengths(tokenizer, texts: list[str]) -> list[int]:
+    """Each review's length in tokens as the model would see it untruncated ([CLS] included), sorted."""
+    return sorted(len(seq) + 1 for seq in tokenizer.encode_batch(texts))
+
+
 def tokenizer_stats(tokenizer, texts: list[str], max_len: int) -> dict[str, float]:
     """Chars per token, tokens per review (and kept of them), the share max_len truncates, [UNK] rate."""
     ids = tokenizer.encode_batch(texts)
     n_tokens = sum(map(len, ids)) or 1
-    lengths = sorted(len(seq) + 1 for seq in ids)   # + [CLS]
+    lengths = sorted(len(seq) + 1 for seq in ids)   # + [CLS], as review_lengths
     return {
         "chars_per_token": sum(map(len, texts)) / n_tokens,
         "mean_tokens_per_review": n_tokens / max(1, len(texts)),

@@ -4,7 +4,10 @@ import pytest
 
 from minitx.config import TrainConfig
 from minitx.curves import epoch_curves, eval_curve, loss_curve, smooth, thin
-from minitx.estimate import estimate_run, time_training_step
+import torch
+
+import minitx.estimate as estimate
+from minitx.estimate import estimate_run, representative_lengths, time_training_step
 from tests.conftest import tiny_config
 
 
@@ -39,17 +42,62 @@ def test_curves_from_events():
 
 def test_the_estimate_adds_up_its_parts():
     cfg = TrainConfig(train_size=1000, test_size=400, val_fraction=0.1, epochs=2, batch_size=30)
-    est = estimate_run(cfg, tokens_per_review=200, step_seconds=0.1)
+    est = estimate_run(cfg, step_seconds=0.1)
     assert est.steps == 2 * 30                         # ceil(900 / 30) per epoch
     assert est.train_seconds == pytest.approx(6.0)
     assert est.evaluations == 2
-    assert est.eval_seconds == pytest.approx(2 * 500 * (0.1 / 30) / 6)
+    assert est.eval_seconds == pytest.approx(2 * 500 * (0.1 / 30) * estimate.FORWARD_SHARE)
     assert est.total_seconds == pytest.approx(est.prepare_seconds + 6.0 + est.eval_seconds)
     with pytest.raises(ValueError):
-        estimate_run(cfg, 200, 0.0)
+        estimate_run(cfg, 0.0)
 
 
 def test_timing_a_step_gives_a_positive_time_that_grows_with_the_batch():
     cfg = tiny_config(d_model=64, max_len=128)
-    small, big = time_training_step(cfg, 2, 64), time_training_step(cfg, 256, 128)
+    small, big = time_training_step(cfg, 2, [64]), time_training_step(cfg, 256, [128])
     assert 0 < small < big
+
+
+def test_representative_lengths_are_the_middles_of_equal_groups_capped_at_max_len():
+    lengths = list(range(1, 101))                    # 1..100, four groups of 25
+    assert representative_lengths(lengths, max_len=1000) == [13, 38, 63, 88]
+    assert representative_lengths(lengths, max_len=50) == [13, 38, 50, 50]   # what the model keeps
+    assert representative_lengths(reversed(lengths), max_len=1000, groups=1) == [51]
+    assert representative_lengths([7], max_len=10) == [7, 7, 7, 7]
+    with pytest.raises(ValueError):
+        representative_lengths([], max_len=10)
+    with pytest.raises(ValueError):
+        representative_lengths(lengths, max_len=10, groups=0)
+
+
+class CountingClock:
+    """A clock that a fake model moves on by rows x tokens of every batch it sees."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_timed_step_is_the_mean_over_the_lengths_on_both_paths(monkeypatch):
+    clock = CountingClock()
+
+    class CostsRowsTimesTokens(torch.nn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(cfg.n_classes))
+
+        def forward(self, ids):                     # (B, T) -> (B, C)
+            clock.now += ids.numel() * 1e-6          # the step "takes" a microsecond per token
+            return self.w.expand(ids.size(0), -1)
+
+    monkeypatch.setattr(estimate.time, "perf_counter", clock)
+    monkeypatch.setattr(estimate, "SentimentClassifier", CostsRowsTimesTokens)
+    cfg = tiny_config(max_len=64)
+    mean_cost = 16 * (10 + 20 + 64) / 3 * 1e-6      # 100 is cut to max_len 64
+    full = time_training_step(cfg, 16, [10, 20, 100])                      # cheap: the full batch
+    scaled = time_training_step(cfg, 16, [10, 20, 100], cheap_seconds=0.0)  # a 4-row probe, x 4
+    assert full == pytest.approx(mean_cost) and scaled == pytest.approx(mean_cost)
+    with pytest.raises(ValueError):
+        time_training_step(cfg, 16, [])

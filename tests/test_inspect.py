@@ -69,12 +69,14 @@ def _tok():
 
 
 def test_tokenizer_stats_count_what_they_say():
-    from minitx.inspect import bpe_merges, tokenizer_stats
+    from minitx.inspect import bpe_merges, review_lengths, tokenizer_stats
 
     tok, texts = _tok()
     stats = tokenizer_stats(tok, ["great film", "zzz great film " * 50], max_len=10)
     assert stats["truncated_share"] == 0.5
     short = len(tok.encode("great film").ids) + 1                # + [CLS]
+    long = len(tok.encode("zzz great film " * 50).ids) + 1
+    assert review_lengths(tok, ["zzz great film " * 50, "great film"]) == [short, long]   # sorted, uncut
     assert stats["mean_kept_tokens"] == (short + 10) / 2       # the long one is cut to max_len
     assert stats["unknown_rate"] > 0          # 'z' never seen
     merges = bpe_merges(tok, 5)

@@ -38,6 +38,14 @@ def _load(path: str, modified: float) -> LoadedRun:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
+def sample_lengths(kind: str, vocab_size: int, lowercase: bool, n_reviews: int = 500) -> list[int]:
+    """minitx.inspect.review_lengths of n_reviews sample reviews under a sample-trained tokenizer, cached."""
+    from minitx.inspect import review_lengths
+
+    return review_lengths(trained_tokenizer(kind, vocab_size, lowercase), imdb_sample()[0][:n_reviews])
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
 def sample_stats(kind: str, vocab_size: int, lowercase: bool, max_len: int, n_reviews: int = 500) -> dict:
     """minitx.inspect.tokenizer_stats of a sample-trained tokenizer over n_reviews reviews, cached."""
     from minitx.inspect import tokenizer_stats
