@@ -69,7 +69,9 @@ def stop(run_id: str) -> None:
 @st.cache_data(show_spinner="Timing a few training steps of this model...", max_entries=64)
 def step_seconds(model_cfg: ModelConfig, batch_size: int, lengths: tuple[int, ...], machine_busy: bool) -> float:
     """machine_busy (another server's run trains) only keys the cache: a time taken on a busy
-    machine is not the one to show once it is free."""
+    machine is not the one to show once it is free. A spare worker that is still starting (the
+    page starts one when it is drawn) is waited for, for the same reason."""
+    registry().wait_for_spare()
     return time_training_step(model_cfg, batch_size, lengths)
 
 

@@ -178,6 +178,15 @@ def test_a_spare_worker_started_ahead_trains_the_next_run(registry):
     assert registry.prepare_worker() is True and registry._spare.process is not spare
 
 
+def test_waiting_for_a_starting_spare_ends_when_its_imports_are_done(registry):
+    assert registry.wait_for_spare(timeout=0) is True          # no spare: nothing to wait for
+    registry.prepare_worker()
+    assert registry.wait_for_spare(timeout=0) is False         # a fresh interpreter imports for seconds
+    assert not registry._spare.ready.is_set()
+    assert registry.wait_for_spare(timeout=60) is True
+    assert registry._spare.ready.is_set() and registry._spare.process.is_alive()   # idle, waiting for a run
+
+
 def test_stop_before_the_spare_has_read_its_run_still_ends_stopped(registry):
     registry.prepare_worker()
     run_id = registry.start(SLOW_MODEL, SLOW_TRAIN, name="stopped-at-once")
