@@ -440,7 +440,7 @@ class RunRegistry:
     def wait_for_spare(self, timeout: float = 8.0) -> bool:
         """Wait, up to timeout seconds, until a spare that is starting has done its imports.
 
-        They keep a core busy for 2-3 s, and a training step timed meanwhile comes out about twice
+        They keep a core busy for about 3 s, and a training step timed meanwhile comes out about twice
         as long: the Training page's estimate said 14:07 for a Full IMDB run when its preset was
         picked at once, and 6:10 eight seconds later (with this wait: 6:37 and 6:36). True if no
         spare is starting any more.

@@ -1,12 +1,11 @@
 import math
 
 import pytest
-
-from minitx.config import TrainConfig
-from minitx.curves import epoch_curves, eval_curve, loss_curve, smooth, thin
 import torch
 
 import minitx.estimate as estimate
+from minitx.config import TrainConfig
+from minitx.curves import epoch_curves, eval_curve, loss_curve, smooth, thin
 from minitx.estimate import estimate_run, representative_lengths, time_training_step
 from tests.conftest import tiny_config
 
