@@ -54,8 +54,7 @@ from tests.browser_support import CHROMIUM_ARGS, settle, start_server  # noqa: E
 SWITCHES = 3
 # Seconds on the drawn Training page before Start, as a learner reads the estimate and the knobs.
 # The spare worker (RunRegistry.prepare_worker) starts when the page is drawn and is ready about
-# 1.5 s later (about 3.3 s since it makes an optimizer ahead, 2026-11-23); until the eleventh set
-# this script pressed Start at once (no spare then).
+# 1.5 s later; until the eleventh set this script pressed Start at once (no spare then).
 THINK_SECONDS = 3.0
 
 

@@ -23,11 +23,10 @@ live page's redraws take on a 2-core machine. What decided it:
   reproduced the command line's 0.8606 exactly;
 - a process that crashes or runs out of memory cannot take the server with it,
   and can be killed outright if it ever stops answering;
-- it costs about 3 s more to start (a fresh interpreter imports torch, the data
-  libraries and, with its first optimizer, torch._dynamo). `prepare_worker()`
-  pays that ahead: the app starts a spare worker when the Training page is
-  drawn with no run going, and Start hands the run to it (about 390 MB while
-  it waits).
+- it costs about 2 s more to start (a fresh interpreter imports torch and the
+  data libraries again). `prepare_worker()` pays that ahead: the app starts a
+  spare worker when the Training page is drawn with no run going, and Start
+  hands the run to it (about 320 MB while it waits).
 
 One run trains at a time on this machine: a second `start` while a run is
 queued, running or stopping is refused with a `RunBusyError` that names the
@@ -291,9 +290,6 @@ def _process_main(jobs, messages, stop_event, pause_until, ready) -> None:
 
     threading.Thread(target=watch_parent, daemon=True).start()
     import datasets  # noqa: F401  (what prepare_data imports first: about 0.7 s of a cold start)
-    # A process's first optimizer imports torch._dynamo (and sympy): 1.2 s on a 2-core CPU, the
-    # same for every run, so a spare pays it before Start, not after.
-    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     ready.set()
 
     while True:                                # a spare waits here, idle, for its run
@@ -420,8 +416,8 @@ class RunRegistry:
 
     def prepare_worker(self) -> bool:
         """Start a worker process ahead of the next run (the spare), so that Start does not wait
-        for a fresh interpreter to import torch, the data libraries and torch._dynamo: 3.3-3.4
-        CPU-s on a 2-core machine, before a Quick run's 100 s. True if one was started now.
+        for a fresh interpreter to import torch and the data libraries: about 2 s on a 2-core
+        machine, before a Quick run's 100 s. True if one was started now.
 
         Nothing happens for thread workers, while a run is in progress, here or in another
         server (it would take CPU from the training), or when a spare is ready. A spare started
@@ -440,7 +436,7 @@ class RunRegistry:
     def wait_for_spare(self, timeout: float = 8.0) -> bool:
         """Wait, up to timeout seconds, until a spare that is starting has done its imports.
 
-        They keep a core busy for about 3 s, and a training step timed meanwhile comes out about twice
+        They keep a core busy for about 2 s, and a training step timed meanwhile comes out about twice
         as long: the Training page's estimate said 14:07 for a Full IMDB run when its preset was
         picked at once, and 6:10 eight seconds later (with this wait: 6:37 and 6:36). True if no
         spare is starting any more.
