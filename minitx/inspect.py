@@ -144,16 +144,20 @@ def parameter_breakdown(model: SentimentClassifier) -> dict[str, int]:
 
 # -- tokenization ----------------------------------------------------------------------
 
+def _lengths_with_cls(ids: list[list[int]]) -> list[int]:
+    return sorted(len(seq) + 1 for seq in ids)
+
+
 def review_lengths(tokenizer, texts: list[str]) -> list[int]:
     """Each review's length in tokens as the model would see it untruncated ([CLS] included), sorted."""
-    return sorted(len(seq) + 1 for seq in tokenizer.encode_batch(texts))
+    return _lengths_with_cls(tokenizer.encode_batch(texts))
 
 
 def tokenizer_stats(tokenizer, texts: list[str], max_len: int) -> dict[str, float]:
     """Chars per token, tokens per review (and kept of them), the share max_len truncates, [UNK] rate."""
     ids = tokenizer.encode_batch(texts)
     n_tokens = sum(map(len, ids)) or 1
-    lengths = sorted(len(seq) + 1 for seq in ids)   # + [CLS], as review_lengths
+    lengths = _lengths_with_cls(ids)
     return {
         "chars_per_token": sum(map(len, texts)) / n_tokens,
         "mean_tokens_per_review": n_tokens / max(1, len(texts)),
