@@ -627,6 +627,10 @@ class RunRegistry:
                 self._spare = None
             unused = list(self._retired)
         for worker in unused:
+            if not worker.ready.is_set():
+                # still importing, so it has not read its retire message yet, and has nothing to
+                # save: end it now rather than wait out its imports (seconds on a busy machine)
+                worker.process.terminate()
             worker.process.join(5)
             if worker.process.is_alive():
                 worker.process.kill()

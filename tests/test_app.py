@@ -2,6 +2,7 @@
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -455,7 +456,8 @@ def test_the_training_page_readies_a_worker_and_a_cleared_cache_ends_it(app):
     assert spare.is_alive()
     st.cache_resource.clear()                  # Clear cache: the registry goes, and its worker
     spare.join(30)
-    assert spare.exitcode == 0
+    # told to go (0), or ended while still importing (-SIGTERM); never killed after a wait (-SIGKILL)
+    assert spare.exitcode in (0, -signal.SIGTERM)
 
 
 @pytest.mark.parametrize("text, expected", [(None, "default"), ("", "default"), (" 0 ", 0), ("19", 19)])

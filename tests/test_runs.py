@@ -210,10 +210,20 @@ def test_a_spare_from_another_environment_is_not_used(registry, monkeypatch):
 def test_shutdown_ends_an_idle_spare_and_threads_have_none(imdb, tmp_path):
     registry = RunRegistry(tmp_path)
     registry.prepare_worker()
+    assert registry.wait_for_spare(timeout=60)                  # idle, waiting for a run
     spare = registry._spare.process
     registry.shutdown(timeout=30)
-    assert not spare.is_alive() and spare.exitcode == 0
+    assert not spare.is_alive() and spare.exitcode == 0        # it read its retire message
     assert RunRegistry(tmp_path, worker="thread").prepare_worker() is False
+
+
+def test_shutdown_ends_a_spare_still_importing_at_once(imdb, tmp_path):
+    registry = RunRegistry(tmp_path)
+    registry.prepare_worker()
+    worker = registry._spare
+    registry.shutdown(timeout=30)
+    # ended before its imports were done: terminated, not killed after waiting for it
+    assert not worker.ready.is_set() and worker.process.exitcode == -signal.SIGTERM
 
 
 def test_shutdown_kills_a_worker_that_does_not_stop_and_it_is_reaped(registry):
