@@ -7,7 +7,7 @@ import streamlit as st
 
 from minitx.config import LR_SCHEDULES, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig
 from minitx.curves import eval_curve, loss_curve
-from minitx.estimate import estimate_run, representative_lengths, time_training_step
+from minitx.estimate import describe_lengths, estimate_run, representative_lengths, time_training_step
 from minitx.presets import PRESETS
 from minitx.runs import RunRegistry, RunSnapshot, format_duration
 from minitx.train import Trainer
@@ -86,9 +86,8 @@ def show_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, machine_busy: 
     st.markdown(
         f"**Estimated time: about {format_duration(estimate.total_seconds)}** "
         f"({estimate.steps:,} steps of {train_cfg.batch_size} reviews, {seconds * 1000:.0f} ms "
-        f"each: the mean of steps timed just now on this machine {where}at "
-        f"{', '.join(map(str, lengths[:-1]))} and {lengths[-1]} tokens per review, the middle of each "
-        f"quarter of the reviews by length; {estimate.evaluations} evaluations "
+        f"each: the mean of steps timed just now on this machine {where}"
+        f"{describe_lengths(lengths, model_cfg.max_len)}; {estimate.evaluations} evaluations "
         f"{format_duration(estimate.eval_seconds)}; data {format_duration(estimate.prepare_seconds)}).")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,6 +48,34 @@ def representative_lengths(lengths: Sequence[int], max_len: int, groups: int = 4
     if not kept:
         raise ValueError("no review lengths to choose from.")
     return [kept[min(len(kept) - 1, (2 * g + 1) * len(kept) // (2 * groups))] for g in range(groups)]
+
+
+GROUP_NAMES = {1: "whole", 2: "half", 3: "third", 4: "quarter"}
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
+
+
+def describe_lengths(lengths: Sequence[int], max_len: int) -> str:
+    """representative_lengths in words, for the estimate: "at 116 tokens per review, the middle of
+    the shortest quarter of the reviews by length, and at max_len (128) for the other three"."""
+    if not lengths:
+        raise ValueError("no lengths to describe.")
+    groups = len(lengths)
+    part = GROUP_NAMES.get(groups, f"1/{groups}")
+    kept = [n for n in lengths if n < max_len]
+    if not kept:
+        return (f"at max_len ({max_len} tokens per review), which the middle review of every {part} "
+                f"of the reviews by length reaches")
+    listed = f"{', '.join(map(str, kept[:-1]))} and {kept[-1]}" if len(kept) > 1 else str(kept[0])
+    if len(kept) == groups:
+        middle = "the middle length of the reviews" if groups == 1 else \
+            f"the middle of each {part} of the reviews by length"
+        return f"at {listed} tokens per review, {middle}"
+    def count(n: int) -> str:
+        return NUMBER_WORDS.get(n, str(n))
+
+    shortest = f"the shortest {part}" if len(kept) == 1 else f"the {count(len(kept))} shortest {part}s"
+    return (f"at {listed} tokens per review, the middle of {shortest} of the reviews by length, "
+            f"and at max_len ({max_len}) for the other {count(groups - len(kept))}")
 
 
 def time_training_step(model_cfg: ModelConfig, batch_size: int, lengths: Sequence[int],
@@ -86,7 +115,8 @@ def time_training_step(model_cfg: ModelConfig, batch_size: int, lengths: Sequenc
         rows, scale = batch_size, 1.0
         if probe < batch_size:
             timed_step(batch_size, longest)  # the full batch allocates more; not timed either
-    return scale * sum(timed_step(rows, n) for n in lengths) / len(lengths)
+    counts = Counter(lengths)            # lengths cut to max_len repeat: time each one once
+    return scale * sum(count * timed_step(rows, n) for n, count in counts.items()) / len(lengths)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import torch
 import minitx.estimate as estimate
 from minitx.config import TrainConfig
 from minitx.curves import epoch_curves, eval_curve, loss_curve, smooth, thin
-from minitx.estimate import estimate_run, representative_lengths, time_training_step
+from minitx.estimate import describe_lengths, estimate_run, representative_lengths, time_training_step
 from tests.conftest import tiny_config
 
 
@@ -69,6 +69,23 @@ def test_representative_lengths_are_the_middles_of_equal_groups_capped_at_max_le
         representative_lengths(lengths, max_len=10, groups=0)
 
 
+def test_the_lengths_timed_are_told_with_max_len_said_once():
+    assert describe_lengths([50, 80, 120, 200], max_len=400) == \
+        "at 50, 80, 120 and 200 tokens per review, the middle of each quarter of the reviews by length"
+    assert describe_lengths([116, 128, 128, 128], max_len=128) == (
+        "at 116 tokens per review, the middle of the shortest quarter of the reviews by length, "
+        "and at max_len (128) for the other three")
+    assert describe_lengths([60, 90, 128, 128], max_len=128) == (
+        "at 60 and 90 tokens per review, the middle of the two shortest quarters of the reviews by "
+        "length, and at max_len (128) for the other two")
+    assert describe_lengths([64] * 4, max_len=64) == (
+        "at max_len (64 tokens per review), which the middle review of every quarter of the reviews "
+        "by length reaches")
+    assert describe_lengths([51], max_len=100) == "at 51 tokens per review, the middle length of the reviews"
+    with pytest.raises(ValueError):
+        describe_lengths([], max_len=64)
+
+
 class CountingClock:
     """A clock that a fake model moves on by rows x tokens of every batch it sees."""
 
@@ -89,14 +106,18 @@ def test_a_timed_step_is_the_mean_over_the_lengths_on_both_paths(monkeypatch):
 
         def forward(self, ids):                     # (B, T) -> (B, C)
             clock.now += ids.numel() * 1e-6          # the step "takes" a microsecond per token
+            batches.append(tuple(ids.shape))
             return self.w.expand(ids.size(0), -1)
 
     monkeypatch.setattr(estimate.time, "perf_counter", clock)
     monkeypatch.setattr(estimate, "SentimentClassifier", CostsRowsTimesTokens)
     cfg = tiny_config(max_len=64)
-    mean_cost = 16 * (10 + 20 + 64) / 3 * 1e-6      # 100 is cut to max_len 64
-    full = time_training_step(cfg, 16, [10, 20, 100])                      # cheap: the full batch
-    scaled = time_training_step(cfg, 16, [10, 20, 100], cheap_seconds=0.0)  # a 4-row probe, x 4
+    mean_cost = 16 * (10 + 20 + 64 + 64) / 4 * 1e-6     # 100 and 200 are cut to max_len 64
+    batches = []
+    full = time_training_step(cfg, 16, [10, 20, 100, 200])                      # cheap: the full batch
+    # 64 tokens on the full batch: once to allocate, untimed, then timed once for both cut lengths
+    assert batches.count((16, 64)) == 2 and batches.count((16, 10)) == 1
+    scaled = time_training_step(cfg, 16, [10, 20, 100, 200], cheap_seconds=0.0)  # a 4-row probe, x 4
     assert full == pytest.approx(mean_cost) and scaled == pytest.approx(mean_cost)
     with pytest.raises(ValueError):
         time_training_step(cfg, 16, [])
