@@ -50,7 +50,7 @@ def representative_lengths(lengths: Sequence[int], max_len: int, groups: int = 4
     return [kept[min(len(kept) - 1, (2 * g + 1) * len(kept) // (2 * groups))] for g in range(groups)]
 
 
-GROUP_NAMES = {1: "whole", 2: "half", 3: "third", 4: "quarter"}
+GROUP_NAMES = {2: "half", 3: "third", 4: "quarter"}
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 
 
@@ -60,6 +60,9 @@ def describe_lengths(lengths: Sequence[int], max_len: int) -> str:
     if not lengths:
         raise ValueError("no lengths to describe.")
     groups = len(lengths)
+    if groups == 1:
+        return (f"at max_len ({max_len} tokens per review), which the middle review reaches"
+                if lengths[0] >= max_len else f"at {lengths[0]} tokens per review, the middle length")
     part = GROUP_NAMES.get(groups, f"1/{groups}")
     kept = [n for n in lengths if n < max_len]
     if not kept:
@@ -67,9 +70,8 @@ def describe_lengths(lengths: Sequence[int], max_len: int) -> str:
                 f"of the reviews by length reaches")
     listed = f"{', '.join(map(str, kept[:-1]))} and {kept[-1]}" if len(kept) > 1 else str(kept[0])
     if len(kept) == groups:
-        middle = "the middle length of the reviews" if groups == 1 else \
-            f"the middle of each {part} of the reviews by length"
-        return f"at {listed} tokens per review, {middle}"
+        return f"at {listed} tokens per review, the middle of each {part} of the reviews by length"
+
     def count(n: int) -> str:
         return NUMBER_WORDS.get(n, str(n))
 

@@ -81,7 +81,9 @@ def test_the_lengths_timed_are_told_with_max_len_said_once():
     assert describe_lengths([64] * 4, max_len=64) == (
         "at max_len (64 tokens per review), which the middle review of every quarter of the reviews "
         "by length reaches")
-    assert describe_lengths([51], max_len=100) == "at 51 tokens per review, the middle length of the reviews"
+    assert describe_lengths([51], max_len=100) == "at 51 tokens per review, the middle length"
+    assert describe_lengths([100], max_len=100) == \
+        "at max_len (100 tokens per review), which the middle review reaches"
     with pytest.raises(ValueError):
         describe_lengths([], max_len=64)
 
