@@ -11,7 +11,7 @@ Why a separate process and not a thread. Each run trains in a process started
 with the `spawn` context; it sends its events over a multiprocessing Queue and
 watches a multiprocessing Event for Stop. Both were measured with the Quick
 preset started from a real browser whose page polls once a second
-(benchmarks/live_training.py; README.md, "Live training"). The GIL was not
+(benchmarks/live_training.py; benchmarks/LIVE_TRAINING.md). The GIL was not
 what cost time: thread and process finished within 5% of each other (84.5 s
 and 88.4 s against 75.7 s for the command line), both slowed by the CPU the
 live page's redraws take on a 2-core machine. What decided it:
@@ -85,7 +85,7 @@ WORKERS = ("process", "thread")
 #   at 10. Quick from the browser, both in turns within one hour: a median 1.114x and 1.105x the
 #   command line at 0, 1.134x and 1.061x at 10 (3 pairs each; pairs ranged 1.03-1.22). That
 #   spread hides a difference of a few percent, so the drift-proof trainer test decides.
-# README.md, "Live training", has every set. The app can choose with MINITX_WORKER_NICENESS.
+# benchmarks/LIVE_TRAINING.md has every set. The app can choose with MINITX_WORKER_NICENESS.
 WORKER_NICENESS = 0
 MAX_WORKER_NICENESS = 19            # Unix's lowest priority
 # How long a worker pauses when the app asks it to give way while a page is drawn (give_way()).
