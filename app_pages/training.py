@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import streamlit as st
 
@@ -13,7 +15,7 @@ from minitx.runs import RunRegistry, RunSnapshot, format_duration
 from minitx.train import Trainer
 from ui import charts
 from ui.common import literal_markdown, remembered, review_text, show_source
-from ui.live import PANEL_RERUN, POLL_SECONDS, current_run_id, registry
+from ui.live import PANEL_RERUN, current_run_id, poll_seconds, registry
 from ui.model_sidebar import KEY, model_sidebar
 from ui.resources import imdb_sample, newest_run, sample_lengths
 
@@ -181,8 +183,8 @@ LIVE_PANEL_STYLE = ("<style>[data-testid=stProgress] * { transition: none !impor
                     "transition: none !important; }</style>")
 
 
-def live_panel(run_id: str) -> None:
-    """The status, then a fragment that redraws progress and the loss chart every POLL_SECONDS.
+def live_panel(run_id: str, every: float) -> None:
+    """The status, then a fragment that redraws progress and the loss chart every `every` s.
 
     When the status changes (finished, stopped from another tab, failed) or an evaluation
     arrives, the fragment reruns the whole page: the status line, the evaluation charts and
@@ -192,7 +194,7 @@ def live_panel(run_id: str) -> None:
     draw_status(snap)
     st.html(LIVE_PANEL_STYLE)
 
-    @st.fragment(run_every=POLL_SECONDS if snap.active else None)
+    @st.fragment(run_every=every if snap.active else None)
     def panel():
         now = registry().snapshot(run_id)
         if now.status != snap.status or len(now.evals) != len(snap.evals):
@@ -289,6 +291,7 @@ st.markdown(
     "it. Pick a preset, change any knob (the model itself is in the sidebar), and press Start.")
 
 start_pressed = st.session_state.pop("train_start_pressed", False)
+every = poll_seconds(os.environ.get("MINITX_POLL_SECONDS"))     # a bad value is said before a run starts
 run_id = current_run_id()
 if registry().active() is not None:
     # while a run trains, the page is only the live panel: one run at a time, and a big form
@@ -298,14 +301,14 @@ if registry().active() is not None:
     busy = registry().busy_reason() if start_pressed else None
     if busy:    # a Start from a tab that had not seen this run yet
         st.error(f"Not started: {busy}")
-    live_panel(run_id)
+    live_panel(run_id, every)
 else:
     configure_run(cfg, start_pressed)
     if run_id is None:
         st.info("No run yet in this server session. Saved runs are on **7 · Runs & predict**.")
     else:
         st.subheader("Last run")
-        live_panel(run_id)
+        live_panel(run_id, every)
 
 show_source(RunRegistry.start, RunRegistry.snapshot, Trainer.fit, estimate_run)
 # Every concept page shows the newest trained run: load it now, after this page is drawn,

@@ -6,6 +6,7 @@
     python benchmarks/live_training.py --repeats 5      # more pairs, a tighter median
     python benchmarks/live_training.py --modes switch --switch-runs 5   # page switches only
     python benchmarks/live_training.py --worker-niceness 10  # the worker below the server's priority
+    python benchmarks/live_training.py --poll-seconds 2      # the live panel redrawn every 2 s
 
 Each browser run is on a fresh `streamlit run` server (the README's command,
 so .streamlit/config.toml applies) with headless Chromium (Playwright) on the
@@ -30,7 +31,9 @@ do when a learner runs the app on a laptop.
 
 Targets (issue 4): the browser run within 10% of the CLI's wall time and at
 the same test accuracy (within 1 point); a page switch during training
-under 1 s. Writes benchmarks/results/live-training.json.
+under 1 s. Writes benchmarks/results/live-training.json (with another niceness or
+interval than the app's default, a file named after them, such as
+live-training-poll2.json).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 from common import train_from_cli, write_result  # noqa: E402
-from minitx.runs import MAX_WORKER_NICENESS, WORKER_NICENESS  # noqa: E402
+from minitx.runs import MAX_POLL_SECONDS, MAX_WORKER_NICENESS, MIN_POLL_SECONDS, POLL_SECONDS, WORKER_NICENESS  # noqa: E402
 from tests.browser_support import CHROMIUM_ARGS, settle, start_server  # noqa: E402
 
 SWITCHES = 3
@@ -91,12 +94,12 @@ def _wait_until_ended(page, name: str, timeout_s: float = 900) -> str:
 
 
 def browser_quick(worker: str, scratch: Path, switch: bool, run_name: str, niceness: int,
-                  think_seconds: float) -> dict:
+                  think_seconds: float, poll: float) -> dict:
     from playwright.sync_api import sync_playwright
 
     checkpoints = scratch / f"{worker}-runs"       # the runs before this one are in it, as for a learner
     env = {**os.environ, "MINITX_CHECKPOINTS": str(checkpoints), "MINITX_RUN_WORKER": worker,
-           "MINITX_WORKER_NICENESS": str(niceness)}
+           "MINITX_WORKER_NICENESS": str(niceness), "MINITX_POLL_SECONDS": str(poll)}
     server, url = start_server(env)
     try:
         with sync_playwright() as p:
@@ -139,7 +142,7 @@ def browser_quick(worker: str, scratch: Path, switch: bool, run_name: str, nicen
     result = {"worker": worker, "mode": "switch" if switch else "watch", "wall_seconds": round(wall, 1),
               "test_accuracy": metrics["test_accuracy"], "run_wall_seconds": metrics["wall_seconds"],
               "tokens_per_second": metrics["tokens_per_second"], "page_estimate": estimate,
-              "think_seconds": think_seconds}
+              "think_seconds": think_seconds, "poll_seconds": poll}
     if switch:
         result.update(page_switches=switches, slowest_switch_seconds=max(s["seconds"] for s in switches))
     return result
@@ -157,11 +160,15 @@ def main() -> int:
                              f"(default {WORKER_NICENESS})")
     parser.add_argument("--think-seconds", type=float, default=THINK_SECONDS, metavar="S",
                         help=f"seconds on the drawn Training page before Start (default {THINK_SECONDS:g})")
+    parser.add_argument("--poll-seconds", type=float, default=POLL_SECONDS, metavar="S",
+                        help=f"how often the live panel redraws (MINITX_POLL_SECONDS; default {POLL_SECONDS:g})")
     args = parser.parse_args()
     if args.repeats < 1 or args.switch_runs < 1:
         parser.error("--repeats and --switch-runs must be at least 1.")
     if not 0 <= args.think_seconds <= 60:
         parser.error("--think-seconds must be from 0 to 60.")
+    if not MIN_POLL_SECONDS <= args.poll_seconds <= MAX_POLL_SECONDS:
+        parser.error(f"--poll-seconds must be from {MIN_POLL_SECONDS:g} to {MAX_POLL_SECONDS:g}.")
     modes = args.modes.split(",")
     scratch = Path(tempfile.mkdtemp(prefix="minitx-live-"))
     workers = ["process", "thread"] if args.worker == "both" else [args.worker]
@@ -170,7 +177,7 @@ def main() -> int:
         for repeat in range(args.repeats if "watch" in modes else 0):
             cli = cli_quick(scratch, f"cli-{worker}-{repeat}")
             run = browser_quick(worker, scratch, False, f"bench-{worker}-watch-{repeat}",
-                                args.worker_niceness, args.think_seconds)
+                                args.worker_niceness, args.think_seconds, args.poll_seconds)
             run.update(cli_wall_seconds=cli["wall_seconds"],
                        wall_vs_cli=round(run["wall_seconds"] / cli["wall_seconds"], 3),
                        accuracy_points_vs_cli=round(100 * (run["test_accuracy"] - cli["test_accuracy"]), 2))
@@ -179,7 +186,7 @@ def main() -> int:
             print("pair", cli, run, flush=True)
         for repeat in range(args.switch_runs if "switch" in modes else 0):
             switched.append(browser_quick(worker, scratch, True, f"bench-{worker}-switch-{repeat}",
-                                          args.worker_niceness, args.think_seconds))
+                                          args.worker_niceness, args.think_seconds, args.poll_seconds))
             print(switched[-1], flush=True)
     summary = {}
     for worker in workers:
@@ -201,10 +208,15 @@ def main() -> int:
                 "slowest_switch_per_run": [r["slowest_switch_seconds"] for r in runs],
                 "switches_under_1_s": sum(s < 1.0 for s in seconds),
                 "targets_met": {"page_switch_under_1_s": max(seconds) < 1.0}}
-    # the default's results are the ones the README quotes; another niceness gets a file of its own
-    name = "live-training" if args.worker_niceness == WORKER_NICENESS else f"live-training-nice{args.worker_niceness}"
+    # the defaults' results are the ones the README quotes; another niceness or interval gets a file of its own
+    name = "live-training"
+    if args.worker_niceness != WORKER_NICENESS:
+        name += f"-nice{args.worker_niceness}"
+    if args.poll_seconds != POLL_SECONDS:
+        name += f"-poll{args.poll_seconds:g}"
     write_result(name, {"summary": summary, "cli_quick": clis, "browser_watch": watched,
                         "browser_switch": switched, "worker_niceness": args.worker_niceness,
+                        "poll_seconds": args.poll_seconds,
                         "note": "one 2-core machine runs the server, the worker and Chromium"})
     return 0
 

@@ -33,10 +33,9 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 from common import train_from_cli, write_result  # noqa: E402
 from minitx.presets import preset  # noqa: E402
-from minitx.runs import RunRegistry  # noqa: E402
+from minitx.runs import POLL_SECONDS, RunRegistry  # noqa: E402  (the live panel's interval)
 
 TRAIN_SIZE, TEST_SIZE, EPOCHS = 3_000, 200, 1
-POLL_SECONDS = 1.0          # the live panel's
 SPARE_READY_SECONDS = 4.0   # a spare is ready about 1.5 s after it starts
 
 

@@ -479,6 +479,25 @@ def test_a_worker_niceness_that_is_not_a_number_is_a_clear_error(app, monkeypatc
     assert "MINITX_WORKER_NICENESS must be a whole number from 0 to 19, not 'low'" in at.exception[0].value
 
 
+@pytest.mark.parametrize("text, expected", [(None, 1.0), ("  ", 1.0), ("2", 2.0), (" 0.5 ", 0.5), ("10", 10.0)])
+def test_the_live_panels_interval_comes_from_the_environment(text, expected):
+    from minitx.runs import POLL_SECONDS
+    from ui.live import poll_seconds
+
+    assert POLL_SECONDS == 1.0                  # "about once a second" (issue 4)
+    assert poll_seconds(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0.4", "11", "nan", "inf", "-1", "often"])
+def test_a_live_panel_interval_out_of_range_is_a_clear_error_on_the_training_page(app, monkeypatch, text):
+    monkeypatch.setenv("MINITX_POLL_SECONDS", text)
+    at = app.run()
+    assert not at.exception                     # only the Training page polls
+    at.switch_page("app_pages/training.py").run()
+    assert (f"MINITX_POLL_SECONDS must be a number of seconds from 0.5 to 10, not {text!r}."
+            in at.exception[0].value)
+
+
 def test_a_learners_page_run_asks_the_training_to_give_way_the_panels_own_rerun_does_not(
         app, monkeypatch):
     from minitx.runs import RunRegistry

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import streamlit as st
 
 from minitx.checkpoint import describe_runs, load_run, run_folders
-from minitx.runs import MAX_WORKER_NICENESS, WORKER_NICENESS, RunRegistry
+from minitx.runs import (MAX_POLL_SECONDS, MAX_WORKER_NICENESS, MIN_POLL_SECONDS, POLL_SECONDS,
+                         WORKER_NICENESS, RunRegistry)
 from ui.resources import checkpoints_dir
 
-POLL_SECONDS = 1.0      # no faster: every poll costs the server a rerun of the live panel
 
 
 # A registry dropped from the cache (Clear cache) stops its run and its spare worker: the next
@@ -33,6 +34,20 @@ def worker_niceness(text: str | None) -> int:
     except ValueError:
         raise ValueError(f"MINITX_WORKER_NICENESS must be a whole number from 0 to "
                          f"{MAX_WORKER_NICENESS}, not {text!r}.") from None
+
+
+def poll_seconds(text: str | None) -> float:
+    """MINITX_POLL_SECONDS as seconds between two redraws of the live panel, or the default."""
+    if text is None or not text.strip():
+        return POLL_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not MIN_POLL_SECONDS <= seconds <= MAX_POLL_SECONDS:     # NaN fails this too
+        raise ValueError(f"MINITX_POLL_SECONDS must be a number of seconds from {MIN_POLL_SECONDS:g} to "
+                         f"{MAX_POLL_SECONDS:g}, not {text!r}.")
+    return seconds
 
 
 # Set by the live panel just before it reruns the page itself (an evaluation arrived, the run ended).
