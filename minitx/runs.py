@@ -88,9 +88,9 @@ WORKERS = ("process", "thread")
 # benchmarks/LIVE_TRAINING.md has every set. The app can choose with MINITX_WORKER_NICENESS.
 WORKER_NICENESS = 0
 MAX_WORKER_NICENESS = 19            # Unix's lowest priority
-# How often the app's live panel asks for a snapshot and redraws: about once a second (issue 4),
-# and no faster. Every redraw costs the server a rerun of the panel and the browser a render: CPU
-# a run on a small machine trains with (benchmarks/LIVE_TRAINING.md). MINITX_POLL_SECONDS sets it.
+# How often the app's live panel asks for a snapshot and redraws: about once a second (issue 4).
+# Every redraw costs the server a rerun of the panel and the browser a render: CPU a run on a
+# small machine trains with (benchmarks/LIVE_TRAINING.md). MINITX_POLL_SECONDS sets it.
 POLL_SECONDS = 1.0
 MIN_POLL_SECONDS, MAX_POLL_SECONDS = 0.5, 10.0
 # How long a worker pauses when the app asks it to give way while a page is drawn (give_way()).

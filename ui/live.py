@@ -13,7 +13,6 @@ from minitx.runs import (MAX_POLL_SECONDS, MAX_WORKER_NICENESS, MIN_POLL_SECONDS
 from ui.resources import checkpoints_dir
 
 
-
 # A registry dropped from the cache (Clear cache) stops its run and its spare worker: the next
 # one would not see them, and one run must train at a time.
 @st.cache_resource(on_release=RunRegistry.shutdown)
