@@ -489,13 +489,20 @@ def test_the_live_panels_interval_comes_from_the_environment(text, expected):
 
 
 @pytest.mark.parametrize("text", ["0.4", "11", "nan", "inf", "-1", "often"])
-def test_a_live_panel_interval_out_of_range_is_a_clear_error_on_the_training_page(app, monkeypatch, text):
-    monkeypatch.setenv("MINITX_POLL_SECONDS", text)
+def test_a_live_panel_interval_out_of_range_is_a_clear_error(text):
+    from ui.live import poll_seconds
+
+    with pytest.raises(ValueError, match=re.escape(
+            f"MINITX_POLL_SECONDS must be a number of seconds from 0.5 to 10, not {text!r}.")):
+        poll_seconds(text)
+
+
+def test_the_training_page_says_a_bad_interval_before_any_run(app, monkeypatch):
+    monkeypatch.setenv("MINITX_POLL_SECONDS", "often")
     at = app.run()
     assert not at.exception                     # only the Training page polls
     at.switch_page("app_pages/training.py").run()
-    assert (f"MINITX_POLL_SECONDS must be a number of seconds from 0.5 to 10, not {text!r}."
-            in at.exception[0].value)
+    assert "MINITX_POLL_SECONDS must be a number of seconds from 0.5 to 10, not 'often'." in at.exception[0].value
 
 
 def test_a_learners_page_run_asks_the_training_to_give_way_the_panels_own_rerun_does_not(
