@@ -7,6 +7,7 @@
     python benchmarks/live_training.py --modes switch --switch-runs 5   # page switches only
     python benchmarks/live_training.py --worker-niceness 10  # the worker below the server's priority
     python benchmarks/live_training.py --poll-seconds 2      # the live panel redrawn every 2 s
+    python benchmarks/live_training.py --modes control       # the command line against itself
 
 Each browser run is on a fresh `streamlit run` server (the README's command,
 so .streamlit/config.toml applies) with headless Chromium (Playwright) on the
@@ -25,6 +26,10 @@ page is drawn (default 3, as a learner reads the estimate first):
   finished, nothing stale). `--switch-runs` such runs (each on a fresh server,
   so each has a first visit to the other page); the slowest switch of all is
   the result.
+- control: no browser. Pairs of two command-line runs, one right after the
+  other, `--repeats` times: how far apart two identical runs land on this
+  machine, the floor under any browser/CLI pair. Written to
+  live-training-control.json.
 
 The browser, the server and the worker share this machine's cores, as they
 do when a learner runs the app on a laptop.
@@ -54,7 +59,10 @@ from common import train_from_cli, write_result  # noqa: E402
 from minitx.runs import MAX_POLL_SECONDS, MAX_WORKER_NICENESS, MIN_POLL_SECONDS, POLL_SECONDS, WORKER_NICENESS  # noqa: E402
 from tests.browser_support import CHROMIUM_ARGS, settle, start_server  # noqa: E402
 
+MODES = ("watch", "switch", "control")
 SWITCHES = 3
+# A pair (browser/CLI, or CLI/CLI in control mode) is within the target when its ratio is at most this.
+WITHIN = 1.10
 # Seconds on the drawn Training page before Start, as a learner reads the estimate and the knobs.
 # The spare worker (RunRegistry.prepare_worker) starts when the page is drawn and is ready about
 # 1.5 s later; until the eleventh set this script pressed Start at once (no spare then).
@@ -148,11 +156,33 @@ def browser_quick(worker: str, scratch: Path, switch: bool, run_name: str, nicen
     return result
 
 
+def control(scratch: Path, repeats: int) -> None:
+    """Pairs of identical command-line runs, the second's wall time over the first's: the spread
+    this machine's drift alone puts into a pair, with no browser and no server."""
+    pairs = []
+    for repeat in range(repeats):
+        first, second = (cli_quick(scratch, f"control-{repeat}-{turn}") for turn in "ab")
+        pairs.append({"first": first, "second": second,
+                      "second_vs_first": round(second["wall_seconds"] / first["wall_seconds"], 3)})
+        print("control pair", pairs[-1], flush=True)
+    ratios = [p["second_vs_first"] for p in pairs]
+    write_result("live-training-control", {
+        "summary": {"pairs": len(pairs), "second_vs_first": ratios,
+                    "median_second_vs_first": round(statistics.median(ratios), 3),
+                    # as a browser/CLI pair is judged: the second run at most 10% slower
+                    "pairs_within_10_percent": sum(r <= WITHIN for r in ratios),
+                    # either run at most 10% slower than the other
+                    "pairs_both_ways_within_10_percent": sum(max(r, 1 / r) <= WITHIN for r in ratios)},
+        "pairs": pairs, "note": "two command-line Quick runs per pair, one right after the other"})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=["process", "thread", "both"], default="process")
-    parser.add_argument("--modes", default="watch,switch", help="watch, switch or both (comma-separated)")
-    parser.add_argument("--repeats", type=int, default=3, help="CLI/browser pairs per worker in watch mode")
+    parser.add_argument("--modes", default="watch,switch",
+                        help=f"comma-separated, of {', '.join(MODES)} (default watch,switch)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="CLI/browser pairs per worker in watch mode, CLI/CLI pairs in control mode")
     parser.add_argument("--switch-runs", type=int, default=3, help="browser runs per worker in switch mode")
     parser.add_argument("--worker-niceness", type=int, default=WORKER_NICENESS, metavar="N",
                         choices=range(MAX_WORKER_NICENESS + 1),
@@ -170,8 +200,14 @@ def main() -> int:
     if not MIN_POLL_SECONDS <= args.poll_seconds <= MAX_POLL_SECONDS:
         parser.error(f"--poll-seconds must be from {MIN_POLL_SECONDS:g} to {MAX_POLL_SECONDS:g}.")
     modes = args.modes.split(",")
+    if not set(modes) <= set(MODES):
+        parser.error(f"--modes takes {', '.join(MODES)} (comma-separated), not {args.modes!r}.")
     scratch = Path(tempfile.mkdtemp(prefix="minitx-live-"))
     workers = ["process", "thread"] if args.worker == "both" else [args.worker]
+    if "control" in modes:
+        control(scratch, args.repeats)
+    if not {"watch", "switch"} & set(modes):
+        return 0
     clis, watched, switched = [], [], []
     for worker in workers:
         for repeat in range(args.repeats if "watch" in modes else 0):
@@ -197,7 +233,8 @@ def main() -> int:
             summary[f"{worker}_watch"] = {
                 "pairs": len(pairs), "median_wall_vs_cli": round(median, 3),
                 "wall_vs_cli": [r["wall_vs_cli"] for r in pairs],
-                "targets_met": {"within_10_percent_of_cli": median <= 1.10,
+                "pairs_within_10_percent": sum(r["wall_vs_cli"] <= WITHIN for r in pairs),
+                "targets_met": {"within_10_percent_of_cli": median <= WITHIN,
                                 "same_accuracy_within_1_point": worst_accuracy <= 1.0}}
         runs = [r for r in switched if r["worker"] == worker]
         if runs:
