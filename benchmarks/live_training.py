@@ -69,6 +69,16 @@ WITHIN = 1.10
 THINK_SECONDS = 3.0
 
 
+def wall_ratio(later: dict, earlier: dict) -> float:
+    """The later run's wall time over the earlier's, as each pair (browser/CLI or CLI/CLI) reports it."""
+    return round(later["wall_seconds"] / earlier["wall_seconds"], 3)
+
+
+def median_and_within(ratios: list[float]) -> tuple[float, int]:
+    """A set's median ratio and how many of its pairs are within the target."""
+    return statistics.median(ratios), sum(r <= WITHIN for r in ratios)
+
+
 def cli_quick(scratch: Path, run_name: str) -> dict:
     summary, wall = train_from_cli("--preset", "quick", "--checkpoint-dir", str(scratch / "cli-runs"),
                                    "--run-name", run_name)
@@ -162,15 +172,14 @@ def control(scratch: Path, repeats: int) -> None:
     pairs = []
     for repeat in range(repeats):
         first, second = (cli_quick(scratch, f"control-{repeat}-{turn}") for turn in "ab")
-        pairs.append({"first": first, "second": second,
-                      "second_vs_first": round(second["wall_seconds"] / first["wall_seconds"], 3)})
+        pairs.append({"first": first, "second": second, "second_vs_first": wall_ratio(second, first)})
         print("control pair", pairs[-1], flush=True)
     ratios = [p["second_vs_first"] for p in pairs]
+    median, within = median_and_within(ratios)
     write_result("live-training-control", {
-        "summary": {"pairs": len(pairs), "second_vs_first": ratios,
-                    "median_second_vs_first": round(statistics.median(ratios), 3),
+        "summary": {"pairs": len(pairs), "second_vs_first": ratios, "median_second_vs_first": round(median, 3),
                     # as a browser/CLI pair is judged: the second run at most 10% slower
-                    "pairs_within_10_percent": sum(r <= WITHIN for r in ratios),
+                    "pairs_within_10_percent": within,
                     # either run at most 10% slower than the other
                     "pairs_both_ways_within_10_percent": sum(max(r, 1 / r) <= WITHIN for r in ratios)},
         "pairs": pairs, "note": "two command-line Quick runs per pair, one right after the other"})
@@ -214,8 +223,7 @@ def main() -> int:
             cli = cli_quick(scratch, f"cli-{worker}-{repeat}")
             run = browser_quick(worker, scratch, False, f"bench-{worker}-watch-{repeat}",
                                 args.worker_niceness, args.think_seconds, args.poll_seconds)
-            run.update(cli_wall_seconds=cli["wall_seconds"],
-                       wall_vs_cli=round(run["wall_seconds"] / cli["wall_seconds"], 3),
+            run.update(cli_wall_seconds=cli["wall_seconds"], wall_vs_cli=wall_ratio(run, cli),
                        accuracy_points_vs_cli=round(100 * (run["test_accuracy"] - cli["test_accuracy"]), 2))
             clis.append(cli)
             watched.append(run)
@@ -228,12 +236,12 @@ def main() -> int:
     for worker in workers:
         pairs = [r for r in watched if r["worker"] == worker]
         if pairs:
-            median = statistics.median(r["wall_vs_cli"] for r in pairs)
+            median, within = median_and_within([r["wall_vs_cli"] for r in pairs])
             worst_accuracy = max(abs(r["accuracy_points_vs_cli"]) for r in pairs)
             summary[f"{worker}_watch"] = {
                 "pairs": len(pairs), "median_wall_vs_cli": round(median, 3),
                 "wall_vs_cli": [r["wall_vs_cli"] for r in pairs],
-                "pairs_within_10_percent": sum(r["wall_vs_cli"] <= WITHIN for r in pairs),
+                "pairs_within_10_percent": within,
                 "targets_met": {"within_10_percent_of_cli": median <= WITHIN,
                                 "same_accuracy_within_1_point": worst_accuracy <= 1.0}}
         runs = [r for r in switched if r["worker"] == worker]
