@@ -29,7 +29,9 @@ page is drawn (default 3, as a learner reads the estimate first):
 - control: no browser. Pairs of two command-line runs, one right after the
   other, `--repeats` times: how far apart two identical runs land on this
   machine, the floor under any browser/CLI pair. Written to
-  live-training-control.json.
+  live-training-control.json. The options of browser runs (--worker,
+  --switch-runs, --worker-niceness, --think-seconds, --poll-seconds) are
+  refused here: they would change nothing.
 
 The browser, the server and the worker share this machine's cores, as they
 do when a learner runs the app on a laptop.
@@ -60,6 +62,8 @@ from minitx.runs import MAX_POLL_SECONDS, MAX_WORKER_NICENESS, MIN_POLL_SECONDS,
 from tests.browser_support import CHROMIUM_ARGS, settle, start_server  # noqa: E402
 
 MODES = ("watch", "switch", "control")
+# options that only change how a browser run goes: given with --modes control alone, they are refused
+BROWSER_ONLY = ("worker", "switch_runs", "worker_niceness", "think_seconds", "poll_seconds")
 SWITCHES = 3
 # A pair (browser/CLI, or CLI/CLI in control mode) is within the target when its ratio is at most this.
 WITHIN = 1.10
@@ -211,6 +215,11 @@ def main() -> int:
     modes = args.modes.split(",")
     if not set(modes) <= set(MODES):
         parser.error(f"--modes takes {', '.join(MODES)} (comma-separated), not {args.modes!r}.")
+    browser_only = [f"--{name.replace('_', '-')}" for name in BROWSER_ONLY
+                    if getattr(args, name) != parser.get_default(name)]
+    if browser_only and not {"watch", "switch"} & set(modes):
+        parser.error(f"browser runs only (--modes watch or switch), not --modes {args.modes}: "
+                     f"{', '.join(browser_only)}.")
     scratch = Path(tempfile.mkdtemp(prefix="minitx-live-"))
     workers = ["process", "thread"] if args.worker == "both" else [args.worker]
     if "control" in modes:
