@@ -122,7 +122,7 @@ def time_training_step(model_cfg: ModelConfig, batch_size: int, lengths: Sequenc
         rows, scale = batch_size, 1.0
         if probe < batch_size:
             timed_step(batch_size, longest)  # the full batch allocates more; not timed either
-    counts = Counter(lengths)            # lengths cut to max_len repeat: time each one once
+    counts = Counter(lengths)            # lengths cut to max_len repeat: time each one once (per try)
     fastest = {n: min(timed_step(rows, n) for _ in range(repeats)) for n in counts}
     return scale * sum(count * fastest[n] for n, count in counts.items()) / len(lengths)
 
