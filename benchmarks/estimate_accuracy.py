@@ -9,8 +9,7 @@ keeping the fastest), as the page's server does on its first estimate, then
 runs the same preset from the command line (`python -m minitx.train --preset
 quick --no-save`, process start to exit). The estimates' order alternates
 from turn to turn, so neither always times on a warmer machine. The review
-lengths timed are the page's: the middle of each quarter of 500 sample
-reviews under a tokenizer trained on the page's 2,000-review sample.
+lengths timed are the page's, from the page's own sample (ui.resources.sample_lengths).
 
 The result, per `--repeats` value: each turn's estimate / actual, their
 median, and how many came within 15% of the run. Writes
@@ -30,15 +29,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 from common import train_from_cli, write_result  # noqa: E402
-from minitx.data import imdb_subsets  # noqa: E402
 from minitx.estimate import representative_lengths  # noqa: E402
-from minitx.inspect import review_lengths  # noqa: E402
 from minitx.presets import preset  # noqa: E402
-from minitx.tokenizer import cached_tokenizer  # noqa: E402
+from streamlit.logger import set_log_level  # noqa: E402
+
+set_log_level("error")   # outside a server, every cached loader warns that it caches in memory only
+from ui.resources import sample_lengths  # noqa: E402
 
 PRESET = "quick"
-# the page's sample: 2,000 balanced training reviews (seed 0) train the tokenizer, 500 give lengths
-SAMPLE_REVIEWS, LENGTH_REVIEWS = 2_000, 500
 # an estimate this close to the run (either way) is a good one
 WITHIN = 0.15
 
@@ -54,11 +52,10 @@ print(json.dumps({"step_seconds": seconds, "total_seconds": estimate_run(train_c
 
 
 def page_lengths() -> list[int]:
-    """The four lengths the Training page times for this preset."""
+    """The four lengths the Training page times for this preset, found as its show_estimate does."""
     model_cfg, train_cfg = preset(PRESET)
-    texts = imdb_subsets(SAMPLE_REVIEWS, 2, 0.0, 0)["train"].texts
-    tokenizer = cached_tokenizer(train_cfg.tokenizer, texts, train_cfg.vocab_size, train_cfg.lowercase)
-    return representative_lengths(review_lengths(tokenizer, texts[:LENGTH_REVIEWS]), model_cfg.max_len)
+    lengths = sample_lengths(train_cfg.tokenizer, train_cfg.vocab_size, train_cfg.lowercase)
+    return representative_lengths(lengths, model_cfg.max_len)
 
 
 def estimate_in_fresh_process(lengths: list[int], repeats: int) -> dict:
