@@ -1,11 +1,12 @@
-"""One training run at a time on this machine, across every minitx server: a lock file.
+"""One training run at a time on this machine, across every minitx server and terminal.
 
-Each `streamlit run` keeps its own run registry, so two servers (two ports, two
-checkouts) would otherwise train at once, each at about half speed. Before a run
-starts, its registry takes an exclusive lock on one file (`fcntl.flock`) and
-writes in it which run holds it; the other servers read that to say who is
-training. The operating system lets go of the lock when the holder closes the
-file or dies, so a killed server never leaves a stale lock behind.
+Each `streamlit run` has its own run registry, so two servers (or a server and
+`python -m minitx.train`) would otherwise train at once, each at half speed.
+Before a run starts, its owner takes an exclusive lock on one file with
+`filelock` (flock on Unix, LockFileEx on Windows) and writes a note beside it
+saying which run holds it, so the others can name it. The operating system lets
+go of the lock when its holder dies, so a killed server leaves no stale lock;
+a note left behind is only read while the lock is held.
 
     lock = TrainingLock(default_lock_path())
     holder = lock.acquire({"run": "my-run", "pid": os.getpid()})   # None: ours now
@@ -14,14 +15,12 @@ file or dies, so a killed server never leaves a stale lock behind.
     ...
     lock.release()
 
-The app's run registry and the command line (`python -m minitx.train`) both
-take it. The file is per user, in the temp folder (MINITX_TRAINING_LOCK chooses another).
-Where `fcntl` is missing (Windows), there is no lock: runs are one at a time per
-server only.
+The file is per user, in the temp folder; MINITX_TRAINING_LOCK chooses another.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import tempfile
@@ -29,10 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:            # Windows: no flock
-    fcntl = None
+from filelock import FileLock, Timeout
 
 LOCK_ENV = "MINITX_TRAINING_LOCK"
 
@@ -42,95 +38,70 @@ def default_lock_path() -> Path:
     chosen = os.environ.get(LOCK_ENV, "").strip()
     if chosen:
         return Path(chosen).expanduser()
-    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-    return Path(tempfile.gettempdir()) / f"minitx-training-{user}.lock"
+    return Path(tempfile.gettempdir()) / f"minitx-training-{getpass.getuser()}.lock"
 
 
 class TrainingLock:
-    """An exclusive, non-blocking lock on one file, with a note of who holds it."""
+    """An exclusive, non-blocking lock on one file, with a note (a JSON file beside it) of who holds it."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._file = None                      # open while we hold the lock
-        self._guard = threading.Lock()         # acquire and release may come from different threads
-
-    @property
-    def available(self) -> bool:
-        """False where the platform has no flock: acquire() then always succeeds."""
-        return fcntl is not None
+        self.note_path = self.path.with_name(self.path.name + ".json")
+        # thread_local=False: a run's registry takes it in one thread and lets go in another
+        self._lock = FileLock(str(self.path), timeout=0, thread_local=False)
+        self._guard = threading.Lock()
 
     @property
     def held(self) -> bool:
-        return self._file is not None
+        return self._lock.is_locked
 
-    def _open(self):
+    def _try(self) -> bool:
+        """Take the lock if it is free; True if we did."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            return open(self.path, "a+", encoding="utf-8")
+            self._lock.acquire()
+        except Timeout:
+            return False
         except OSError as error:
-            raise ValueError(f"the training lock {self.path} cannot be opened ({error.strerror}); "
+            raise ValueError(f"the training lock {self.path} cannot be opened ({error.strerror or error}); "
                              f"set {LOCK_ENV} to a file in a folder you can write to.") from None
+        return True
 
     def acquire(self, holder: dict) -> dict | None:
-        """Take the lock and note `holder` in it: None if it is ours now, else the note of the
-        one who holds it (an empty dict if they have not written it yet)."""
-        if fcntl is None:
-            return None
+        """Take the lock and note `holder`: None if it is ours now, else the note of whoever holds
+        it (an empty dict if they have not written it yet)."""
         with self._guard:
-            if self._file is not None:
+            if self.held:
                 raise ValueError(f"this lock on {self.path} is already held: release it first.")
-            file = self._open()
-            try:
-                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                note = _read_note(file)
-                file.close()
-                return note
-            file.seek(0)
-            file.truncate()
-            file.write(json.dumps(holder))
-            file.flush()
-            self._file = file
+            if not self._try():
+                return self._read_note()
+            self.note_path.write_text(json.dumps(holder), encoding="utf-8")
             return None
 
     def holder(self) -> dict | None:
         """The note of whoever holds the lock now (us included), or None if nobody does."""
-        if fcntl is None:
-            return None
         with self._guard:
-            if self._file is not None:
-                return _read_note(self._file)
-            file = self._open()
-            try:
-                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return _read_note(file)
-            else:
-                fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+            if self.held:
+                return self._read_note()
+            if self._try():
+                self._lock.release()
                 return None
-            finally:
-                file.close()
+            return self._read_note()
 
     def release(self) -> None:
-        """Let go of the lock if we hold it (the note is wiped first); safe to call twice."""
+        """Let go of the lock if we hold it (the note goes first); safe to call twice."""
         with self._guard:
-            file, self._file = self._file, None
-            if file is None:
+            if not self.held:
                 return
-            file.seek(0)
-            file.truncate()
-            file.flush()
-            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
-            file.close()
+            self.note_path.unlink(missing_ok=True)
+            self._lock.release()
 
-
-def _read_note(file) -> dict:
-    file.seek(0)
-    try:
-        note = json.loads(file.read() or "{}")
-    except json.JSONDecodeError:      # written by something else, or half written
-        return {}
-    return note if isinstance(note, dict) else {}
+    def _read_note(self) -> dict:
+        try:
+            note = json.loads(self.note_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):        # not written yet, or written by something else
+            return {}
+        return note if isinstance(note, dict) else {}
 
 
 def describe_holder(holder: dict) -> str:
