@@ -25,7 +25,11 @@ from pathlib import Path
 
 from .config import (DEVICES, FFNS, LR_SCHEDULES, NORM_POSITIONS, NORMS, POOLINGS,
                      POS_ENCODINGS, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig)
+from .checkpoint import check_run_name
+from .data import DataUnavailableError
 from .presets import PRESETS
+from .train import check_run, default_run_name, resolve_device, run_training
+from .training_lock import TrainingLock, default_lock_path, describe_holder
 
 # Fields the tokenizer and the dataset decide, so no flag sets them.
 DERIVED_MODEL_FIELDS = {"vocab_size", "pad_id", "n_classes"}
@@ -167,18 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model_cfg, train_cfg = configs_from_args(args)
         if args.run_name is not None:
-            from .checkpoint import check_run_name
-
             check_run_name(args.run_name)
-        from .train import resolve_device
-
         resolve_device(train_cfg.device)
+        check_run(model_cfg, train_cfg)
     except ValueError as error:
         parser.error(str(error))
-
-    from .data import DataUnavailableError
-    from .train import default_run_name, run_training
-    from .training_lock import TrainingLock, default_lock_path, describe_holder
 
     run_name = args.run_name or default_run_name(args.preset)
     checkpoint_dir = None if args.no_save else args.checkpoint_dir

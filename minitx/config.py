@@ -10,6 +10,7 @@ offending numbers, so a learner moving a slider knows what to change.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 
 POS_ENCODINGS = ("sinusoidal", "rope", "learned", "none")
@@ -29,14 +30,30 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}.")
 
 
-def _at_least(name: str, value, low) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= low:
-        raise ValueError(f"{name} must be a number of at least {low}, not {value!r}.")
+# The whole-number and real-number fields, with the smallest and largest value each may take
+# (None: no upper limit). The command line and its tests read the same table.
+MODEL_LIMITS = {"vocab_size": (3, 1_000_000), "d_model": (1, 8192), "n_heads": (1, 1024),
+                "n_kv_heads": (1, 1024), "n_layers": (1, 96), "d_ff": (1, 65_536),
+                "max_len": (2, 16_384)}
+TRAIN_LIMITS = {"train_size": (2, None), "test_size": (2, None), "vocab_size": (10, 1_000_000),
+                "epochs": (1, 1000), "batch_size": (1, 4096), "patience": (0, None),
+                "eval_every": (0, None), "seed": (0, 2**32 - 1), "threads": (1, 1024),
+                "weight_decay": (0.0, 10.0), "grad_clip": (0.0, 1000.0)}
 
 
-def _whole(name: str, value, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be a whole number of at least {low}, not {value!r}.")
+# Fields that are shares, from 0 up to (not including) 1.
+FRACTIONS = ("dropout", "attention_dropout", "val_fraction", "warmup_fraction", "word_dropout")
+
+
+def _within(name: str, value, limits: dict, whole: bool = True) -> None:
+    """A whole (or finite real) number between the limits of `name`, else a ValueError saying so."""
+    low, high = limits[name]
+    kinds = int if whole else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and low <= value and (high is None or value <= high)):
+        kind = "a whole number" if whole else "a number"
+        span = f"of at least {low:,}" if high is None else f"from {low:,} to {high:,}"
+        raise ValueError(f"{name} must be {kind} {span}, not {value!r}.")
 
 
 def _fraction(name: str, value, *, upper_open: bool = True) -> None:
@@ -117,15 +134,12 @@ class ModelConfig(_Config):
                 f" · {self.pooling} pool")
 
     def validate(self) -> None:
-        for name in ("vocab_size", "d_model", "n_heads", "n_kv_heads", "n_layers",
-                     "d_ff", "max_len"):
-            _whole(name, getattr(self, name), 1)
-        _whole("n_classes", self.n_classes, 2)
-        if self.vocab_size < 3:
-            raise ValueError(
-                f"vocab_size {self.vocab_size} is too small: [PAD], [UNK] and [CLS] alone need 3.")
-        _whole("pad_id", self.pad_id, 0)
-        if not 0 <= self.pad_id < self.vocab_size:
+        for name in MODEL_LIMITS:          # max_len 2 at least: [CLS] and one token
+            _within(name, getattr(self, name), MODEL_LIMITS)
+        if not isinstance(self.n_classes, int) or isinstance(self.n_classes, bool) or self.n_classes < 2:
+            raise ValueError(f"n_classes must be a whole number of at least 2, not {self.n_classes!r}.")
+        if not isinstance(self.pad_id, int) or isinstance(self.pad_id, bool) \
+                or not 0 <= self.pad_id < self.vocab_size:
             raise ValueError(f"pad_id {self.pad_id} is outside the vocabulary of {self.vocab_size}.")
         if self.d_model % self.n_heads:
             raise ValueError(
@@ -184,7 +198,7 @@ class TrainConfig(_Config):
         for name in ("train_size", "test_size"):
             value = getattr(self, name)
             if value is not None:
-                _whole(name, value, 2)
+                _within(name, value, TRAIN_LIMITS)
                 if value % 2:
                     raise ValueError(
                         f"{name} {value} is odd: a balanced subset takes half from each class.")
@@ -197,19 +211,17 @@ class TrainConfig(_Config):
                     f"{n_val} validation and {self.train_size - n_val} training reviews; "
                     f"each needs at least 2.")
         _one_of("tokenizer", self.tokenizer, TOKENIZER_KINDS)
-        _whole("vocab_size", self.vocab_size, 10)
         _one_of("truncation", self.truncation, TRUNCATIONS)
-        _whole("epochs", self.epochs, 1)
-        _whole("batch_size", self.batch_size, 1)
-        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ValueError(f"lr must be a positive number, not {self.lr!r}.")
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _fraction("warmup_fraction", self.warmup_fraction)
-        _at_least("weight_decay", self.weight_decay, 0)
-        _at_least("grad_clip", self.grad_clip, 0)
-        _fraction("word_dropout", self.word_dropout)
-        _whole("patience", self.patience, 0)
-        _whole("eval_every", self.eval_every, 0)
         _one_of("device", self.device, DEVICES)
+        for name in ("vocab_size", "epochs", "batch_size", "patience", "eval_every", "seed"):
+            _within(name, getattr(self, name), TRAIN_LIMITS)
         if self.threads is not None:
-            _whole("threads", self.threads, 1)
+            _within("threads", self.threads, TRAIN_LIMITS)
+        for name in ("weight_decay", "grad_clip"):
+            _within(name, getattr(self, name), TRAIN_LIMITS, whole=False)
+        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) \
+                or not 0 < self.lr < math.inf:       # NaN fails this too
+            raise ValueError(f"lr must be a positive, finite number, not {self.lr!r}.")
+        _fraction("warmup_fraction", self.warmup_fraction)
+        _fraction("word_dropout", self.word_dropout)

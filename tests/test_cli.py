@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from minitx.cli import build_parser, configs_from_args
-from minitx.config import TrainConfig
+from minitx.cli import _optional_int, build_parser, configs_from_args, main
+from minitx.config import FRACTIONS, MODEL_LIMITS, TRAIN_LIMITS, TrainConfig
 
 
 def run_cli(*args, timeout=300):
@@ -30,6 +30,72 @@ def test_bad_flags_give_one_line_and_exit_code_2(args, message):
     assert "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
     assert message in done.stderr
+
+
+def numeric_flags() -> list[tuple[str, str]]:
+    """(field, --flag) of every numeric flag the command line has."""
+    return [(a.dest, a.option_strings[0]) for a in build_parser()._actions
+            if a.type in (int, float, _optional_int)]
+
+
+def limits(field: str) -> tuple:
+    if field in FRACTIONS:
+        return 0.0, None
+    if field == "lr":
+        return None, None                       # any positive, finite number
+    return TRAIN_LIMITS.get(field) or MODEL_LIMITS[field]
+
+
+def impossible_values(field: str) -> list[str]:
+    low, high = limits(field)
+    values = ["nan", "inf", "1e400", "abc", "-1", "0" if field == "lr" else "-0.5"]
+    if low is not None and low > 0:
+        values.append(str(low - 1))
+    if high is not None:
+        values.append(str(high + 1))
+    if field in FRACTIONS:
+        values.append("1")
+    return values
+
+
+# the smallest run there is: a run at one flag's edge takes a second, not minutes
+MICRO = ["--preset", "tiny", "--train-size", "40", "--test-size", "20", "--epochs", "1", "--no-save", "--quiet"]
+
+
+def run_main(capsys, *args) -> tuple[int, str]:
+    """The command line in this process: its exit code and its stderr. A traceback raises."""
+    try:
+        code = main([*MICRO, *args])
+    except SystemExit as done:
+        code = done.code
+    return code, capsys.readouterr().err
+
+
+def test_every_numeric_flag_is_walked():
+    walked = {field for field, _ in numeric_flags()}
+    assert len(walked) >= 20 and {"max_len", "d_model", "lr", "seed", "threads", "dropout"} <= walked
+
+
+@pytest.mark.parametrize("field, flag", numeric_flags())
+def test_every_impossible_value_of_every_numeric_flag_is_one_line_and_exit_2(capsys, field, flag):
+    for value in impossible_values(field):
+        code, err = run_main(capsys, f"{flag}={value}")
+        assert code == 2, (flag, value, err)
+        assert err.count("\n") == 1 and err.startswith("python -m minitx.train: error:"), (flag, value, err)
+
+
+@pytest.mark.parametrize("field, flag", numeric_flags())
+def test_every_numeric_flag_at_its_edges_trains_or_says_why_in_one_line(imdb, capsys, field, flag):
+    """At the lowest value a flag allows (and at the highest, for the sizes a tensor is made
+    of), a run either trains or the combination is refused in one line, exit 2: never a traceback.
+    --max-len 1 once got past the checks and failed inside the run."""
+    low, high = limits(field)
+    edges = [low if low is not None else 1e-6]
+    if field in ("max_len", "batch_size", "vocab_size"):
+        edges.append(high)
+    for value in edges:
+        code, err = run_main(capsys, f"{flag}={value}")
+        assert code == 0 or (code == 2 and err.count("\n") == 1), (flag, value, code, err)
 
 
 def test_flags_override_the_preset():
@@ -106,7 +172,7 @@ def test_the_cli_holds_the_lock_while_it_trains_so_the_app_refuses_a_start(imdb,
                             "--checkpoint-dir", str(tmp_path / "cli"), "--run-name", "cli-held"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     lock = TrainingLock(default_lock_path())
-    registry = RunRegistry(tmp_path / "app", worker="thread")
+    registry = RunRegistry(tmp_path / "app")
     try:
         deadline = time.monotonic() + 60
         while (lock.holder() or {}).get("run") != "cli-held":

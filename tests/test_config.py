@@ -26,9 +26,9 @@ def test_configs_are_frozen():
     (dict(ffn="tanh"), "ffn must be one of relu, gelu, swiglu"),
     (dict(pooling="max"), "pooling must be one of mean, cls"),
     (dict(dropout=1.0), "dropout must be between 0 and below 1, not 1.0"),
-    (dict(d_model=0), "d_model must be a whole number of at least 1, not 0"),
-    (dict(n_layers=1.5), "n_layers must be a whole number of at least 1, not 1.5"),
-    (dict(vocab_size=2), "vocab_size 2 is too small"),
+    (dict(d_model=0), "d_model must be a whole number from 1 to 8,192, not 0"),
+    (dict(n_layers=1.5), "n_layers must be a whole number from 1 to 96, not 1.5"),
+    (dict(vocab_size=2), "vocab_size must be a whole number from 3 to 1,000,000, not 2"),
     (dict(d_model=36, n_heads=12, pos_encoding="rope"), "head_dim must be even; d_model 36 / n_heads 12 = 3"),
 ])
 def test_model_config_errors_name_the_numbers(changes, message):
@@ -42,9 +42,9 @@ def test_model_config_errors_name_the_numbers(changes, message):
     (dict(test_size=0), "test_size must be a whole number of at least 2, not 0"),
     (dict(train_size=10, val_fraction=0.05), "leaves 0 validation and 10 training reviews"),
     (dict(tokenizer="sentencepiece"), "tokenizer must be one of bpe, wordpiece, unigram, word, char"),
-    (dict(lr=0), "lr must be a positive number, not 0"),
-    (dict(lr=float("nan")), "lr must be a positive number"),
-    (dict(epochs=0), "epochs must be a whole number of at least 1, not 0"),
+    (dict(lr=0), "lr must be a positive, finite number, not 0"),
+    (dict(lr=float("nan")), "lr must be a positive, finite number"),
+    (dict(epochs=0), "epochs must be a whole number from 1 to 1,000, not 0"),
     (dict(warmup_fraction=1.5), "warmup_fraction must be between 0 and below 1, not 1.5"),
     (dict(device="tpu"), "device must be one of auto, cpu, cuda, not 'tpu'"),
 ])

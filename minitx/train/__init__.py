@@ -36,14 +36,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import save_run
-from .config import ModelConfig, TrainConfig
-from .data import (EncodedSplit, evaluation_batches, encode_split, imdb_subsets,
+from ..checkpoint import save_run
+from ..config import ModelConfig, TrainConfig
+from ..data import (EncodedSplit, evaluation_batches, encode_split, imdb_subsets,
                    training_batches)
-from .encoder import SentimentClassifier, count_parameters
-from .snapshots import AttentionSnapshots, pick_review
-from .tokenizer import PAD_ID, UNK_ID, CLS_ID, Tokenizer, cached_tokenizer
+from ..encoder import SentimentClassifier, count_parameters
+from ..snapshots import AttentionSnapshots, pick_review
+from ..tokenizer import PAD_ID, UNK_ID, CLS_ID, Tokenizer, cached_tokenizer
 
+IMDB_SPLIT_SIZE = 25_000          # reviews in each of IMDB's labelled splits, train and test
 EVENTS = ("on_phase", "on_step", "on_eval", "on_epoch_end", "on_end")
 
 
@@ -60,6 +61,34 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory, where the platform says (Linux, macOS)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_run(model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
+    """What each config alone cannot tell, checked before any data is read: the subsets fit in
+    IMDB's splits, and the model fits in this machine's memory to train. ValueError if not."""
+    for name in ("train_size", "test_size"):
+        size = getattr(train_cfg, name)
+        if size is not None and size > IMDB_SPLIT_SIZE:
+            raise ValueError(f"{name} {size:,} is more than the {IMDB_SPLIT_SIZE:,} reviews of IMDB's "
+                             f"split; use 'all' (or None) for all of them.")
+    with torch.device("meta"):                 # shapes only: no memory is taken
+        model = SentimentClassifier(model_cfg.replace(vocab_size=max(model_cfg.vocab_size,
+                                                                     train_cfg.vocab_size)))
+    parameters = count_parameters(model)
+    needed = parameters * 16                   # weights, gradients and AdamW's two moments, float32
+    available = memory_bytes()
+    if available is not None and needed > available:
+        raise ValueError(f"this model has {parameters:,} parameters: training it needs about "
+                         f"{needed / 2**30:,.1f} GiB of memory, more than this machine's "
+                         f"{available / 2**30:,.1f} GiB. Make it smaller (d_model, d_ff, n_layers, vocab_size).")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -143,8 +172,7 @@ class TrainResult:
 class Trainer:
     """Trains a model on prepared splits, fires events, honours a stop flag within one step.
 
-    The stop flag is anything with `is_set()`. The app's flag can also pause a run while a page
-    is drawn; it reports the time it slept as `paused_seconds`, which tokens/s leaves out.
+    The stop flag is anything with `is_set()`: a threading or a multiprocessing Event.
     """
 
     def __init__(self, model: SentimentClassifier, cfg: TrainConfig, train: EncodedSplit,
@@ -178,9 +206,6 @@ class Trainer:
 
     def _stop_requested(self) -> bool:
         return self.stop is not None and self.stop.is_set()
-
-    def _paused_seconds(self) -> float:
-        return getattr(self.stop, "paused_seconds", 0.0)
 
     def _evaluate(self, step: int, epoch: float, elapsed: float) -> tuple[dict, torch.Tensor | None] | None:
         """Validation and test scores now; None when a stop request cut the evaluation short."""
@@ -253,7 +278,7 @@ class Trainer:
                 if self._stop_requested():
                     status, reason = "stopped", f"stopped by request at step {step}"
                     break
-                tick, paused = time.perf_counter(), self._paused_seconds()
+                tick = time.perf_counter()
                 lr = cfg.lr * lr_multiplier(step, self.total_steps, self.warmup_steps, cfg.lr_schedule)
                 loss_value = self._train_step(batch, lr)
                 if not math.isfinite(loss_value):
@@ -264,7 +289,7 @@ class Trainer:
                     break
                 step += 1
                 epoch_losses.append(loss_value)
-                train_seconds += time.perf_counter() - tick - (self._paused_seconds() - paused)
+                train_seconds += time.perf_counter() - tick
                 train_tokens += batch.n_tokens
                 tokens_per_second = train_tokens / max(train_seconds, 1e-9)
                 event = {"step": step, "total_steps": self.total_steps, "epoch": epoch + 1,
@@ -425,11 +450,3 @@ def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Iter
         checkpoint = save_run(checkpoint_dir, run_name or default_run_name(), model, train_cfg,
                               data.tokenizer, metrics)
     return RunOutcome(result, metrics, checkpoint, model, data.tokenizer, data)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from .cli import main
-
-    sys.exit(main())
