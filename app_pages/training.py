@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import streamlit as st
 
@@ -12,12 +10,12 @@ from minitx.curves import eval_curve, loss_curve
 from minitx.estimate import describe_lengths, estimate_run, representative_lengths, time_training_step
 from minitx.presets import PRESETS
 from minitx.runs import RunRegistry, RunSnapshot, format_duration
-from minitx.train import Trainer
+from minitx.train import Trainer, check_run
 from ui import charts
 from ui.common import literal_markdown, remembered, review_text, show_source
-from ui.live import PANEL_RERUN, current_run_id, poll_seconds, registry
+from ui.live import POLL_SECONDS, current_run_id, registry
 from ui.model_sidebar import KEY, model_sidebar
-from ui.resources import imdb_sample, newest_run, sample_lengths
+from ui.resources import imdb_sample, sample_lengths
 
 PRESET_LABELS = {"Quick": "quick", "Seed recipe": "seed", "Full IMDB": "full", "Tiny (smoke test)": "tiny"}
 ALL_REVIEWS = 25_000
@@ -71,9 +69,7 @@ def stop(run_id: str) -> None:
 @st.cache_data(show_spinner="Timing a few training steps of this model...", max_entries=64)
 def step_seconds(model_cfg: ModelConfig, batch_size: int, lengths: tuple[int, ...], machine_busy: bool) -> float:
     """machine_busy (another server's run trains) only keys the cache: a time taken on a busy
-    machine is not the one to show once it is free. A spare worker that is still starting (the
-    page starts one when it is drawn) is waited for, for the same reason."""
-    registry().wait_for_spare()
+    machine is not the one to show once it is free."""
     return time_training_step(model_cfg, batch_size, lengths)
 
 
@@ -171,20 +167,8 @@ def draw_results(snap: RunSnapshot) -> None:
                 st.markdown(literal_markdown(text) + (" …" if item["truncated"] else ""))   # as typed
 
 
-# Two animations the live panel does not need, each costing a headless Chromium without a GPU CPU
-# the training wants (this machine's 2 cores, mid-run):
-# - the bar's width animation, replayed on every update: 0.15 -> 0.09 cores with it off;
-# - the "stale" fade: every rerun marks the fragment's elements stale (opacity 0.33 after 0.5 s,
-#   cancelled when the rerun ends a few ms later), then fresh again; three 10 s spans each way
-#   in one run: Chromium 0.086-0.099 -> 0.063-0.068 cores, the worker 1.78 -> 1.81.
-LIVE_PANEL = "live_panel"
-LIVE_PANEL_STYLE = ("<style>[data-testid=stProgress] * { transition: none !important; }"
-                    f".st-key-{LIVE_PANEL} [data-stale=true] {{ opacity: 1 !important; "
-                    "transition: none !important; }</style>")
-
-
-def live_panel(run_id: str, every: float) -> None:
-    """The status, then a fragment that redraws progress and the loss chart every `every` s.
+def live_panel(run_id: str) -> None:
+    """The status, then a fragment that redraws progress and the loss chart every POLL_SECONDS.
 
     When the status changes (finished, stopped from another tab, failed) or an evaluation
     arrives, the fragment reruns the whole page: the status line, the evaluation charts and
@@ -192,16 +176,13 @@ def live_panel(run_id: str, every: float) -> None:
     """
     snap = registry().snapshot(run_id)
     draw_status(snap)
-    st.html(LIVE_PANEL_STYLE)
 
-    @st.fragment(run_every=every if snap.active else None)
+    @st.fragment(run_every=POLL_SECONDS if snap.active else None)
     def panel():
         now = registry().snapshot(run_id)
         if now.status != snap.status or len(now.evals) != len(snap.evals):
-            st.session_state[PANEL_RERUN] = True      # the run need not give way for this one
             st.rerun()          # before drawing: the bar must never run ahead of the status line
-        with st.container(key=LIVE_PANEL):
-            draw_progress(now)
+        draw_progress(now)
 
     panel()
     draw_evaluations(snap)
@@ -262,6 +243,7 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
                 lr=float(lr), lr_schedule=schedule, warmup_fraction=float(warmup),
                 weight_decay=float(weight_decay), grad_clip=float(grad_clip), word_dropout=float(word_dropout),
                 eval_every=int(eval_every), patience=int(patience), seed=int(seed))
+            check_run(model_cfg, train_cfg)
         except ValueError as error:
             problem = f"This run cannot start: {error}"
         if problem is None and imdb_sample() is None:
@@ -291,7 +273,6 @@ st.markdown(
     "it. Pick a preset, change any knob (the model itself is in the sidebar), and press Start.")
 
 start_pressed = st.session_state.pop("train_start_pressed", False)
-every = poll_seconds(os.environ.get("MINITX_POLL_SECONDS"))     # a bad value is said before a run starts
 run_id = current_run_id()
 if registry().active() is not None:
     # while a run trains, the page is only the live panel: one run at a time, and a big form
@@ -301,20 +282,13 @@ if registry().active() is not None:
     busy = registry().busy_reason() if start_pressed else None
     if busy:    # a Start from a tab that had not seen this run yet
         st.error(f"Not started: {busy}")
-    live_panel(run_id, every)
+    live_panel(run_id)
 else:
     configure_run(cfg, start_pressed)
     if run_id is None:
         st.info("No run yet in this server session. Saved runs are on **7 · Runs & predict**.")
     else:
         st.subheader("Last run")
-        live_panel(run_id, every)
+        live_panel(run_id)
 
 show_source(RunRegistry.start, RunRegistry.snapshot, Trainer.fit, estimate_run)
-# Every concept page shows the newest trained run: load it now, after this page is drawn,
-# rather than on the next page you open, which would show its spinner (first Encoder visit after
-# this page, fresh server, no run training: 0.67-0.95 s in Chromium before, 0.48-0.61 s after).
-newest_run()
-# A worker process for the next run, started now (when no run trains) with torch and the data
-# libraries imported, so that Start begins preparing data at once rather than about 2 s later.
-registry().prepare_worker()

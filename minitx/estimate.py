@@ -3,13 +3,9 @@
 The estimate has three parts: preparing the data (reading, tokenizer, encoding,
 roughly linear in the number of reviews), the training steps (measured: one
 optimiser step of this very model, dropout on, at each of four typical review
-lengths, averaged), and the evaluations (a forward pass costs about a fifth of
-a step, per review). The four lengths matter: a step's cost grows faster than
-its length, so a step at the mean length is about 10% cheaper than the mean
-step. Against the command line on this project's 2-core CPU (quick, estimate
-then run, in turns): 0.91-1.06 of the run's time (median 0.94) with the four
-lengths, 0.81-0.90 (median 0.87) at the mean length. benchmarks/estimate_accuracy.py
-measures it: 0.75-1.00 (median 0.90) over 10 turns, each estimate in a fresh process.
+lengths, averaged: a step's cost grows faster than its length, so one step at
+the mean length would come out too cheap), and the evaluations (a forward pass
+costs about a fifth of a step, per review).
 """
 
 from __future__ import annotations
@@ -25,14 +21,12 @@ import torch.nn.functional as F
 
 from .config import ModelConfig, TrainConfig
 from .encoder import SentimentClassifier
+from .train import IMDB_SPLIT_SIZE
 
-IMDB_SPLIT_SIZE = 25_000
 # an evaluation forward pass (no dropout, no backward, no AdamW) against a training step, per
-# review: on this project's 2-core CPU 0.163-0.201 (quick's 5,500 and full's 27,500 reviews, twice
-# each, against the mean of 80 real training steps timed right before)
+# review, as measured on a 2-core CPU
 FORWARD_SHARE = 0.19
-# starting Python and torch, reading IMDB, training the tokenizer and encoding, fitted on this
-# project's 2-core CPU: quick (10k reviews) 2-3 s, full (50k) 9-12 s, plus about 2 s to start
+# starting the worker, reading IMDB, training the tokenizer and encoding, fitted on a 2-core CPU
 PREPARE_BASE_SECONDS, PREPARE_SECONDS_PER_REVIEW = 2.5, 0.2e-3
 
 
@@ -40,8 +34,8 @@ def representative_lengths(lengths: Sequence[int], max_len: int, groups: int = 4
     """The middle kept length of each of `groups` equal-count groups of reviews, shortest first.
 
     A step's cost grows faster than its length (attention is quadratic in it), so a step at
-    the mean length is cheaper than the mean step: on Quick here, about 160 ms against 177 over
-    its real batches. One step at each of these lengths, averaged, gives the mean of the mix.
+    the mean length is cheaper than the mean step; one step at each of these lengths, averaged,
+    gives the mean of the mix.
     """
     if groups < 1:
         raise ValueError(f"groups must be at least 1, not {groups}.")
@@ -82,21 +76,17 @@ def describe_lengths(lengths: Sequence[int], max_len: int) -> str:
 
 
 def time_training_step(model_cfg: ModelConfig, batch_size: int, lengths: Sequence[int],
-                       probe_batch: int = 4, cheap_seconds: float = 0.25, repeats: int = 1) -> float:
+                       probe_batch: int = 4, cheap_seconds: float = 0.25) -> float:
     """Mean seconds per optimiser step of this model over batches of these lengths, measured here.
 
     Steps on a small probe batch at the longest length come first. If they were cheap, each
     length is timed on the full batch (small models are dominated by fixed costs, so scaling
     would mislead); if not, on the probe batch, scaled by batch_size / probe_batch, which is
-    accurate for big models and keeps a slow model from freezing the page. With repeats > 1,
-    each length is timed that many times and the fastest kept; here a second try did not bring
-    the estimate closer (a slow spell of the machine outlasts it: benchmarks/estimate_accuracy.py).
+    accurate for big models and keeps a slow model from freezing the page.
     """
     lengths = [max(2, min(int(n), model_cfg.max_len)) for n in lengths]
     if not lengths:
         raise ValueError("time at least one length.")
-    if repeats < 1:
-        raise ValueError(f"time each length at least once, not {repeats} times.")
     longest = max(lengths)
     cfg = model_cfg                          # dropout included: it costs time too
     model = SentimentClassifier(cfg)
@@ -122,9 +112,9 @@ def time_training_step(model_cfg: ModelConfig, batch_size: int, lengths: Sequenc
         rows, scale = batch_size, 1.0
         if probe < batch_size:
             timed_step(batch_size, longest)  # the full batch allocates more; not timed either
-    counts = Counter(lengths)            # lengths cut to max_len repeat: time each one once (per try)
-    fastest = {n: min(timed_step(rows, n) for _ in range(repeats)) for n in counts}
-    return scale * sum(count * fastest[n] for n, count in counts.items()) / len(lengths)
+    counts = Counter(lengths)            # lengths cut to max_len repeat: time each one once
+    seconds = {n: timed_step(rows, n) for n in counts}
+    return scale * sum(count * seconds[n] for n, count in counts.items()) / len(lengths)
 
 
 @dataclass

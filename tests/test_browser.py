@@ -18,7 +18,6 @@ import pytest
 from streamlit_app import ICON
 from tests.browser_support import CHROMIUM_ARGS, ROOT, settle, start_server
 from tests.conftest import skip_or_fail
-from ui.preload import element_code_files
 
 SHOTS = ROOT / "artifacts" / "browser"
 PAGES = {"home": "", "tokenization": "tokenization", "embeddings": "embeddings",
@@ -104,14 +103,6 @@ def test_click_through_the_app(browser, server):
     assert icon.startswith("data:image/svg+xml;base64,"), icon[:80]
     assert base64.b64decode(icon.split(",", 1)[1]) == ICON.read_bytes()
 
-    # the code of every element the pages use is fetched ahead, including the toggle's and the data
-    # grid's, which this page does not show (ui/preload.py); the element asking for it takes no room
-    page.wait_for_function("""files => files.every(file => performance.getEntriesByType('resource')
-                                  .some(entry => entry.name.endsWith('/static/js/' + file)))""",
-                           arg=list(element_code_files()), timeout=15_000)
-    assert page.locator("#minitx-preload").count() == 1
-    assert not page.locator("[data-testid=stElementContainer]:has(#minitx-preload)").is_visible()
-
     # 2) changing the head count redraws one heatmap per head
     assert _heatmaps(page) == 4
     heads = sidebar.locator("[data-testid=stSlider]").filter(has_text="heads H").first.get_by_role("slider")
@@ -143,23 +134,6 @@ def _status(page) -> str:
 def _wait_until_training(page, timeout_ms: int) -> None:
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stProgress]')]"
                            ".some(e => e.innerText.includes('tokens/s'))", timeout=timeout_ms)
-
-
-# For 2.5 s, the opacity and transition of every live-panel element the moment a rerun marks it stale.
-STALE_PANEL_STYLES = """() => new Promise(resolve => {
-    const seen = [];
-    const observer = new MutationObserver(records => {
-        for (const record of records) {
-            const element = record.target;
-            if (element.getAttribute('data-stale') === 'true' && element.closest('.st-key-live_panel')) {
-                const style = getComputedStyle(element);
-                seen.push(`opacity ${style.opacity}, transition ${style.transitionDuration}`);
-            }
-        }
-    });
-    observer.observe(document.body, {attributes: true, attributeFilter: ['data-stale'], subtree: true});
-    setTimeout(() => { observer.disconnect(); resolve(seen); }, 2500);
-})"""
 
 
 def _nav(page, label: str, heading: str) -> None:
@@ -205,9 +179,6 @@ def test_live_training_run_stop_and_predict(browser, server):
     page.wait_for_timeout(3_000)                    # no clicks: the page must move by itself
     assert _progress(page) > first_progress
     assert chart.screenshot() != first_chart          # the loss chart was redrawn with new steps
-    # each redraw marks the panel stale for a moment: it must not start fading (CPU the run wants)
-    stale = page.evaluate(STALE_PANEL_STYLES)
-    assert stale and set(stale) == {"opacity 1, transition 0s"}, stale
     # an evaluation redraws the page by itself: the evaluation accuracy and loss charts appear
     page.wait_for_function("() => document.querySelectorAll('[data-testid=stVegaLiteChart]').length === 3",
                            polling=250, timeout=60_000)

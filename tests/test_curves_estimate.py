@@ -124,34 +124,3 @@ def test_a_timed_step_is_the_mean_over_the_lengths_on_both_paths(monkeypatch):
     assert full == pytest.approx(mean_cost) and scaled == pytest.approx(mean_cost)
     with pytest.raises(ValueError):
         time_training_step(cfg, 16, [])
-
-
-def test_repeats_keep_the_fastest_timing_of_each_length(monkeypatch):
-    clock = CountingClock()
-    seen = Counter()
-    held_up = {2: 5e-3, 4: 2e-3}        # extra seconds on a shape's 2nd and 4th step
-
-    class SomeStepsHeldUp(torch.nn.Module):
-        """A microsecond per token, and more on some steps of a shape, as if another process ran."""
-
-        def __init__(self, cfg):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(cfg.n_classes))
-
-        def forward(self, ids):                     # (B, T) -> (B, C)
-            seen[tuple(ids.shape)] += 1
-            clock.now += ids.numel() * 1e-6 + held_up.get(seen[tuple(ids.shape)], 0.0)
-            return self.w.expand(ids.size(0), -1)
-
-    monkeypatch.setattr(estimate.time, "perf_counter", clock)
-    monkeypatch.setattr(estimate, "SentimentClassifier", SomeStepsHeldUp)
-    cfg = tiny_config(max_len=64)
-    # the 4-row probe and then the full batch each take an untimed first step, so the full
-    # batch's timed steps at 64 tokens are its 2nd (5 ms late), 3rd (on time) and 4th (2 ms late)
-    fastest = time_training_step(cfg, 16, [64, 64], repeats=3)
-    assert fastest == pytest.approx(16 * 64 * 1e-6)             # not the first, last or mean
-    seen.clear()
-    once = time_training_step(cfg, 16, [64, 64])
-    assert once == pytest.approx(16 * 64 * 1e-6 + 5e-3)
-    with pytest.raises(ValueError, match="at least once"):
-        time_training_step(cfg, 16, [64], repeats=0)

@@ -1,6 +1,5 @@
-"""The run registry: real background runs on IMDB, in worker processes (and threads)."""
+"""The run registry: real background runs on IMDB, in worker processes."""
 
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -11,14 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-import torch.nn.functional as F
 
 from minitx.checkpoint import load_run, run_folders
 from minitx.config import ModelConfig, TrainConfig
 from minitx.presets import PRESETS
-from minitx.encoder import SentimentClassifier
-from minitx.runs import RunBusyError, RunRegistry, _pause_points, _WorkerFlag, format_duration
+from minitx.runs import WORKER_NICENESS, RunBusyError, RunRegistry, format_duration
 
 TINY_MODEL = ModelConfig(d_model=32, n_heads=2, n_kv_heads=1, n_layers=1, d_ff=64, max_len=64)
 TINY_TRAIN = TrainConfig(train_size=400, test_size=200, vocab_size=2000, epochs=2, batch_size=32,
@@ -108,7 +104,7 @@ def test_a_start_in_a_second_server_is_refused_while_the_first_trains(registry, 
         assert f"minitx process {os.getpid()}" in busy and str(registry.checkpoint_dir.resolve()) in busy
         with pytest.raises(RunBusyError, match="first-server.*only one run trains at a time"):
             other.start(TINY_MODEL, TINY_TRAIN, name="second-server")
-        assert other.run_ids() == [] and other.prepare_worker() is False    # no idle spare either
+        assert other.run_ids() == []
         assert registry.wait(run_id, timeout=120).status == "finished"
         assert other.busy_reason() is None     # the end let go of the lock
         second = other.start(TINY_MODEL, TINY_TRAIN, name="second-server")
@@ -124,14 +120,10 @@ def test_a_run_that_failed_or_could_not_start_frees_the_machine(registry, tmp_pa
     failed = registry.start(quick_model, TINY_TRAIN.replace(lr=10.0), name="nan-frees")
     assert registry.wait(failed, timeout=120).status == "failed"
     assert registry.training_lock.holder() is None
-    monkeypatch.setattr(registry, "_start_process", lambda run, worker: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
-        registry.start(TINY_MODEL, TINY_TRAIN, name="cannot-start")
-    assert registry.training_lock.holder() is None and registry.busy_reason() is None
 
     def no_worker():
         raise OSError("too many open files")
-    monkeypatch.setattr(registry, "_new_worker", no_worker)    # fails before the run exists
+    monkeypatch.setattr(registry._context, "Queue", no_worker)    # fails before the run exists
     with pytest.raises(OSError, match="too many open files"):
         registry.start(TINY_MODEL, TINY_TRAIN, name="no-worker")
     assert registry.training_lock.holder() is None and registry.active() is None
@@ -160,70 +152,6 @@ def test_a_killed_worker_ends_as_failed_and_leaves_no_half_run(registry):
     final = registry.wait(run_id, timeout=30)
     assert final.status == "failed" and "ended unexpectedly" in final.reason
     assert run_folders(registry.checkpoint_dir) == []
-
-
-def test_a_spare_worker_started_ahead_trains_the_next_run(registry):
-    assert registry.prepare_worker() is True
-    assert registry.prepare_worker() is False                  # one spare at a time
-    spare = registry._spare.process
-    run_id = registry.start(TINY_MODEL, TINY_TRAIN, name="on-the-spare")
-    assert registry._runs[run_id].process is spare and registry._spare is None
-    assert registry.prepare_worker() is False                  # not while a run trains
-    final = registry.wait(run_id, timeout=120)
-    assert final.status == "finished" and load_run(final.checkpoint).metrics["status"] == "finished"
-    # the registry's pump joins the worker (up to 10 s). Not spare.join() here: two threads
-    # joining one process race for its exit status, and the loser reads None.
-    registry._runs[run_id].pump.join(30)
-    assert spare.exitcode == 0                                 # one run per worker, then it exits
-    assert registry.prepare_worker() is True and registry._spare.process is not spare
-
-
-def test_waiting_for_a_starting_spare_ends_when_its_imports_are_done(registry):
-    assert registry.wait_for_spare(timeout=0) is True          # no spare: nothing to wait for
-    registry.prepare_worker()
-    assert registry.wait_for_spare(timeout=0) is False         # a fresh interpreter imports for seconds
-    assert not registry._spare.ready.is_set()
-    assert registry.wait_for_spare(timeout=60) is True
-    assert registry._spare.ready.is_set() and registry._spare.process.is_alive()   # idle, waiting for a run
-
-
-def test_stop_before_the_spare_has_read_its_run_still_ends_stopped(registry):
-    registry.prepare_worker()
-    run_id = registry.start(SLOW_MODEL, SLOW_TRAIN, name="stopped-at-once")
-    registry.stop(run_id)                                      # the worker may still be importing
-    final = registry.wait(run_id, timeout=120)
-    assert final.status == "stopped" and final.step == 0
-
-
-def test_a_spare_from_another_environment_is_not_used(registry, monkeypatch):
-    registry.prepare_worker()
-    spare = registry._spare.process
-    monkeypatch.setenv("MINITX_IMDB", "/nonexistent/imdb")     # as a new run would see it
-    run_id = registry.start(TINY_MODEL, TINY_TRAIN)
-    assert registry._runs[run_id].process is not spare
-    final = registry.wait(run_id, timeout=120)
-    assert final.status == "failed" and "/nonexistent/imdb" in final.reason
-    spare.join(30)
-    assert spare.exitcode == 0                                 # told to go, it went
-
-
-def test_shutdown_ends_an_idle_spare_and_threads_have_none(imdb, tmp_path):
-    registry = RunRegistry(tmp_path)
-    registry.prepare_worker()
-    assert registry.wait_for_spare(timeout=60)                  # idle, waiting for a run
-    spare = registry._spare.process
-    registry.shutdown(timeout=30)
-    assert not spare.is_alive() and spare.exitcode == 0        # it read its retire message
-    assert RunRegistry(tmp_path, worker="thread").prepare_worker() is False
-
-
-def test_shutdown_ends_a_spare_still_importing_at_once(imdb, tmp_path):
-    registry = RunRegistry(tmp_path)
-    registry.prepare_worker()
-    worker = registry._spare
-    registry.shutdown(timeout=30)
-    # ended before its imports were done: terminated, not killed after waiting for it
-    assert not worker.ready.is_set() and worker.process.exitcode == -signal.SIGTERM
 
 
 def test_shutdown_kills_a_worker_that_does_not_stop_and_it_is_reaped(registry):
@@ -266,131 +194,18 @@ def test_an_existing_run_name_is_refused_up_front(tmp_path):
         registry.start(TINY_MODEL, TINY_TRAIN, name="taken")
 
 
-def test_the_thread_worker_trains_too(imdb, tmp_path):
-    registry = RunRegistry(tmp_path, worker="thread")
-    final = registry.wait(registry.start(TINY_MODEL, TINY_TRAIN), timeout=120)
-    assert final.status == "finished" and final.worker == "thread"
-
-
-def test_the_worker_process_runs_the_given_niceness_below_its_server(imdb, tmp_path):
-    registry = RunRegistry(tmp_path, niceness=3)
+def test_the_worker_runs_below_its_server_in_priority(registry):
     run_id = registry.start(SLOW_MODEL, SLOW_TRAIN)
     try:
         wait_for(lambda s: s.status == "running", registry, run_id)     # set before training starts
         worker = registry._runs[run_id].process.pid
-        assert os.getpriority(os.PRIO_PROCESS, worker) == os.getpriority(os.PRIO_PROCESS, 0) + 3
+        assert os.getpriority(os.PRIO_PROCESS, worker) == os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS
     finally:
         registry.stop(run_id)
         registry.wait(run_id, timeout=120)
 
 
-@pytest.mark.parametrize("worker", ["process", "thread"])
-def test_a_run_gives_way_for_the_time_asked_then_goes_on(imdb, tmp_path, worker):
-    registry = RunRegistry(tmp_path, worker=worker)
-    run_id = registry.start(SLOW_MODEL, SLOW_TRAIN)
-    try:
-        wait_for(lambda s: s.step >= 5, registry, run_id)
-        assert registry.give_way(6.0)
-        # the step in flight finishes and reports (tens of ms; over 0.5 s once, in a busy CI run)
-        time.sleep(1.5)
-        paused_at = registry.snapshot(run_id).step
-        assert not registry.give_way(6.0)                # asking again does not make it longer
-        time.sleep(2.0)                                  # tens of steps, were it not pausing
-        assert registry.snapshot(run_id).step == paused_at
-        wait_for(lambda s: s.step > paused_at, registry, run_id, timeout=30)   # and it goes on
-        assert not registry.give_way(6.0)                # it trains at least as long as it paused
-        time.sleep(6.0)
-        assert registry.give_way(1.0)
-    finally:
-        registry.stop(run_id)
-        registry.wait(run_id, timeout=120)
-
-
-def test_stop_works_while_a_run_gives_way(registry):
-    run_id = registry.start(SLOW_MODEL, SLOW_TRAIN)
-    wait_for(lambda s: s.step >= 5, registry, run_id)
-    registry.give_way(10.0)
-    time.sleep(0.5)
-    asked = time.monotonic()
-    registry.stop(run_id)
-    final = registry.wait(run_id, timeout=120)
-    assert final.status == "stopped" and time.monotonic() - asked < 6.0   # not after the 10 s pause
-
-
-def _flag_and_model():
-    pause_until = multiprocessing.get_context("spawn").Value("d", 0.0, lock=False)   # as start() makes it
-    torch.manual_seed(0)
-    return _WorkerFlag(threading.Event(), pause_until), SentimentClassifier(TINY_MODEL.replace(vocab_size=100))
-
-
-def _pause(flag, seconds):
-    flag.pause_until.value = time.monotonic() + seconds      # what give_way() writes
-
-
-def _timed(work) -> float:
-    started = time.monotonic()
-    work()
-    return time.monotonic() - started
-
-
-IDS = torch.randint(5, 100, (4, 16), generator=torch.Generator().manual_seed(0))   # (B, T)
-LABELS = torch.tensor([0, 1, 0, 1])
-
-
-def test_a_worker_pauses_inside_a_step_forward_and_backward_and_computes_the_same():
-    flag, model = _flag_and_model()
-    model.eval()                                         # no dropout: the two passes must agree
-    F.cross_entropy(model(IDS), LABELS).backward()
-    plain = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    with _pause_points(flag):
-        _pause(flag, 0.4)
-        forward_seconds = _timed(lambda: F.cross_entropy(model(IDS), LABELS))
-        loss = F.cross_entropy(model(IDS), LABELS)
-        _pause(flag, 0.4)                                # asked for while the forward is done
-        backward_seconds = _timed(loss.backward)
-    assert forward_seconds >= 0.35 and backward_seconds >= 0.35
-    assert flag.paused_seconds >= 0.7
-    assert all(torch.equal(a, p.grad) for a, p in zip(plain, model.parameters()))
-
-
-def test_pause_points_leave_other_threads_alone_and_go_when_closed():
-    flag, model = _flag_and_model()
-    with _pause_points(flag):
-        _pause(flag, 3.0)
-        other = threading.Thread(target=lambda: model(IDS))    # a page drawing, in a thread worker's server
-        assert _timed(lambda: (other.start(), other.join())) < 1.5
-    assert _timed(lambda: model(IDS)) < 1.5                    # the pause is still asked for, unheard
-    assert flag.paused_seconds == 0.0
-
-
-def test_stop_ends_a_pause_inside_a_step():
-    flag, model = _flag_and_model()
-    with _pause_points(flag):
-        _pause(flag, 10.0)
-        threading.Timer(0.3, flag.event.set).start()
-        assert _timed(lambda: model(IDS)) < 5.0
-
-
-@pytest.mark.parametrize("seconds", [0, -1, 10.5, True, "1"])
-def test_giving_way_needs_a_sensible_time(tmp_path, seconds):
-    with pytest.raises(ValueError, match="give way for more than 0 and at most 10 seconds"):
-        RunRegistry(tmp_path).give_way(seconds)
-
-
-def test_giving_way_with_no_run_in_progress_does_nothing(tmp_path):
-    assert RunRegistry(tmp_path).give_way() is False
-
-
-@pytest.mark.parametrize("niceness", [-1, 20, 2.5, True, "5"])
-def test_a_niceness_outside_0_to_19_is_refused(tmp_path, niceness):
-    with pytest.raises(ValueError, match="whole number from 0 .* to 19"):
-        RunRegistry(tmp_path, niceness=niceness)
-
-
-def test_unknown_worker_and_unknown_run_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="worker must be"):
-        RunRegistry(tmp_path, worker="fork")
+def test_an_unknown_run_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no run with id"):
         RunRegistry(tmp_path).snapshot("run-9")
 
@@ -401,10 +216,6 @@ SERVER = textwrap.dedent("""
     from minitx.runs import RunRegistry
     if __name__ == "__main__":
         reg = RunRegistry(sys.argv[1])
-        if sys.argv[2] == "kill-spare":
-            reg.prepare_worker()
-            print(reg._spare.process.pid, flush=True)
-            time.sleep(600)       # waits to be killed, its spare idle
         run_id = reg.start(ModelConfig(d_model=128, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=256,
                                        max_len=256),
                            TrainConfig(train_size=2000, test_size=200, vocab_size=4000, epochs=3,
@@ -426,7 +237,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to see processes")
-@pytest.mark.parametrize("how", ["exit", "kill", "kill-spare"])
+@pytest.mark.parametrize("how", ["exit", "kill"])
 def test_no_worker_outlives_its_server(imdb, tmp_path, how):
     script = tmp_path / "server.py"
     script.write_text(SERVER)
@@ -438,7 +249,7 @@ def test_no_worker_outlives_its_server(imdb, tmp_path, how):
                                   stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     worker_pid = int(server.stdout.readline())
     assert _alive(worker_pid)
-    if how.startswith("kill"):
+    if how == "kill":
         server.send_signal(signal.SIGKILL)        # no atexit: the worker must notice on its own
     server.wait(timeout=120)
     deadline = time.monotonic() + 60
@@ -447,8 +258,6 @@ def test_no_worker_outlives_its_server(imdb, tmp_path, how):
     assert not _alive(worker_pid)
     if how == "exit":                             # its queues and events were let go of, too
         assert "leaked" not in (tmp_path / "server-stderr.log").read_text()
-    if how == "kill-spare":
-        return                                    # it had no run to save
     # either way the worker stopped after its step and saved the run whole
     saved = load_run(tmp_path / "ck" / "orphan-test")
     assert saved.metrics["status"] == "stopped"
