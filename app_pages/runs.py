@@ -148,8 +148,8 @@ if chosen:
 # -- manage ----------------------------------------------------------------------------------
 st.header("Manage")
 names = [i.name for i in infos]
-if st.session_state.get("runs_manage") not in names:
-    st.session_state["runs_manage"] = names[0]
+if st.session_state.get("runs_manage") not in names:      # never an unreadable run by default
+    st.session_state["runs_manage"] = (readable or infos)[0].name
 target = st.selectbox("run", names, key="runs_manage")
 c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
 c1.text_input("new name", key="runs_new_name", max_chars=100, placeholder="letters, digits, . _ -")
@@ -199,6 +199,9 @@ if text.strip():
         if text == drawn:
             left.caption(f"The reviewer's own label: {truth}.")
         right.progress(prediction.p_positive, text="negative ← → positive")
+        if prediction.all_unknown:
+            st.warning("The model knows none of these words: every token is [UNK] (not in its "
+                       "vocabulary), so this probability says nothing about your review.")
         right.caption(
             f"Token colours: **{METHOD}**, computed by this model. Start from the review with every "
             "word replaced by [UNK] and slide each word's embedding to the real one, adding up the "

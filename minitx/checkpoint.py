@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, TrainConfig
@@ -120,6 +121,38 @@ def read_metrics(path: str | os.PathLike) -> dict:
     return _read_json(Path(path) / METRICS_FILE)
 
 
+def _mismatch(path: Path, shapes: dict[str, tuple[int, ...]], model_config: ModelConfig) -> str | None:
+    """How the saved tensors' names and shapes disagree with the model config.json describes."""
+    with torch.device("meta"):                 # shapes only: nothing is allocated or initialised
+        expected = {k: tuple(v.shape) for k, v in SentimentClassifier(model_config).state_dict().items()}
+    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        return (f"{MODEL_FILE} in {path} does not match {CONFIG_FILE}: "
+                f"missing {missing[:3]}, unexpected {unexpected[:3]}.")
+    for key, shape in shapes.items():
+        if shape != expected[key]:
+            return (f"{MODEL_FILE} in {path}: tensor {key} has shape {shape}, "
+                    f"but {CONFIG_FILE} needs {expected[key]}.")
+    return None
+
+
+def check_weights(path: str | os.PathLike, model_config: ModelConfig) -> None:
+    """Read only the header of a run's weights file: ValueError if it is missing, damaged
+    (truncated, or not safetensors at all) or disagrees with the config. Cheap: no tensor is read."""
+    path = Path(path)
+    weights = path / MODEL_FILE
+    if not weights.is_file():
+        raise ValueError(f"{MODEL_FILE} is missing from {path}.")
+    try:
+        with safe_open(str(weights), "pt") as handle:
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as error:  # safetensors raises its own error type on damaged files
+        raise ValueError(f"{MODEL_FILE} in {path} is unreadable (truncated or corrupted?): {error}") from None
+    problem = _mismatch(path, shapes, model_config)
+    if problem:
+        raise ValueError(problem)
+
+
 def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild a saved run's model, tokenizer and metrics; ValueError names any bad file."""
     path = Path(path)
@@ -133,28 +166,15 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loa
         raise ValueError(f"{TOKENIZER_FILE} in {path} has {tokenizer.vocab_size} tokens but the "
                          f"model expects {model_config.vocab_size}.")
     metrics = read_metrics(path)
-
-    weights_path = path / MODEL_FILE
-    if not weights_path.is_file():
-        raise ValueError(f"{MODEL_FILE} is missing from {path}.")
+    check_weights(path, model_config)          # names and shapes, from the file's header
     try:
-        state = load_file(str(weights_path))
-    except Exception as error:  # safetensors raises its own error type on damaged files
-        raise ValueError(f"{MODEL_FILE} in {path} is unreadable (truncated or corrupted?): {error}") from None
-
-    model = SentimentClassifier(model_config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"{MODEL_FILE} in {path} does not match {CONFIG_FILE}: "
-                         f"missing {missing[:3]}, unexpected {unexpected[:3]}.")
+        state = load_file(str(path / MODEL_FILE))
+    except Exception as error:  # changed since, or damaged past its header
+        raise ValueError(f"{MODEL_FILE} in {path} is unreadable: {error}") from None
     for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
-            raise ValueError(f"{MODEL_FILE} in {path}: tensor {key} has shape {tuple(tensor.shape)}, "
-                             f"but {CONFIG_FILE} needs {tuple(expected[key].shape)}.")
         if not torch.isfinite(tensor).all():
             raise ValueError(f"{MODEL_FILE} in {path}: tensor {key} holds NaN or infinite values.")
+    model = SentimentClassifier(model_config)
     model.load_state_dict(state)
     model.to(device).eval()
     return LoadedRun(path, model, model_config, train_config, tokenizer, metrics)
@@ -239,16 +259,18 @@ class RunInfo:
 
 
 def describe_runs(directory: str | os.PathLike) -> list[RunInfo]:
-    """Every run folder, newest first, read without loading weights; unreadable ones say why."""
+    """Every run folder, newest first, checked without reading the weights (their file's header
+    against config.json); unreadable ones say why."""
     infos = []
     for path in run_folders(directory):
         info = RunInfo(path.name, path, path.stat().st_mtime)
         try:
-            info.model_config, info.train_config = read_run_configs(path)
-            info.metrics = read_metrics(path)
-            for required in (MODEL_FILE, TOKENIZER_FILE):
-                if not (path / required).is_file():
-                    raise ValueError(f"{required} is missing from {path}.")
+            model_config, train_config = read_run_configs(path)
+            metrics = read_metrics(path)
+            if not (path / TOKENIZER_FILE).is_file():
+                raise ValueError(f"{TOKENIZER_FILE} is missing from {path}.")
+            check_weights(path, model_config)
+            info.model_config, info.train_config, info.metrics = model_config, train_config, metrics
         except ValueError as error:
             info.error = str(error)
         infos.append(info)

@@ -27,7 +27,7 @@ import torch
 
 from .data import truncate
 from .encoder import SentimentClassifier
-from .tokenizer import CLS_ID, UNK_ID, Tokenizer
+from .tokenizer import CLS_ID, UNK, UNK_ID, Tokenizer
 
 METHOD = "integrated gradients"
 STEPS = 16                 # points on the path from blanked-out to real; error falls as 1/STEPS**2
@@ -44,6 +44,11 @@ class Prediction:
     @property
     def truncated(self) -> bool:
         return self.n_tokens_in_text > len(self.tokens) - 1
+
+    @property
+    def all_unknown(self) -> bool:
+        """Every token the model read is [UNK]: it knows none of the words (emoji, another script)."""
+        return all(token == UNK for token in self.tokens[1:])
 
 
 def encode_review(tokenizer: Tokenizer, text: str, max_len: int,

@@ -2,10 +2,10 @@
 
 import json
 import re
-import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -42,18 +42,6 @@ def app(monkeypatch, tmp_path, imdb):
     st.cache_resource.clear()
     st.cache_data.clear()
     return AppTest.from_file(APP, default_timeout=60)
-
-
-def test_every_page_run_asks_the_browser_for_the_code_of_all_elements_once(app):
-    from ui.preload import element_code_files
-
-    at = app.run()
-    preload = [h.value for h in at.get("html") if "minitx-preload" in h.value]
-    assert len(preload) == 1
-    assert all(f'"{name}"' in preload[0] for name in element_code_files())
-    assert "window.minitxPreloaded" in preload[0]          # once per tab, not on every rerun
-    at.switch_page("app_pages/attention.py").run()
-    assert len([h for h in at.get("html") if "minitx-preload" in h.value]) == 1
 
 
 def test_home_renders_the_pipeline_for_the_sidebar_model(app):
@@ -207,22 +195,6 @@ def trained_checkpoints(tmp_path_factory, imdb):
     return folder
 
 
-def test_the_training_page_loads_the_newest_run_ahead_of_the_concept_pages(app, monkeypatch,
-                                                                           trained_checkpoints):
-    monkeypatch.setenv("MINITX_CHECKPOINTS", str(trained_checkpoints))
-    import ui.resources
-
-    loads = []
-    real_load_run = ui.resources.load_run
-    monkeypatch.setattr(ui.resources, "load_run", lambda path: loads.append(path) or real_load_run(path))
-    at = app.switch_page("app_pages/training.py").run()      # a learner's first page (Home loads it too)
-    assert not at.exception and at.title[0].value == "Training"
-    assert [Path(p).name for p in loads] == ["tiny"]
-    at.switch_page("app_pages/encoder.py").run()
-    assert not at.exception and len(loads) == 1          # the Encoder page found it loaded
-    assert any("Run tiny" in c.value for c in at.caption)
-
-
 def _page_widgets(at):
     """Widgets in the page body (not the sidebar), as (kind, key) pairs."""
     found = []
@@ -299,16 +271,12 @@ def _heading(at) -> str:
 
 
 def _train_until_done(at, timeout: float = 180.0) -> list[float]:
-    """AppTest does not fire run_every: rerun the page by hand, as the fragment would (and, as
-    for the fragment's reruns, without asking the run to give way)."""
+    """AppTest does not fire run_every: rerun the page by hand, as the fragment would."""
     import time
-
-    from ui.live import PANEL_RERUN
 
     seen, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        at.session_state[PANEL_RERUN] = True
         at.run()
         assert not at.exception, at.exception
         seen += [p.value / 100 for p in at.get("progress")]   # AppTest gives percent
@@ -386,8 +354,6 @@ def test_a_second_start_while_busy_says_which_run_is_training(app):
     assert "long-run" in _heading(at)
     assert not [b for b in at.button if b.key == "train_start"]     # no Start while a run trains
     assert any("One run trains at a time" in c.value for c in at.caption)
-    # the progress bar is redrawn every second without its width animation (CPU the run needs)
-    assert any("stProgress" in h.proto.body and "transition: none" in h.proto.body for h in at.get("html"))
     from minitx.presets import PRESETS
     from ui.live import registry
 
@@ -418,12 +384,10 @@ def test_a_run_in_another_server_is_named_and_start_is_refused(app):
         assert any(w.value.startswith("Run elsewhere-run is training on this machine") for w in at.warning)
         assert any("timed just now on this machine while another run trains on it (so too long) at"
                    in m.value for m in at.markdown)
-        assert registry()._spare is None     # no idle worker while another server trains
     finally:
         other_server.release()
     at.run()
     assert not at.warning
-    assert registry()._spare is not None     # free again: a worker for the next run
     assert any("timed just now on this machine at" in m.value for m in at.markdown)   # timed again
 
 
@@ -447,81 +411,6 @@ def test_a_worker_process_started_from_the_app_does_not_run_the_app():
     assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr[-3000:])
 
 
-def test_the_training_page_readies_a_worker_and_a_cleared_cache_ends_it(app):
-    import streamlit as st
-
-    from ui.live import registry
-
-    at = app.run()
-    at.switch_page("app_pages/training.py").run()
-    assert not at.exception
-    spare = registry()._spare.process          # started at the end of the page, no run training
-    assert spare.is_alive()
-    st.cache_resource.clear()                  # Clear cache: the registry goes, and its worker
-    spare.join(30)
-    # told to go (0), or ended while still importing (-SIGTERM); never killed after a wait (-SIGKILL)
-    assert spare.exitcode in (0, -signal.SIGTERM)
-
-
-@pytest.mark.parametrize("text, expected", [(None, "default"), ("", "default"), (" 0 ", 0), ("19", 19)])
-def test_the_worker_niceness_comes_from_the_environment(text, expected):
-    from minitx.runs import WORKER_NICENESS
-    from ui.live import worker_niceness
-
-    assert worker_niceness(text) == (WORKER_NICENESS if expected == "default" else expected)
-
-
-def test_a_worker_niceness_that_is_not_a_number_is_a_clear_error(app, monkeypatch):
-    monkeypatch.setenv("MINITX_WORKER_NICENESS", "low")
-    at = app.run()
-    assert not at.exception                     # only the pages that train or list runs need it
-    at.switch_page("app_pages/training.py").run()
-    assert "MINITX_WORKER_NICENESS must be a whole number from 0 to 19, not 'low'" in at.exception[0].value
-
-
-@pytest.mark.parametrize("text, expected", [(None, 1.0), ("  ", 1.0), ("2", 2.0), (" 0.5 ", 0.5), ("10", 10.0)])
-def test_the_live_panels_interval_comes_from_the_environment(text, expected):
-    from minitx.runs import POLL_SECONDS
-    from ui.live import poll_seconds
-
-    assert POLL_SECONDS == 1.0                  # "about once a second" (issue 4)
-    assert poll_seconds(text) == expected
-
-
-@pytest.mark.parametrize("text", ["0.4", "11", "nan", "inf", "-1", "often"])
-def test_a_live_panel_interval_out_of_range_is_a_clear_error(text):
-    from ui.live import poll_seconds
-
-    with pytest.raises(ValueError, match=re.escape(
-            f"MINITX_POLL_SECONDS must be a number of seconds from 0.5 to 10, not {text!r}.")):
-        poll_seconds(text)
-
-
-def test_the_training_page_says_a_bad_interval_before_any_run(app, monkeypatch):
-    monkeypatch.setenv("MINITX_POLL_SECONDS", "often")
-    at = app.run()
-    assert not at.exception                     # only the Training page polls
-    at.switch_page("app_pages/training.py").run()
-    assert "MINITX_POLL_SECONDS must be a number of seconds from 0.5 to 10, not 'often'." in at.exception[0].value
-
-
-def test_a_learners_page_run_asks_the_training_to_give_way_the_panels_own_rerun_does_not(
-        app, monkeypatch):
-    from minitx.runs import RunRegistry
-    from ui.live import PANEL_RERUN
-
-    asked = []
-    monkeypatch.setattr(RunRegistry, "give_way", lambda self, *args: asked.append(args) or True)
-    at = app.run()
-    at.switch_page("app_pages/encoder.py").run()
-    assert not at.exception and len(asked) == 2               # the first page, then a switch
-    at.session_state[PANEL_RERUN] = True                       # as the live panel reruns the page
-    at.run()
-    assert len(asked) == 2 and PANEL_RERUN not in at.session_state
-    at.run()                                                   # the next rerun is the learner's again
-    assert len(asked) == 3
-
-
 def test_lr_10_ends_as_failed_with_the_reason_on_the_page(app):
     at = _start(app.run(), preset="Quick", name="too-hot", lr=10.0, train_size=400, test_size=200)
     _train_until_done(at)
@@ -538,22 +427,59 @@ def test_a_hostile_run_name_is_refused_on_the_page(app, name):
     assert registry().run_ids() == []
 
 
-def test_runs_page_lists_a_corrupted_run_as_unreadable_and_manages_runs(app, monkeypatch, tmp_path,
-                                                                     trained_checkpoints):
+def _break_runs(good: Path, folder: Path) -> dict[str, str]:
+    """Four copies of a good run, each damaged as a learner's disk or hands might: the reason each
+    must be listed with. They are made newer than the good run, so a careless default picks one."""
+    import json
+    import os
+    import shutil
+
+    import torch
+
+    damage = {}
+    for name in ("truncated", "pickled", "wrong-shape", "bad-config"):
+        shutil.copytree(good, folder / name)
+    weights = (folder / "truncated" / "model.safetensors")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    damage["truncated"] = "unreadable (truncated or corrupted?)"
+    torch.save({"anything": torch.zeros(3)}, folder / "pickled" / "model.safetensors")
+    damage["pickled"] = "unreadable (truncated or corrupted?)"
+    config = json.loads((folder / "wrong-shape" / "config.json").read_text())
+    config["model"]["d_model"] = 64                          # the tensors are 32 wide
+    (folder / "wrong-shape" / "config.json").write_text(json.dumps(config))
+    damage["wrong-shape"] = "has shape"
+    (folder / "bad-config" / "config.json").write_text("{truncated")
+    damage["bad-config"] = "config.json"
+    for n, name in enumerate(damage, start=1):
+        os.utime(folder / name, (time.time() + n, time.time() + n))
+    return damage
+
+
+def test_runs_page_lists_broken_runs_as_unreadable_never_by_default_and_manages_runs(
+        app, monkeypatch, tmp_path, trained_checkpoints):
     import shutil
 
     folder = tmp_path / "runs"
     shutil.copytree(trained_checkpoints, folder)
-    (folder / "broken").mkdir()
-    (folder / "broken" / "config.json").write_text("{truncated")
+    damage = _break_runs(trained_checkpoints / "tiny", folder)
     monkeypatch.setenv("MINITX_CHECKPOINTS", str(folder))
     at = app.run()
     at.switch_page("app_pages/runs.py").run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value.set_index("run")
-    assert table.loc["broken", "status"] == "unreadable" and "config.json" in table.loc["broken", "model"]
+    for name, reason in damage.items():
+        assert table.loc[name, "status"] == "unreadable" and reason in table.loc[name, "model"], name
     assert table.loc["tiny", "status"] == "finished"
-    assert any("cannot be read" in w.value for w in at.warning)
+    assert any("4 run folder(s) cannot be read" in w.value for w in at.warning)
+    # every default is the good run, though the broken ones are newer
+    assert at.multiselect(key="runs_overlay").value == ["tiny"]
+    assert at.selectbox(key="runs_manage").value == "tiny"
+    assert at.selectbox(key="predict_run").value == "tiny" and at.selectbox(key="predict_run").options == ["tiny"]
+    # a review the model knows none of the words of gets a probability, and a warning with it
+    at.text_area(key="predict_text").set_value("😀🎬🍿 🤩🤩").run()
+    assert any("knows none of these words" in w.value for w in at.warning)
+    at.text_area(key="predict_text").set_value("A wonderful film, I loved it.").run()
+    assert not any("knows none of these words" in w.value for w in at.warning)
 
     at.selectbox(key="runs_manage").set_value("tiny").run()
     at.text_input(key="runs_new_name").set_value("../outside").run()
@@ -563,12 +489,12 @@ def test_runs_page_lists_a_corrupted_run_as_unreadable_and_manages_runs(app, mon
     at.button(key="runs_rename").click().run()
     assert (folder / "tiny-renamed").is_dir() and not (folder / "tiny").exists()
 
-    at.selectbox(key="runs_manage").set_value("broken").run()
+    at.selectbox(key="runs_manage").set_value("bad-config").run()
     at.button(key="runs_delete").click().run()
-    assert (folder / "broken").is_dir()                     # nothing goes before the confirmation
+    assert (folder / "bad-config").is_dir()                 # nothing goes before the confirmation
     assert any("cannot be undone" in w.value for w in at.warning)
     at.button(key="runs_delete_yes").click().run()
-    assert not (folder / "broken").exists() and (folder / "tiny-renamed").is_dir()
+    assert not (folder / "bad-config").exists() and (folder / "tiny-renamed").is_dir()
     assert not at.exception
 
 
