@@ -4,7 +4,8 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from minitx.encoder import EncoderLayer, SentimentClassifier, mean_pool
+from minitx.block import TransformerBlock
+from minitx.encoder import SentimentClassifier, mean_pool
 from minitx.inspect import parameter_breakdown
 from ui.charts import bars, heatmap
 from ui.common import check_yourself, shapes, show_source, token_labels
@@ -70,7 +71,7 @@ shapes({"ids": (1, len(ids)), "each layer's output": tuple(out.layer_states[0].s
         "attention weights per layer": tuple(out.attentions[0].shape), "pooled": tuple(out.pooled.shape),
         "logits": tuple(out.logits.shape)})
 
-show_source(EncoderLayer.forward, mean_pool, SentimentClassifier.run)
+show_source(TransformerBlock.forward, mean_pool, SentimentClassifier.run)
 check_yourself(
     "Why must mean pooling divide by the number of *real* tokens rather than by T?",
     "Padding fills a short review up to the batch's longest one. Dividing by T would shrink a "

@@ -49,19 +49,21 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 def attention_mask(key_padding_mask: torch.Tensor | None, seq_len: int,
-                   causal: bool = False, device=None) -> torch.Tensor | None:
-    """A boolean mask, True where a query may look at a key. Returns (B or 1, 1, T, T) or None.
+                   causal: bool = False, device=None, n_keys: int | None = None) -> torch.Tensor | None:
+    """A boolean mask, True where a query may look at a key. Returns (B or 1, 1, T, S) or None.
 
-    key_padding_mask is (B, T), True on real tokens and False on [PAD]: nobody
-    attends to padding. causal=True also hides every later token.
+    key_padding_mask is (B, S), True on real tokens and False on [PAD]: nobody
+    attends to padding. causal=True also hides every later token. The T queries
+    are the last T of the S = n_keys positions (S > T when a KV cache holds earlier ones).
     """
+    n_keys = n_keys or seq_len
     mask = None
     if key_padding_mask is not None:
-        mask = key_padding_mask[:, None, None, :].bool()                        # (B, 1, 1, T)
+        mask = key_padding_mask[:, None, None, :].bool()                        # (B, 1, 1, S)
         device = key_padding_mask.device
-    if causal:
-        lower = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()  # (T, T)
-        mask = lower[None, None] if mask is None else mask & lower              # (B, 1, T, T)
+    if causal and seq_len > 1:       # one newest query may look at every key: nothing to hide
+        lower = torch.ones(seq_len, n_keys, dtype=torch.bool, device=device).tril(n_keys - seq_len)  # (T, S)
+        mask = lower[None, None] if mask is None else mask & lower              # (B, 1, T, S)
     return mask
 
 
@@ -70,29 +72,32 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(Q K^T / sqrt(Dh)) V, written out. Returns the output and the weights.
 
-    q is (B, H, T, Dh); k and v are (B, G, T, Dh); mask is True where allowed.
+    q is (B, H, T, Dh); k and v are (B, G, S, Dh) (S = T without a KV cache); mask is
+    True where allowed.
     """
     n_rep = q.size(1) // k.size(1)
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)                # (B, H, T, Dh)
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)                # (B, H, S, Dh)
     # 1) similarity of every query with every key, scaled so the softmax
     #    does not saturate as Dh grows
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))      # (B, H, T, T)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))      # (B, H, T, S)
     # 2) forbidden pairs get -inf, which the softmax turns into weight 0
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     # 3) each row becomes a probability distribution over keys
-    weights = scores.softmax(dim=-1)                               # (B, H, T, T)
+    weights = scores.softmax(dim=-1)                               # (B, H, T, S)
     dropped = F.dropout(weights, dropout_p, training) if dropout_p else weights
     # 4) the output is the weighted average of the values
-    return dropped @ v, weights                                    # (B, H, T, Dh), (B, H, T, T)
+    return dropped @ v, weights                                    # (B, H, T, Dh), (B, H, T, S)
 
 
 def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
-    """The same result as `explicit_attention`, from PyTorch's fused kernel; no weights."""
+                    mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+                    is_causal: bool = False) -> torch.Tensor:
+    """The same result as `explicit_attention`, from PyTorch's fused kernel; no weights.
+    is_causal=True is the causal mask without building it (the kernel skips the hidden half)."""
     n_rep = q.size(1) // k.size(1)
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)                # (B, H, T, Dh)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)                # (B, H, S, Dh)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
 
 
 class GroupedQueryAttention(nn.Module):
@@ -112,25 +117,32 @@ class GroupedQueryAttention(nn.Module):
         self.out_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
-                causal: bool = False, need_weights: bool = False
+                causal: bool = False, need_weights: bool = False, cache=None, start: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x is (B, T, D); key_padding_mask (B, T) is True on real tokens.
 
         Returns the output (B, T, D) and, with need_weights=True, the
-        attention weights (B, H, T, T) from the explicit path; otherwise the
-        fused path runs and the weights are None.
+        attention weights (B, H, T, S) from the explicit path; otherwise the
+        fused path runs and the weights are None. With a cache (one layer of a
+        minitx.decoder.KVCache), x holds the tokens at positions start, start + 1, ...:
+        their keys and values are written into it, and the queries attend to all
+        S = start + T positions it then holds.
         """
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # (B, H, T, Dh)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, Dh)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, Dh)
-        if self.use_rope:
-            cos, sin = rope_angles(T, self.head_dim, device=x.device)                   # (T, Dh/2)
+        if self.use_rope:       # each position rotated by its own absolute index
+            cos, sin = rope_angles(T, self.head_dim, device=x.device, start=start)      # (T, Dh/2)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        mask = attention_mask(key_padding_mask, T, causal, device=x.device)
+        if cache is not None:
+            k, v = cache.update(k, v, start)                                             # (B, G, S, Dh)
+        mask = attention_mask(key_padding_mask, T, causal, device=x.device, n_keys=k.size(2))
         dropout_p = self.attention_dropout if self.training else 0.0
         if need_weights:
             out, weights = explicit_attention(q, k, v, mask, dropout_p, self.training)
+        elif causal and T > 1 and key_padding_mask is None and k.size(2) == T:   # a plain causal mask
+            out, weights = fused_attention(q, k, v, dropout_p=dropout_p, is_causal=True), None
         else:
             out, weights = fused_attention(q, k, v, mask, dropout_p), None
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)           # (B, T, H*Dh)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, fields
 POS_ENCODINGS = ("sinusoidal", "rope", "learned", "none")
 NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("pre", "post")
-FFNS = ("relu", "gelu", "swiglu")
+FFNS = ("relu", "gelu", "swiglu", "moe")
+TASKS = ("classify", "lm")
 POOLINGS = ("mean", "cls")
 
 TOKENIZER_KINDS = ("bpe", "wordpiece", "unigram", "word", "char")
@@ -34,11 +35,11 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
 # (None: no upper limit). The command line and its tests read the same table.
 MODEL_LIMITS = {"vocab_size": (3, 1_000_000), "d_model": (1, 8192), "n_heads": (1, 1024),
                 "n_kv_heads": (1, 1024), "n_layers": (1, 96), "d_ff": (1, 65_536),
-                "max_len": (2, 16_384)}
+                "max_len": (2, 16_384), "n_experts": (1, 64), "experts_per_token": (1, 64)}
 TRAIN_LIMITS = {"train_size": (2, None), "test_size": (2, None), "vocab_size": (10, 1_000_000),
                 "epochs": (1, 1000), "batch_size": (1, 4096), "patience": (0, None),
                 "eval_every": (0, None), "seed": (0, 2**32 - 1), "threads": (1, 1024),
-                "weight_decay": (0.0, 10.0), "grad_clip": (0.0, 1000.0)}
+                "weight_decay": (0.0, 10.0), "grad_clip": (0.0, 1000.0), "moe_loss_weight": (0.0, 10.0)}
 
 
 # Fields that are shares, from 0 up to (not including) 1.
@@ -84,12 +85,17 @@ class _Config:
 
 @dataclass(frozen=True)
 class ModelConfig(_Config):
-    """The shape of the encoder.
+    """The shape of the network, and which of the two it is.
 
-    Derived values (`head_dim`, `queries_per_kv`) are properties, never stored,
-    so they cannot disagree with the numbers they come from.
+    `task` lives here, not beside the config, because it decides the network
+    itself: "classify" is the encoder (every token sees every other, pooled into
+    class logits), "lm" the decoder (a causal mask, next-token logits from the
+    embedding table). A saved config.json must name it for the model to be
+    rebuilt. Derived values (`head_dim`, `queries_per_kv`) are properties,
+    never stored, so they cannot disagree with the numbers they come from.
     """
 
+    task: str = "classify"
     vocab_size: int = 20_000
     d_model: int = 128
     n_heads: int = 4
@@ -102,9 +108,11 @@ class ModelConfig(_Config):
     pos_encoding: str = "sinusoidal"
     norm: str = "layernorm"
     norm_position: str = "pre"
-    ffn: str = "relu"
-    pooling: str = "mean"
-    n_classes: int = 2
+    ffn: str = "relu"            # "moe": a mixture of SwiGLU experts (below)
+    n_experts: int = 4
+    experts_per_token: int = 2
+    pooling: str = "mean"        # classify only
+    n_classes: int = 2           # classify only
     pad_id: int = 0
 
     def __post_init__(self) -> None:
@@ -126,12 +134,17 @@ class ModelConfig(_Config):
             return "MHA"
         return "MQA" if self.n_kv_heads == 1 else "GQA"
 
+    @property
+    def is_lm(self) -> bool:
+        return self.task == "lm"
+
     def summary(self) -> str:
         """One line for a table: d128 · 4 heads / 2 KV (GQA) · 1 layer · sinusoidal · pre-layernorm."""
         layers = f"{self.n_layers} layer{'s' if self.n_layers > 1 else ''}"
+        ffn = f"moe {self.experts_per_token} of {self.n_experts}" if self.ffn == "moe" else self.ffn
+        head = "causal LM" if self.is_lm else f"{self.pooling} pool"
         return (f"d{self.d_model} · {self.n_heads} heads / {self.n_kv_heads} KV ({self.attention_kind})"
-                f" · {layers} · {self.pos_encoding} · {self.norm_position}-{self.norm} · {self.ffn}"
-                f" · {self.pooling} pool")
+                f" · {layers} · {self.pos_encoding} · {self.norm_position}-{self.norm} · {ffn} · {head}")
 
     def validate(self) -> None:
         for name in MODEL_LIMITS:          # max_len 2 at least: [CLS] and one token
@@ -156,6 +169,10 @@ class ModelConfig(_Config):
         _one_of("norm_position", self.norm_position, NORM_POSITIONS)
         _one_of("ffn", self.ffn, FFNS)
         _one_of("pooling", self.pooling, POOLINGS)
+        _one_of("task", self.task, TASKS)
+        if self.experts_per_token > self.n_experts:
+            raise ValueError(f"experts_per_token {self.experts_per_token} is more than n_experts "
+                             f"{self.n_experts}: each token goes to some of the experts.")
         if self.pos_encoding == "rope" and self.head_dim % 2:
             raise ValueError(
                 f"RoPE rotates pairs of dimensions, so head_dim must be even; "
@@ -168,7 +185,12 @@ class ModelConfig(_Config):
 
 @dataclass(frozen=True)
 class TrainConfig(_Config):
-    """How to train: the data subset, the tokenizer, the optimiser and its schedule."""
+    """How to train: the data subset, the tokenizer, the optimiser and its schedule.
+
+    Sizes count reviews: for classification, a balanced subset of IMDB's training
+    (and test) reviews; for a language model, reviews drawn from the 75,000 it reads
+    (the unlabelled 50,000 and the training split's 25,000), scored on test reviews.
+    """
 
     train_size: int | None = 5_000   # balanced subset of IMDB train; None = all 25,000
     test_size: int | None = 5_000    # balanced subset of IMDB test; None = all 25,000
@@ -188,6 +210,7 @@ class TrainConfig(_Config):
     patience: int = 0                # epochs without a better validation accuracy; 0 = never stop early
     eval_every: int = 0              # also evaluate every N steps; 0 = only at epoch ends
     seed: int = 0
+    moe_loss_weight: float = 0.01    # the load-balancing loss's weight, for mixture-of-experts models
     device: str = "auto"
     threads: int | None = None       # CPU threads; None = every core
 
@@ -199,9 +222,6 @@ class TrainConfig(_Config):
             value = getattr(self, name)
             if value is not None:
                 _within(name, value, TRAIN_LIMITS)
-                if value % 2:
-                    raise ValueError(
-                        f"{name} {value} is odd: a balanced subset takes half from each class.")
         _fraction("val_fraction", self.val_fraction)
         if self.train_size is not None and self.val_fraction > 0:
             n_val = round(self.train_size * self.val_fraction)
@@ -218,7 +238,7 @@ class TrainConfig(_Config):
             _within(name, getattr(self, name), TRAIN_LIMITS)
         if self.threads is not None:
             _within("threads", self.threads, TRAIN_LIMITS)
-        for name in ("weight_decay", "grad_clip"):
+        for name in ("weight_decay", "grad_clip", "moe_loss_weight"):
             _within(name, getattr(self, name), TRAIN_LIMITS, whole=False)
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) \
                 or not 0 < self.lr < math.inf:       # NaN fails this too

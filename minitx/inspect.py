@@ -19,6 +19,7 @@ import torch
 
 from .attention import GroupedQueryAttention, attention_mask, explicit_attention, fused_attention, repeat_kv
 from .config import ModelConfig
+from .decoder import CausalLM, KVCache
 from .encoder import SentimentClassifier
 from .positional import apply_rope, rope_angles
 from .tokenizer import UNK_ID
@@ -121,16 +122,17 @@ WELL_KNOWN_MODELS = {
 }
 
 
-def parameter_breakdown(model: SentimentClassifier) -> dict[str, int]:
-    """Trainable parameters of a model, by part."""
+def parameter_breakdown(model: torch.nn.Module) -> dict[str, int]:
+    """Trainable parameters of a model (encoder or decoder), by part. A decoder's output head is
+    its embedding table, so it is counted once, as the embedding."""
     parts: dict[str, int] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.startswith("encoder.layers."):
+        if "layers." in name:
             part = "attention" if ".attention." in name else (
-                "feed-forward" if ".feed_forward." in name else "norms")
-        elif name.startswith("encoder.final_norm"):
+                "router" if ".router." in name else "feed-forward" if ".feed_forward." in name else "norms")
+        elif "final_norm" in name:
             part = "norms"
         elif name.startswith("embedding"):
             part = "embedding table"
@@ -245,3 +247,86 @@ def rope_pair_path(head_dim: int, n_positions: int, pairs: list[int]) -> list[di
     turned = apply_rope(unit, cos, sin)[0, 0]                          # (T, Dh)
     return [{"pair": i, "position": p, "x": float(turned[p, 2 * i]), "y": float(turned[p, 2 * i + 1])}
             for i in pairs for p in range(n_positions)]
+
+
+# -- the decoder -----------------------------------------------------------------------
+
+@torch.no_grad()
+def causal_check(model: CausalLM, ids: list[int], position: int, seed: int = 0) -> tuple[float, float]:
+    """Change every token after `position` to another one and run the model again: the largest
+    change of any logit at or before `position` (0 under a causal mask), and after it."""
+    if not 0 <= position < len(ids) - 1:
+        raise ValueError(f"position {position} leaves no later token to change in {len(ids)} tokens.")
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    changed = list(ids)
+    for t in range(position + 1, len(ids)):
+        offset = int(torch.randint(1, model.cfg.vocab_size, (1,), generator=g))
+        changed[t] = (ids[t] + offset) % model.cfg.vocab_size      # never the same token
+    before, after = model(torch.tensor([ids])).logits[0], model(torch.tensor([changed])).logits[0]   # (T, V)
+    difference = (before - after).abs().amax(-1)                                                     # (T,)
+    return float(difference[: position + 1].max()), float(difference[position + 1:].max())
+
+
+@dataclass
+class CacheMeasurement:
+    kind: str                    # MHA, GQA or MQA
+    n_kv_heads: int
+    measured_bytes: int          # read from the cache's tensors
+    formula_bytes: int           # 2 x layers x B x G x T x Dh x bytes per value
+    seconds_with_cache: float
+    seconds_without_cache: float
+    tokens: int
+
+    @property
+    def speedup(self) -> float:
+        return self.seconds_without_cache / max(self.seconds_with_cache, 1e-9)
+
+
+def attention_variants(cfg: ModelConfig) -> dict[str, int]:
+    """MHA, GQA and MQA of a shape: the KV-head counts (GQA: the middle divisor of H, if any)."""
+    divisors = [g for g in range(2, cfg.n_heads) if cfg.n_heads % g == 0]
+    variants = {"MHA": cfg.n_heads}
+    if divisors:
+        variants["GQA"] = divisors[(len(divisors) - 1) // 2]
+    variants["MQA"] = 1
+    return variants
+
+
+def kv_cache_sizes(cfg: ModelConfig, length: int, batch: int = 1) -> list[dict]:
+    """For MHA, GQA and MQA versions of a decoder shape, the bytes of a cache for `length`
+    positions, read from its tensors, beside the formula."""
+    rows = []
+    for kind, n_kv in attention_variants(cfg).items():
+        cache = KVCache(cfg.n_layers, batch, n_kv, length, cfg.head_dim)
+        rows.append({"attention": kind, "KV heads G": n_kv, "cache bytes (measured)": cache.nbytes,
+                     "cache bytes (formula)": kv_cache_bytes(cfg.n_layers, n_kv, cfg.head_dim, length, batch, 4)})
+    return rows
+
+
+def measure_kv_cache(cfg: ModelConfig, prompt_tokens: int = 32, new_tokens: int = 64,
+                     seed: int = 0) -> list[CacheMeasurement]:
+    """For MHA, GQA and MQA versions of a decoder shape (random weights: speed and memory do not
+    depend on training), the same greedy generation timed with and without the KV cache, and
+    the cache's bytes from its tensors beside the formula."""
+    from .generate import generate
+
+    rows = []
+    for kind, n_kv in attention_variants(cfg).items():
+        variant = cfg.replace(task="lm", n_kv_heads=n_kv, dropout=0.0)
+        torch.manual_seed(seed)
+        model = CausalLM(variant).eval()
+        prompt = torch.randint(4, variant.vocab_size, (prompt_tokens,), generator=torch.Generator().manual_seed(seed))
+        n_new = min(new_tokens, variant.max_len - prompt_tokens)
+        with_cache = generate(model, prompt.tolist(), n_new, temperature=0, use_cache=True)
+        without = generate(model, prompt.tolist(), n_new, temperature=0, use_cache=False)
+        length = len(with_cache.prompt_ids) + n_new
+        rows.append(CacheMeasurement(kind, n_kv, with_cache.cache_bytes,
+                                     kv_cache_bytes(variant.n_layers, n_kv, variant.head_dim, length, 1, 4),
+                                     with_cache.seconds, without.seconds, len(with_cache.new_ids)))
+    return rows
+
+
+def expert_load(choices: torch.Tensor, n_experts: int) -> list[int]:
+    """How many routing choices went to each expert.  # (B, T, k) -> E counts"""
+    return torch.bincount(choices.flatten(), minlength=n_experts).tolist()

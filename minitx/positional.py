@@ -41,8 +41,8 @@ class SinusoidalPositionalEncoding(nn.Module):
         super().__init__()
         self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, D)
-        return x + self.table[: x.size(1)]
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # x: (B, T, D)
+        return x + self.table[start: start + x.size(1)]
 
 
 class LearnedPositionalEncoding(nn.Module):
@@ -53,21 +53,19 @@ class LearnedPositionalEncoding(nn.Module):
         self.table = nn.Embedding(max_len, d_model)
         nn.init.normal_(self.table.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, D)
-        return x + self.table.weight[: x.size(1)]
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # x: (B, T, D)
+        return x + self.table.weight[start: start + x.size(1)]
 
 
 def rope_angles(seq_len: int, head_dim: int, base: float = 10_000.0,
-                device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotation angle m * theta_i for every position m and pair i.
-
-    Returns two tensors of shape (T, Dh/2).
-    """
+                device: torch.device | None = None, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation angle m * theta_i for positions m = start ... start + T - 1
+    and every pair i. Returns two tensors of shape (T, Dh/2)."""
     if head_dim % 2:
         raise ValueError(f"RoPE rotates pairs of dimensions, so head_dim must be even, not {head_dim}.")
     pair = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)   # (Dh/2,)
     theta = base ** (-pair / head_dim)                                         # (Dh/2,)
-    position = torch.arange(seq_len, dtype=torch.float32, device=device)       # (T,)
+    position = torch.arange(start, start + seq_len, dtype=torch.float32, device=device)   # (T,)
     angle = torch.outer(position, theta)                                       # (T, Dh/2)
     return angle.cos(), angle.sin()
 

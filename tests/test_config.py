@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -38,7 +39,6 @@ def test_model_config_errors_name_the_numbers(changes, message):
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(train_size=5001), "train_size 5001 is odd"),
     (dict(test_size=0), "test_size must be a whole number of at least 2, not 0"),
     (dict(train_size=10, val_fraction=0.05), "leaves 0 validation and 10 training reviews"),
     (dict(tokenizer="sentencepiece"), "tokenizer must be one of bpe, wordpiece, unigram, word, char"),
@@ -60,3 +60,18 @@ def test_round_trip_through_a_dict_and_unknown_keys_rejected():
     with pytest.raises(ValueError, match="has no field"):
         ModelConfig.from_dict({**cfg.to_dict(), "d_modle": 3})
     assert TrainConfig(train_size=None).train_size is None
+
+
+@pytest.mark.parametrize("model_changes, train_changes, message", [
+    ({}, dict(train_size=5001), "train_size 5001 is odd: a balanced subset"),
+    ({}, dict(train_size=25_002), "train_size 25,002 is more than the 25,000 reviews there are"),
+    (dict(task="lm"), dict(train_size=75_002), "train_size 75,002 is more than the 75,000"),
+    ({}, dict(test_size=30_000), "test_size 30,000 is more than the 25,000"),
+    (dict(d_model=8192, d_ff=65_536, n_layers=96), {}, "more than this machine's"),
+])
+def test_a_run_checks_what_configs_alone_cannot(model_changes, train_changes, message):
+    from minitx.train import check_run
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_run(ModelConfig(**model_changes), TrainConfig(**train_changes))
+    check_run(ModelConfig(task="lm"), TrainConfig(train_size=5001))        # a language model needs no balance

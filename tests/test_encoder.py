@@ -3,8 +3,10 @@ import itertools
 import pytest
 import torch
 
-from minitx.encoder import (Encoder, EncoderLayer, FeedForward, RMSNorm, SentimentClassifier,
-                            count_parameters, mean_pool)
+from minitx.block import RMSNorm, TransformerBlock
+from minitx.encoder import Encoder, SentimentClassifier, mean_pool
+from minitx.feedforward import FeedForward
+from minitx.model import count_parameters
 from tests.conftest import random_ids, tiny_config
 
 ALL_VARIANTS = [
@@ -22,7 +24,7 @@ def test_shapes_through_every_module(variant):
     x = torch.randn(B, T, D)
     mask = torch.ones(B, T, dtype=torch.bool)
     assert FeedForward(cfg)(x).shape == (B, T, D)
-    out, weights = EncoderLayer(cfg)(x, mask, need_weights=True)
+    out, weights = TransformerBlock(cfg)(x, mask, need_weights=True)
     assert out.shape == (B, T, D) and weights.shape == (B, cfg.n_heads, T, T)
     hidden, states, attentions = Encoder(cfg)(x, mask)
     assert hidden.shape == (B, T, D) and len(states) == cfg.n_layers

@@ -3,7 +3,8 @@ import torch
 
 from minitx.attention import GroupedQueryAttention
 from minitx.config import ModelConfig
-from minitx.encoder import SentimentClassifier, count_parameters
+from minitx.encoder import SentimentClassifier
+from minitx.model import count_parameters
 from minitx.inspect import (WELL_KNOWN_MODELS, attention_parameters, gqa_walkthrough,
                             kv_cache_bytes, parameter_breakdown, pipeline_shapes)
 from tests.conftest import random_ids, tiny_config

@@ -1,0 +1,112 @@
+"""One transformer block, the unit both the encoder and the decoder stack N times.
+
+    pre-norm (most models since 2019):   x = x + attention(norm(x));  x = x + feed_forward(norm(x))
+    post-norm (the 2017 paper):          x = norm(x + attention(x));  x = norm(x + feed_forward(x))
+
+Every token looks at the others (attention), then thinks alone (the
+feed-forward network, dense or a mixture of experts). The encoder lets every
+token see every other; the decoder is the same block with a causal mask, so a
+token sees only itself and the tokens before it, and, when generating, a KV
+cache that keeps the keys and values of earlier tokens.
+
+Notation: B batch, T tokens, D model size, H query heads.
+References: Vaswani et al. 2017; Xiong et al. 2020 (pre- vs post-norm);
+Zhang & Sennrich 2019 (RMSNorm).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .attention import GroupedQueryAttention
+from .config import ModelConfig
+from .feedforward import FeedForward
+from .moe import MixtureOfExperts
+from .positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
+
+
+class RMSNorm(nn.Module):
+    """Scale each vector to unit root-mean-square, then by a learned gain; no mean, no bias.
+
+    Cheaper than LayerNorm and, in practice, just as good.
+    """
+
+    def __init__(self, d_model: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D)
+        rms = x.float().pow(2).mean(-1, keepdim=True).add(self.eps).rsqrt()   # (B, T, 1)
+        return (x.float() * rms).type_as(x) * self.weight
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    return nn.LayerNorm(cfg.d_model) if cfg.norm == "layernorm" else RMSNorm(cfg.d_model)
+
+
+def make_positional(cfg: ModelConfig) -> nn.Module | None:
+    """The table added to the embeddings, or None: RoPE works inside attention, and "none"
+    leaves the model blind to order."""
+    if cfg.pos_encoding == "sinusoidal":
+        return SinusoidalPositionalEncoding(cfg.max_len, cfg.d_model)
+    if cfg.pos_encoding == "learned":
+        return LearnedPositionalEncoding(cfg.max_len, cfg.d_model)
+    return None
+
+
+def init_embedding(embedding: nn.Embedding, pad_id: int | None = None) -> float:
+    """N(0, 1/D) entries, to be scaled by sqrt(D): unit-size token vectors, the size of the
+    positional table. Returns the scale."""
+    d_model = embedding.embedding_dim
+    nn.init.normal_(embedding.weight, std=d_model ** -0.5)
+    if pad_id is not None:
+        with torch.no_grad():
+            embedding.weight[pad_id].zero_()
+    return math.sqrt(d_model)
+
+
+def embed_ids(ids: torch.Tensor, embedding: nn.Embedding, scale: float, positional: nn.Module | None,
+              max_len: int, start: int = 0) -> torch.Tensor:
+    """Token vectors times sqrt(D), plus the positional code of positions start, start + 1, ...
+    # (B, T) -> (B, T, D)"""
+    if start + ids.size(1) > max_len:
+        raise ValueError(f"a sequence of {start + ids.size(1)} tokens is longer than max_len {max_len}; "
+                         f"truncate it first.")
+    x = embedding(ids) * scale
+    return x if positional is None else positional(x, start)
+
+
+class TransformerBlock(nn.Module):
+    """Attention, then the feed-forward network, each with a residual connection and a norm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.pre_norm = cfg.norm_position == "pre"
+        self.attention = GroupedQueryAttention(cfg)
+        self.attention_norm = make_norm(cfg)
+        self.feed_forward = MixtureOfExperts(cfg) if cfg.ffn == "moe" else FeedForward(cfg)
+        self.ffn_norm = make_norm(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                need_weights: bool = False, causal: bool = False, cache=None,
+                start: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, D) -> (B, T, D), and the attention weights (B, H, T, T) if asked for.
+        causal hides later tokens; cache (one layer of a KVCache) keeps keys and values, x
+        then being the tokens at positions start, start + 1, ..."""
+        def attend(h):
+            return self.attention(h, key_padding_mask, causal, need_weights, cache, start)
+
+        if self.pre_norm:
+            attended, weights = attend(self.attention_norm(x))
+            x = x + self.dropout(attended)
+            x = x + self.dropout(self.feed_forward(self.ffn_norm(x)))
+        else:
+            attended, weights = attend(x)
+            x = self.attention_norm(x + self.dropout(attended))
+            x = self.ffn_norm(x + self.dropout(self.feed_forward(x)))
+        return x, weights
