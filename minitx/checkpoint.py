@@ -30,7 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, TrainConfig
-from .encoder import SentimentClassifier
+from .model import build_model
 from .tokenizer import Tokenizer
 
 MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, METRICS_FILE = (
@@ -51,7 +51,7 @@ def check_run_name(name: str) -> str:
 @dataclass
 class LoadedRun:
     path: Path
-    model: SentimentClassifier
+    model: torch.nn.Module               # a SentimentClassifier or a CausalLM, as config.json says
     model_config: ModelConfig
     train_config: TrainConfig
     tokenizer: Tokenizer
@@ -73,7 +73,7 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False), encoding="utf-8")
 
 
-def save_run(directory: str | os.PathLike, name: str, model: SentimentClassifier,
+def save_run(directory: str | os.PathLike, name: str, model: torch.nn.Module,
              train_config: TrainConfig, tokenizer: Tokenizer, metrics: dict) -> Path:
     """Write a run folder atomically and return its path. An existing run is never overwritten."""
     directory = Path(directory)
@@ -124,7 +124,7 @@ def read_metrics(path: str | os.PathLike) -> dict:
 def _mismatch(path: Path, shapes: dict[str, tuple[int, ...]], model_config: ModelConfig) -> str | None:
     """How the saved tensors' names and shapes disagree with the model config.json describes."""
     with torch.device("meta"):                 # shapes only: nothing is allocated or initialised
-        expected = {k: tuple(v.shape) for k, v in SentimentClassifier(model_config).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in build_model(model_config).state_dict().items()}
     missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
     if missing or unexpected:
         return (f"{MODEL_FILE} in {path} does not match {CONFIG_FILE}: "
@@ -174,7 +174,7 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loa
     for key, tensor in state.items():
         if not torch.isfinite(tensor).all():
             raise ValueError(f"{MODEL_FILE} in {path}: tensor {key} holds NaN or infinite values.")
-    model = SentimentClassifier(model_config)
+    model = build_model(model_config)
     model.load_state_dict(state)
     model.to(device).eval()
     return LoadedRun(path, model, model_config, train_config, tokenizer, metrics)

@@ -1,7 +1,8 @@
-"""`python -m minitx.train`: train a sentiment encoder on IMDB from the command line.
+"""`python -m minitx.train`: train on IMDB from the command line, a sentiment encoder or a language model.
 
     python -m minitx.train --preset quick
     python -m minitx.train --preset quick --n-kv-heads 1 --pos-encoding rope --json
+    python -m minitx.train --preset lm-quick --json
 
 Every field of ModelConfig and TrainConfig has a flag that overrides the
 preset, except the three the data decides (vocab_size of the model, pad_id,
@@ -23,8 +24,8 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
-from .config import (DEVICES, FFNS, LR_SCHEDULES, NORM_POSITIONS, NORMS, POOLINGS,
-                     POS_ENCODINGS, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig)
+from .config import (DEVICES, FFNS, LR_SCHEDULES, NORM_POSITIONS, NORMS, POOLINGS, POS_ENCODINGS,
+                     TASKS, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig)
 from .checkpoint import check_run_name
 from .data import DataUnavailableError
 from .presets import PRESETS
@@ -35,11 +36,16 @@ from .training_lock import TrainingLock, default_lock_path, describe_holder
 DERIVED_MODEL_FIELDS = {"vocab_size", "pad_id", "n_classes"}
 CHOICES = {"pos_encoding": POS_ENCODINGS, "norm": NORMS, "norm_position": NORM_POSITIONS,
            "ffn": FFNS, "pooling": POOLINGS, "tokenizer": TOKENIZER_KINDS,
-           "truncation": TRUNCATIONS, "lr_schedule": LR_SCHEDULES, "device": DEVICES}
+           "truncation": TRUNCATIONS, "lr_schedule": LR_SCHEDULES, "device": DEVICES, "task": TASKS}
 HELP = {
+    "task": "classify (sentiment, the encoder) or lm (a language model, the decoder)",
     "n_kv_heads": "key/value heads: n_heads = MHA, 1 = MQA, a divisor between = GQA",
-    "train_size": "balanced training reviews (validation included), or 'all'",
-    "test_size": "balanced test reviews, or 'all' for the full 25,000",
+    "ffn": "feed-forward: relu, gelu, swiglu, or moe (a mixture of SwiGLU experts)",
+    "n_experts": "experts of a mixture-of-experts feed-forward (--ffn moe)",
+    "experts_per_token": "experts each token is routed to (--ffn moe)",
+    "moe_loss_weight": "weight of the load-balancing loss added to the training loss (--ffn moe)",
+    "train_size": "training reviews (validation included; balanced for classify), or 'all'",
+    "test_size": "test reviews (balanced for classify), or 'all' for the full 25,000",
     "vocab_size": "vocabulary size asked of the tokenizer",
     "truncation": "which tokens a long review keeps",
     "warmup_fraction": "share of all steps spent warming the learning rate up",
@@ -88,7 +94,7 @@ def _add_field_flags(group, config_class, skip=frozenset()) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog="python -m minitx.train",
-        description="Train a from-scratch transformer encoder on IMDB sentiment.")
+        description="Train a from-scratch transformer on IMDB: a sentiment encoder, or a language model (--preset lm-quick).")
     parser.add_argument("--preset", choices=list(PRESETS), default="quick",
                         help="recipe to start from (default: quick)")
     parser.add_argument("--checkpoint-dir", default="checkpoints",
@@ -138,14 +144,24 @@ class ConsoleProgress:
             self.bar.close()
             self.bar = None
 
+    @staticmethod
+    def _scores(event: dict) -> list[str]:
+        named = (("val_accuracy", "val acc"), ("test_accuracy", "test acc"),
+                 ("val_bits_per_char", "val bits/char"), ("test_bits_per_char", "test bits/char"))
+        return [f"{label} {event[key]:.4f}" for key, label in named if key in event]
+
+    def on_eval(self, event: dict) -> None:
+        """A language model's evaluations come mid-epoch, each with what it writes now."""
+        if "sample" in event and not self.quiet:
+            if self.bar is not None:
+                self.bar.clear()
+            print(" | ".join([f"step {event['step']}", *self._scores(event), repr(event["sample"][:100])]),
+                  flush=True)
+
     def on_epoch_end(self, event: dict) -> None:
         self._close_bar()
-        parts = [f"epoch {event['epoch']}/{event['epochs']}", f"train loss {event['train_loss']:.4f}"]
-        if "val_accuracy" in event:
-            parts.append(f"val acc {event['val_accuracy']:.4f}")
-        if "test_accuracy" in event:
-            parts.append(f"test acc {event['test_accuracy']:.4f}")
-        parts += [f"{event['tokens_per_second']:.0f} tok/s", f"{event['elapsed']:.1f} s"]
+        parts = [f"epoch {event['epoch']}/{event['epochs']}", f"train loss {event['train_loss']:.4f}",
+                 *self._scores(event), f"{event['tokens_per_second']:.0f} tok/s", f"{event['elapsed']:.1f} s"]
         print(" | ".join(parts), flush=True)
 
     def on_end(self, event: dict) -> None:
@@ -209,20 +225,29 @@ def main(argv: list[str] | None = None) -> int:
     if metrics["status"] == "failed":
         print(f"run failed: {metrics['reason']}", file=sys.stderr)
     else:
-        note = f" ({metrics['reason']})" if metrics["reason"] else ""
-        if metrics["test_accuracy"] is None:
-            score = "no evaluation happened yet"
-        else:
-            score = (f"test accuracy {metrics['test_accuracy']:.4f} on the {metrics['test_subset']}"
-                     + (f", chosen on validation (val acc {metrics['val_accuracy']:.4f})"
-                        if metrics["val_accuracy"] is not None else ""))
         where = f"saved to {outcome.checkpoint}" if outcome.checkpoint else "not saved"
-        print(f"{metrics['status']}{note}: {score}; {where}", flush=True)
+        note = f" ({metrics['reason']})" if metrics["reason"] else ""
+        print(f"{metrics['status']}{note}: {describe_score(metrics)}; {where}", flush=True)
     if args.json:
-        summary = {k: metrics[k] for k in (
-            "status", "reason", "test_accuracy", "val_accuracy", "train_size", "val_size",
-            "test_size", "epochs", "steps", "tokens_per_second", "parameters", "device")}
+        keys = (("val_bits_per_char", "val_perplexity", "test_bits_per_char", "test_perplexity", "test_loss",
+                 "baselines", "sample", "train_tokens") if model_cfg.is_lm else ("test_accuracy", "val_accuracy"))
+        summary = {k: metrics.get(k) for k in ("status", "reason", *keys, "train_size", "val_size", "test_size",
+                                                "epochs", "steps", "tokens_per_second", "parameters", "device")}
         summary.update(preset=args.preset, wall_seconds=round(time.perf_counter() - started, 2),
                        checkpoint=str(outcome.checkpoint) if outcome.checkpoint else None)
         print(json.dumps(summary), flush=True)
     return 1 if metrics["status"] == "failed" else 0
+
+
+def describe_score(metrics: dict) -> str:
+    """The run's result in words: what it scored on what, chosen how, against what."""
+    if metrics.get("test_bits_per_char") is not None:
+        base = metrics.get("baselines") or {}
+        beside = ", ".join(f"{name} {base[name]:.2f}" for name in ("unigram", "zlib", "bz2", "xz") if name in base)
+        return (f"{metrics['test_bits_per_char']:.3f} bits per character on {metrics['test_subset']}"
+                f" ({beside}), chosen on validation; it writes: {metrics.get('sample', '')[:200]!r}")
+    if metrics.get("test_accuracy") is None:
+        return "no evaluation happened yet"
+    return (f"test accuracy {metrics['test_accuracy']:.4f} on the {metrics['test_subset']}"
+            + (f", chosen on validation (val acc {metrics['val_accuracy']:.4f})"
+               if metrics.get("val_accuracy") is not None else ""))

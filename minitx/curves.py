@@ -50,16 +50,27 @@ def loss_curve(step_events: Sequence[dict], weight: float = 0.9,
     return thin(rows, max_points)
 
 
+EVAL_METRICS = ("loss", "accuracy", "bits_per_char", "perplexity")
+
+
 def eval_curve(eval_events: Sequence[dict]) -> list[dict]:
-    """Long rows (step, split, metric, value) for validation and test loss and accuracy."""
+    """Long rows (step, split, metric, value) for validation and test loss and accuracy (a
+    classifier), or loss, bits per character and perplexity (a language model)."""
     rows = []
     for event in eval_events:
         for split in ("val", "test"):
-            for metric in ("loss", "accuracy"):
+            for metric in EVAL_METRICS:
                 value = event.get(f"{split}_{metric}")
                 if value is not None:
                     rows.append({"step": event["step"], "split": split, "metric": metric, "value": value})
     return rows
+
+
+def samples(eval_events: Sequence[dict]) -> list[dict]:
+    """What a language model wrote at each evaluation: rows of step, sample and its validation
+    bits per character, in order."""
+    return [{"step": e["step"], "sample": e["sample"], "bits_per_char": e.get("val_bits_per_char")}
+            for e in eval_events if e.get("sample") is not None]
 
 
 def epoch_curves(history: dict, weight: float = 0.95,
@@ -73,7 +84,8 @@ def epoch_curves(history: dict, weight: float = 0.95,
         smoothed = smooth([e["loss"] for e in steps], weight)
         loss = thin([{"epoch": e["step"] / steps_per_epoch, "smoothed": s}
                      for e, s in zip(steps, smoothed)], max_points)
-    evals = [{"epoch": e["epoch"], **{k: e[k] for k in ("val_accuracy", "test_accuracy", "val_loss")
+    evals = [{"epoch": e["epoch"], **{k: e[k] for k in ("val_accuracy", "test_accuracy", "val_loss",
+                                                        "val_bits_per_char", "test_bits_per_char")
                                       if e.get(k) is not None}}
              for e in history.get("evals") or []]
     return loss, evals

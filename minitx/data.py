@@ -12,12 +12,18 @@ compute a naive loader wastes:
 - length bucketing: batch reviews of similar length together, so that little
   padding is left at all (batches are still shuffled).
 
+A language model needs no labels: it reads the 50,000 unlabelled reviews and
+the training split's 25,000, packed end to end into one stream of tokens with
+an end-of-review token between reviews, cut into blocks of the model's
+context; it is scored on test reviews, which are about other movies.
+
 The data source is the `MINITX_IMDB` environment variable (a local folder laid
 out like the Hub dataset, or another Hub id), else "stanfordnlp/imdb".
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections.abc import Sequence
@@ -29,6 +35,7 @@ from .tokenizer import CLS_ID, PAD_ID, Tokenizer
 
 DEFAULT_SOURCE = "stanfordnlp/imdb"
 LABEL_NAMES = ("negative", "positive")
+LM_SPLITS = ("unsupervised", "train")    # what a language model learns from: 75,000 reviews
 
 
 class DataUnavailableError(RuntimeError):
@@ -40,8 +47,13 @@ def imdb_source() -> str:
 
 
 def load_imdb(source: str | None = None):
-    """The IMDB `DatasetDict` (train, test, unsupervised) from `source` or `imdb_source()`."""
-    source = source or imdb_source()
+    """The IMDB `DatasetDict` (train, test, unsupervised) from `source` or `imdb_source()`;
+    read once per process (the data is memory-mapped, so keeping it costs little)."""
+    return _load_imdb(source or imdb_source())
+
+
+@functools.lru_cache(maxsize=4)
+def _load_imdb(source: str):
     import datasets  # imported here: it is slow to import, and most of minitx never needs it
 
     datasets.disable_progress_bars()  # our own progress bars are enough
@@ -233,3 +245,52 @@ def imdb_subsets(train_size: int | None, test_size: int | None, val_fraction: fl
     return {"train": take("train", train_rows, train_labels),
             "val": take("train", val_rows, train_labels),
             "test": take("test", test_rows, test_labels)}
+
+
+# -- a language model's text ---------------------------------------------------------------
+
+def lm_texts(train_size: int | None, test_size: int | None, val_fraction: float, seed: int,
+             source: str | None = None) -> dict[str, list[str]]:
+    """Seeded reviews for a language model: train and val drawn from the unlabelled and training
+    splits together (train_size of them; None: all 75,000), test from the test split."""
+    imdb = load_imdb(source)
+    sizes = [len(imdb[name]) for name in LM_SPLITS]
+    rng = random.Random(seed)
+    pool = list(range(sum(sizes)))
+    rng.shuffle(pool)
+    pool = pool[:train_size] if train_size else pool
+    n_val = round(len(pool) * val_fraction)
+
+    def texts(rows: list[int]) -> list[str]:
+        """The rows of the pool (the splits of LM_SPLITS end to end), in the order given."""
+        out, offset = {}, 0
+        for name, size in zip(LM_SPLITS, sizes):
+            mine = sorted(r for r in rows if offset <= r < offset + size)
+            out.update(zip(mine, imdb[name].select([r - offset for r in mine])["text"] if mine else []))
+            offset += size
+        return [out[r] for r in rows]
+
+    n_test = len(imdb["test"])
+    test_rows = rng.sample(range(n_test), test_size) if test_size else list(range(n_test))
+    return {"train": texts(pool[n_val:]), "val": texts(pool[:n_val]),
+            "test": list(imdb["test"].select(test_rows)["text"])}
+
+
+def token_stream(sequences: Sequence[Sequence[int]], eos_id: int) -> list[int]:
+    """Reviews end to end, each followed by the end-of-review token, which also starts the stream
+    (so the first review's first token is predicted from "a review begins")."""
+    stream = [eos_id]
+    for ids in sequences:
+        stream += list(ids) + [eos_id]
+    return stream
+
+
+def pack_blocks(stream: Sequence[int], block_len: int, keep_tail: bool = False) -> list[torch.Tensor]:
+    """Blocks of block_len + 1 tokens: block_len inputs and, shifted by one, their targets.
+    Consecutive blocks share one token, so every token but the first is a target exactly once.
+    keep_tail keeps a shorter last block (evaluation must score every token; training need not)."""
+    stream = torch.as_tensor(stream, dtype=torch.long)
+    blocks = [stream[i: i + block_len + 1] for i in range(0, len(stream) - 1, block_len)]
+    if blocks and len(blocks[-1]) < block_len + 1 and not keep_tail:
+        blocks.pop()
+    return blocks

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import ModelConfig, TrainConfig
-from .encoder import SentimentClassifier
-from .train import IMDB_SPLIT_SIZE
+from .model import build_model
+from .train import IMDB_SPLIT_SIZE, LM_POOL_SIZE
 
 # an evaluation forward pass (no dropout, no backward, no AdamW) against a training step, per
 # review, as measured on a 2-core CPU
@@ -89,15 +89,21 @@ def time_training_step(model_cfg: ModelConfig, batch_size: int, lengths: Sequenc
         raise ValueError("time at least one length.")
     longest = max(lengths)
     cfg = model_cfg                          # dropout included: it costs time too
-    model = SentimentClassifier(cfg)
+    model = build_model(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(3, cfg.vocab_size, (batch_size, longest), generator=generator)  # (B, T)
     labels = torch.randint(0, cfg.n_classes, (batch_size,), generator=generator)       # (B,)
 
+    def loss_of(rows: int, tokens: int) -> torch.Tensor:
+        if cfg.is_lm:                        # every position predicts the next token
+            logits = model(ids[:rows, :tokens]).logits                                    # (B, T, V)
+            return F.cross_entropy(logits.flatten(0, 1), ids[:rows, :tokens].roll(-1, 1).flatten())
+        return F.cross_entropy(model(ids[:rows, :tokens]), labels[:rows])
+
     def timed_step(rows: int, tokens: int) -> float:
         start = time.perf_counter()
-        loss = F.cross_entropy(model(ids[:rows, :tokens]), labels[:rows])
+        loss = loss_of(rows, tokens)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -130,10 +136,14 @@ class RunEstimate:
         return self.prepare_seconds + self.train_seconds + self.eval_seconds
 
 
-def estimate_run(train_cfg: TrainConfig, step_seconds: float) -> RunEstimate:
-    """The time of a run from the mean step time measured by time_training_step."""
+def estimate_run(train_cfg: TrainConfig, step_seconds: float, model_cfg: ModelConfig | None = None,
+                 tokens_per_review: float | None = None) -> RunEstimate:
+    """The time of a run from the mean step time measured by time_training_step. A language
+    model's steps are blocks of max_len tokens, so it needs the mean tokens per review too."""
     if step_seconds <= 0:
         raise ValueError(f"the step time must be positive to estimate a run, not {step_seconds}.")
+    if model_cfg is not None and model_cfg.is_lm:
+        return _estimate_lm_run(train_cfg, step_seconds, model_cfg.max_len, tokens_per_review or 300.0)
     n_train_all = train_cfg.train_size or IMDB_SPLIT_SIZE
     n_val = round(n_train_all * train_cfg.val_fraction)
     n_test = train_cfg.test_size or IMDB_SPLIT_SIZE
@@ -146,4 +156,25 @@ def estimate_run(train_cfg: TrainConfig, step_seconds: float) -> RunEstimate:
         prepare_seconds=PREPARE_BASE_SECONDS + PREPARE_SECONDS_PER_REVIEW * (n_train_all + n_test),
         train_seconds=steps * step_seconds,
         eval_seconds=evaluations * (n_val + n_test) * per_review * FORWARD_SHARE,
+    )
+
+
+def _estimate_lm_run(train_cfg: TrainConfig, step_seconds: float, block: int, tokens_per_review: float) -> RunEstimate:
+    """Blocks of `block` tokens cut from the packed reviews (each review plus its end token)."""
+    n_train_all = train_cfg.train_size or LM_POOL_SIZE
+    n_val = round(n_train_all * train_cfg.val_fraction)
+    n_test = train_cfg.test_size or IMDB_SPLIT_SIZE
+    per_block = step_seconds / train_cfg.batch_size
+
+    def blocks(reviews: int) -> int:
+        return math.ceil(reviews * (tokens_per_review + 1) / block)
+
+    steps = math.ceil(blocks(n_train_all - n_val) / train_cfg.batch_size) * train_cfg.epochs
+    evaluations = 1 + train_cfg.epochs + (steps // train_cfg.eval_every if train_cfg.eval_every else 0)
+    return RunEstimate(
+        steps=steps,
+        evaluations=evaluations,
+        prepare_seconds=PREPARE_BASE_SECONDS + PREPARE_SECONDS_PER_REVIEW * (n_train_all + n_test),
+        train_seconds=steps * step_seconds,
+        eval_seconds=evaluations * blocks(n_val + n_test) * per_block * FORWARD_SHARE,
     )

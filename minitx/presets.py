@@ -13,6 +13,15 @@
 - tiny:  a smoke test, not a recipe: a 32-wide model on 2,000 reviews, for
   trying the live page and for the tests; 0.77 in 8 s here.
 
+The language models (task "lm"), decoder-only: RMSNorm, RoPE and SwiGLU,
+pre-norm, grouped-query attention, a small BPE vocabulary that trains fast and
+keeps the output layer cheap on a CPU.
+
+- lm-quick: learns to write IMDB reviews in a few minutes on a 2-core CPU:
+  9,000 reviews (3.5M tokens, one pass), scored in bits per character on 500
+  held-out test reviews; 1.95 in 4 minutes here, where xz needs 2.72.
+- lm-tiny:  a smoke test of seconds, for the tests.
+
 Measured on a 2-core CPU, 2026-11-21; see README.md, "Results".
 """
 
@@ -52,6 +61,20 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
         TrainConfig(train_size=2_000, test_size=500, tokenizer="word", vocab_size=5_000,
                     truncation="head_tail", epochs=4, batch_size=32, lr=3e-3,
                     warmup_fraction=0.1, weight_decay=0.05, seed=0),
+    ),
+    "lm-quick": (
+        ModelConfig(task="lm", d_model=128, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=384, max_len=128,
+                    dropout=0.0, pos_encoding="rope", norm="rmsnorm", norm_position="pre", ffn="swiglu"),
+        TrainConfig(train_size=9_000, test_size=500, val_fraction=0.01, tokenizer="bpe", vocab_size=2_000,
+                    lowercase=False, epochs=1, batch_size=32, lr=3e-3, warmup_fraction=0.02,
+                    weight_decay=0.01, eval_every=300, seed=0),
+    ),
+    "lm-tiny": (
+        ModelConfig(task="lm", d_model=32, n_heads=2, n_kv_heads=1, n_layers=1, d_ff=64, max_len=64,
+                    dropout=0.0, pos_encoding="rope", norm="rmsnorm", norm_position="pre", ffn="swiglu"),
+        TrainConfig(train_size=600, test_size=40, val_fraction=0.05, tokenizer="bpe", vocab_size=400,
+                    lowercase=False, epochs=1, batch_size=16, lr=5e-3, warmup_fraction=0.05,
+                    eval_every=40, seed=0),
     ),
 }
 

@@ -12,6 +12,8 @@ in Rust. Five kinds, from coarse to fine:
 Every kind shares three special tokens, always with the same ids:
 [PAD] = 0 fills short sequences, [UNK] = 1 stands for anything unknown,
 [CLS] = 2 starts every sequence (its final state can summarise the review).
+A language model's tokenizer has a fourth, [EOS] = 3, the end of a review
+(and so the start of the next one).
 Text is cleaned the same way by every kind: IMDB's `<br />` tags become
 spaces, Unicode is NFKC-normalised and, optionally, lowercased.
 """
@@ -31,9 +33,9 @@ from tokenizers import Tokenizer as BackendTokenizer
 
 from .config import TOKENIZER_KINDS
 
-PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
-SPECIAL_TOKENS = [PAD, UNK, CLS]          # trainers give them ids 0, 1, 2 in this order
-PAD_ID, UNK_ID, CLS_ID = 0, 1, 2
+PAD, UNK, CLS, EOS = "[PAD]", "[UNK]", "[CLS]", "[EOS]"
+SPECIAL_TOKENS = [PAD, UNK, CLS]          # trainers give them ids 0, 1, 2 in this order (and [EOS] 3)
+PAD_ID, UNK_ID, CLS_ID, EOS_ID = 0, 1, 2, 3
 CACHE_VERSION = "1"                       # bump when the recipe below changes
 
 
@@ -54,9 +56,9 @@ def _normalizer(lowercase: bool) -> normalizers.Normalizer:
     return normalizers.Sequence(steps)
 
 
-def _build(kind: str, vocab_size: int) -> tuple[BackendTokenizer, trainers.Trainer]:
+def _build(kind: str, vocab_size: int, specials: list[str]) -> tuple[BackendTokenizer, trainers.Trainer]:
     """An untrained backend tokenizer of this kind and the trainer that fills its vocabulary."""
-    common = dict(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    common = dict(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
     if kind == "word":
         tok = BackendTokenizer(models.WordLevel(unk_token=UNK))
         tok.pre_tokenizer = pre_tokenizers.Whitespace()       # words, and runs of punctuation
@@ -103,6 +105,8 @@ class Tokenizer:
         for token, expected in zip(SPECIAL_TOKENS, (PAD_ID, UNK_ID, CLS_ID)):
             if backend.token_to_id(token) != expected:
                 raise ValueError(f"this tokenizer does not have {token} at id {expected}.")
+        if backend.token_to_id(EOS) not in (None, EOS_ID):
+            raise ValueError(f"this tokenizer has {EOS} at id {backend.token_to_id(EOS)}, not {EOS_ID}.")
         self.backend = backend
         self.kind = _kind_of(backend)
 
@@ -110,12 +114,13 @@ class Tokenizer:
 
     @classmethod
     def train(cls, kind: str, texts: Iterable[str], vocab_size: int,
-              lowercase: bool = True) -> "Tokenizer":
-        """Learn a vocabulary of at most vocab_size entries from texts."""
-        if vocab_size < len(SPECIAL_TOKENS) + 1:
+              lowercase: bool = True, eos: bool = False) -> "Tokenizer":
+        """Learn a vocabulary of at most vocab_size entries from texts; eos adds [EOS] at id 3."""
+        specials = SPECIAL_TOKENS + [EOS] if eos else SPECIAL_TOKENS
+        if vocab_size < len(specials) + 1:
             raise ValueError(f"vocab_size {vocab_size} leaves no room beside the "
-                             f"{len(SPECIAL_TOKENS)} special tokens.")
-        backend, trainer = _build(kind, vocab_size)
+                             f"{len(specials)} special tokens.")
+        backend, trainer = _build(kind, vocab_size, specials)
         backend.normalizer = _normalizer(lowercase)
         backend.train_from_iterator(texts, trainer)
         return cls(backend)
@@ -153,6 +158,11 @@ class Tokenizer:
         return self.backend.get_vocab_size()
 
     @property
+    def eos_id(self) -> int | None:
+        """The id of [EOS] (3), or None for a tokenizer without one (a classifier's)."""
+        return self.backend.token_to_id(EOS)
+
+    @property
     def lowercase(self) -> bool:
         steps = json.loads(self.to_str()).get("normalizer") or {}
         return any(step.get("type") == "Lowercase" for step in steps.get("normalizers", []))
@@ -168,6 +178,23 @@ class Tokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.backend.decode(list(ids))
+
+    def normalize(self, text: str) -> str:
+        """The text as the model sees it: `<br />` as spaces, NFKC, runs of spaces as one (and
+        lowercased, if this tokenizer lowercases)."""
+        return self.backend.normalizer.normalize_str(text)
+
+    def piece(self, token_id: int) -> str:
+        """How a token reads in running text: BPE's and Unigram's "▁" is a space, WordPiece's "##"
+        joins the word before, a word is preceded by a space, a character is itself."""
+        token = self.backend.id_to_token(token_id) or ""
+        if token == EOS:
+            return "\n"
+        if self.kind in ("bpe", "unigram"):
+            return token.replace("▁", " ")
+        if self.kind == "wordpiece":
+            return token[2:] if token.startswith("##") else " " + token
+        return " " + token if self.kind == "word" else token
 
     def id_to_token(self, token_id: int) -> str | None:
         return self.backend.id_to_token(token_id)
@@ -194,17 +221,18 @@ def cache_dir() -> Path:
 
 
 def cached_tokenizer(kind: str, texts: Sequence[str], vocab_size: int, lowercase: bool = True,
-                     directory: str | os.PathLike | None = None) -> Tokenizer:
+                     directory: str | os.PathLike | None = None, eos: bool = False) -> Tokenizer:
     """Train a tokenizer, or load the one trained before on the same (kind, size, case, texts)."""
     directory = Path(directory) if directory is not None else cache_dir()
-    key = f"{kind}-{vocab_size}-{'lower' if lowercase else 'cased'}-{texts_fingerprint(texts)}-v{CACHE_VERSION}"
+    key = (f"{kind}-{vocab_size}-{'lower' if lowercase else 'cased'}{'-eos' if eos else ''}-"
+           f"{texts_fingerprint(texts)}-v{CACHE_VERSION}")
     path = directory / f"{key}.json"
     if path.exists():
         try:
             return Tokenizer.load(path)
         except ValueError:
             pass  # a damaged cache entry is retrained and overwritten
-    tokenizer = Tokenizer.train(kind, texts, vocab_size, lowercase)
+    tokenizer = Tokenizer.train(kind, texts, vocab_size, lowercase, eos)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False,

@@ -43,6 +43,21 @@ def imdb():
         skip_or_fail(f"IMDB is not available: {error}")
 
 
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory, imdb):
+    """Two real runs, trained once for the whole session as the command line trains them: the
+    "lm-tiny" language model, then the "tiny" sentiment classifier (so the newer run is the
+    classifier). Tests read them; none may change this folder (copy it first)."""
+    from minitx.presets import PRESETS
+    from minitx.train import run_training
+
+    folder = tmp_path_factory.mktemp("trained-runs")
+    for name in ("lm-tiny", "tiny"):
+        outcome = run_training(*PRESETS[name], checkpoint_dir=folder, run_name=name)
+        assert outcome.result.status == "finished", outcome.metrics["reason"]
+    return folder
+
+
 def tiny_config(**changes) -> ModelConfig:
     base = dict(vocab_size=50, d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=64,
                 max_len=64, dropout=0.0)

@@ -169,6 +169,7 @@ def test_the_cli_holds_the_lock_while_it_trains_so_the_app_refuses_a_start(imdb,
     from tests.conftest import tiny_config
 
     cli = subprocess.Popen([sys.executable, "-m", "minitx.train", "--preset", "tiny", "--quiet",
+                            "--train-size", "400", "--test-size", "100", "--epochs", "2",
                             "--checkpoint-dir", str(tmp_path / "cli"), "--run-name", "cli-held"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     lock = TrainingLock(default_lock_path())

@@ -113,7 +113,7 @@ def test_a_timed_step_is_the_mean_over_the_lengths_on_both_paths(monkeypatch):
             return self.w.expand(ids.size(0), -1)
 
     monkeypatch.setattr(estimate.time, "perf_counter", clock)
-    monkeypatch.setattr(estimate, "SentimentClassifier", CostsRowsTimesTokens)
+    monkeypatch.setattr(estimate, "build_model", CostsRowsTimesTokens)
     cfg = tiny_config(max_len=64)
     mean_cost = 16 * (10 + 20 + 64 + 64) / 4 * 1e-6     # 100 and 200 are cut to max_len 64
     batches = []

@@ -9,7 +9,8 @@ import torch
 from minitx.config import ModelConfig, TrainConfig
 from minitx.data import EncodedSplit
 from minitx.encoder import SentimentClassifier
-from minitx.train import Trainer, apply_word_dropout, lr_multiplier, resolve_device, run_training
+from minitx.train import (ClassificationTask, Trainer, apply_word_dropout, lr_multiplier, resolve_device,
+                          run_training)
 from tests.conftest import tiny_config
 
 GOOD, BAD = 10, 11
@@ -43,8 +44,8 @@ def make_trainer(callbacks=(), stop=None, model_changes=None, **train_changes):
     torch.manual_seed(0)
     cfg = TrainConfig(**{**dict(epochs=3, batch_size=16, lr=3e-3, seed=0), **train_changes})
     model = SentimentClassifier(tiny_config(**(model_changes or {})))
-    return Trainer(model, cfg, synthetic_split(192, 1), synthetic_split(64, 2), synthetic_split(64, 3),
-                   torch.device("cpu"), callbacks, stop)
+    task = ClassificationTask(synthetic_split(192, 1), synthetic_split(64, 2), synthetic_split(64, 3), cfg)
+    return Trainer(model, task, cfg, torch.device("cpu"), callbacks, stop)
 
 
 def test_learns_a_synthetic_task_and_fires_every_event():
@@ -78,7 +79,7 @@ def test_the_selected_weights_are_the_ones_kept():
     from minitx.data import evaluation_batches
     from minitx.train import evaluate
 
-    again = evaluate(trainer.model, evaluation_batches(trainer.test_split), 64, torch.device("cpu"))
+    again = evaluate(trainer.model, evaluation_batches(trainer.task.test), 64, torch.device("cpu"))
     assert again.accuracy == result.test_accuracy
 
 
@@ -125,11 +126,10 @@ def test_early_stopping_uses_patience(monkeypatch):
     trainer = make_trainer(epochs=10, patience=2)
     val_accuracies = iter([0.6, 0.7, 0.65, 0.69, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
 
-    def fake_evaluate(step, epoch, elapsed):
-        return {"step": step, "epoch": epoch, "val_loss": 0.5, "val_accuracy": next(val_accuracies),
-                "test_loss": 0.5, "test_accuracy": 0.5}, None
+    def fake_evaluate(model, device, stop=None):
+        return {"val_loss": 0.5, "val_accuracy": next(val_accuracies), "test_loss": 0.5, "test_accuracy": 0.5}, None
 
-    monkeypatch.setattr(trainer, "_evaluate", fake_evaluate)
+    monkeypatch.setattr(trainer.task, "evaluate", fake_evaluate)
     result = trainer.fit()
     assert len(result.history["epochs"]) == 4          # epochs 3 and 4 were no better than epoch 2
     assert "stopped early after epoch 4" in result.reason
@@ -160,19 +160,28 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
     assert resolve_device("auto").type == "cpu"
 
 
-def test_a_tiny_model_on_imdb_clearly_beats_chance(imdb, tmp_path):
-    """The real pipeline, end to end: IMDB subset, tokenizer, model, training, checkpoint."""
-    model_cfg = ModelConfig(d_model=64, n_heads=4, n_kv_heads=2, n_layers=1, d_ff=128, max_len=256,
-                            dropout=0.2)
-    train_cfg = TrainConfig(train_size=2000, test_size=1000, vocab_size=8000, epochs=3,
-                            batch_size=32, lr=3e-3, seed=0, threads=2)
-    outcome = run_training(model_cfg, train_cfg, checkpoint_dir=tmp_path, run_name="tiny")
-    assert outcome.result.status == "finished"
-    assert outcome.metrics["test_accuracy"] >= 0.70, outcome.metrics["test_accuracy"]
-    assert outcome.metrics["test_size"] == 1000 and outcome.metrics["train_size"] == 2000
-    assert sum(map(sum, outcome.metrics["confusion"])) == 1000
-    assert (tmp_path / "tiny" / "model.safetensors").is_file()
-    assert not math.isnan(outcome.metrics["val_accuracy"])
+def test_a_tiny_model_on_imdb_clearly_beats_chance(trained_runs):
+    """The real pipeline, end to end (conftest's tiny run): IMDB subset, tokenizer, model,
+    training, checkpoint."""
+    metrics = json.loads((trained_runs / "tiny" / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["test_accuracy"] >= 0.70, metrics["test_accuracy"]
+    assert metrics["test_size"] == 500 and metrics["train_size"] == 2000
+    assert sum(map(sum, metrics["confusion"])) == 500
+    assert (trained_runs / "tiny" / "model.safetensors").is_file()
+    assert not math.isnan(metrics["val_accuracy"])
+
+
+def test_a_tiny_language_model_beats_a_unigram_model_on_held_out_text(trained_runs):
+    """conftest's lm-tiny run: bits per character on test reviews, below what knowing each
+    token's frequency alone needs, and an evaluation (with a sample) before the first step."""
+    metrics = json.loads((trained_runs / "lm-tiny" / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["task"] == "lm"
+    assert metrics["test_bits_per_char"] < metrics["baselines"]["unigram"], metrics["baselines"]
+    evals = metrics["history"]["evals"]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == metrics["steps"]
+    assert evals[0]["val_bits_per_char"] > evals[-1]["val_bits_per_char"]
+    assert all(e["sample"].startswith("This movie") for e in evals)
+    assert metrics["test_perplexity"] == pytest.approx(math.exp(metrics["test_loss"]))
 
 
 def test_a_stop_during_an_evaluation_ends_it_within_one_batch():

@@ -1,0 +1,230 @@
+"""The training loop: nothing too scary, just a careful one, the same for every task.
+
+`Trainer` knows nothing about pages, terminals or what is being learnt. The
+task (`ClassificationTask`, `LanguageModelTask`) says what a batch is, what
+its loss is, how to evaluate and which evaluation is better; the trainer
+does the rest and fires named events, each a dict of plain numbers, to any
+callback object that has a method of that name:
+
+    on_step       after every optimiser step: loss, learning rate, tokens/s, step/total
+    on_eval       after every evaluation: the task's validation and test metrics
+    on_epoch_end  after every epoch
+    on_end        once, with the status: finished, stopped or failed (and why)
+
+The recipe: AdamW; learning rate warmed up linearly, then cosine decay;
+gradient-norm clipping; evaluation at every epoch end (and every `eval_every`
+steps). Model selection and early stopping look at the validation split only:
+the reported test score is that of the model chosen on validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..config import TrainConfig
+
+EVENTS = ("on_phase", "on_step", "on_eval", "on_epoch_end", "on_end")
+# what an evaluation event holds besides the task's metrics
+EVAL_BOOKKEEPING = ("step", "epoch", "elapsed", "best")
+
+
+def notify(callbacks: Iterable, name: str, event: dict) -> None:
+    """Call `name(event)` on every callback that has such a method."""
+    for callback in callbacks:
+        handler = getattr(callback, name, None)
+        if handler is not None:
+            handler(event)
+
+
+def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str = "cosine") -> float:
+    """The factor on the peak learning rate at a step: linear warmup, then cosine to 0 (or flat)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Task(Protocol):
+    """What the trainer needs to know about what it trains."""
+
+    def steps_per_epoch(self, batch_size: int) -> int: ...
+
+    def batches(self, epoch: int, batch_size: int) -> list: ...
+
+    def loss(self, model: torch.nn.Module, batch, device: torch.device) -> tuple[torch.Tensor, int]:
+        """The loss to minimise on one batch, and how many real tokens the batch holds."""
+
+    def evaluate(self, model: torch.nn.Module, device: torch.device, stop=None) -> tuple[dict, object] | None:
+        """Validation and test metrics (plain numbers), and anything to keep with the best
+        evaluation; None when a stop request cut it short."""
+
+    def better(self, event: dict, best: dict | None) -> bool:
+        """Whether this evaluation beats the best so far, on the validation split."""
+
+
+def scores(event: dict) -> dict:
+    """The metrics of an evaluation event, without its bookkeeping."""
+    return {k: v for k, v in event.items() if k not in EVAL_BOOKKEEPING and not isinstance(v, str)}
+
+
+@dataclass
+class TrainResult:
+    status: str                      # finished | stopped | failed
+    reason: str | None
+    best: dict | None                # the evaluation event chosen on validation
+    history: dict                    # {"steps": [...], "evals": [...], "epochs": [...]}
+    steps: int
+    train_seconds: float
+    tokens_per_second: float
+    kept: object = None              # what the task kept with the chosen evaluation
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.best.get("test_accuracy") if self.best else None
+
+
+class Trainer:
+    """Trains a model on a task, fires events, honours a stop flag within one step.
+
+    The stop flag is anything with `is_set()`: a threading or a multiprocessing Event.
+    """
+
+    def __init__(self, model: torch.nn.Module, task: Task, cfg: TrainConfig, device: torch.device,
+                 callbacks: Iterable = (), stop=None):
+        self.model, self.task, self.cfg, self.device = model.to(device), task, cfg, device
+        self.callbacks = list(callbacks)
+        self.stop = stop
+        self.steps_per_epoch = task.steps_per_epoch(cfg.batch_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError("the training split is empty.")
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.warmup_steps = round(cfg.warmup_fraction * self.total_steps)
+        self.optimizer = self._make_optimizer()
+        self.history = {"steps": [], "evals": [], "epochs": []}
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        # decay matrices (and the embedding table), not biases or norm gains
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.cfg.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.cfg.lr)
+
+    def _emit(self, name: str, event: dict) -> None:
+        notify(self.callbacks, name, event)
+
+    def _stop_requested(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def _train_step(self, batch, lr: float) -> tuple[float, int]:
+        """One optimiser step; returns the loss (not finite: no step was taken) and the real tokens."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, n_tokens = self.task.loss(self.model, batch, self.device)
+        if not torch.isfinite(loss):
+            return loss.item(), n_tokens
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        return loss.item(), n_tokens
+
+    def fit(self) -> TrainResult:
+        cfg, model = self.cfg, self.model
+        model.train()
+        start = time.perf_counter()
+        train_seconds, train_tokens, step = 0.0, 0, 0
+        status, reason = "finished", None
+        best, best_state, best_kept = None, None, None
+        epochs_without_improvement = 0
+
+        def record_eval(epoch_position: float) -> bool | None:
+            """Evaluate and keep the model if validation says it is the best; None if stopped."""
+            nonlocal best, best_state, best_kept
+            evaluated = self.task.evaluate(model, self.device, self.stop)
+            if evaluated is None:
+                return None
+            metrics, kept = evaluated
+            event = {"step": step, "epoch": round(epoch_position, 4),
+                     "elapsed": round(time.perf_counter() - start, 3), **metrics}
+            event["best"] = self.task.better(event, best)
+            if event["best"]:
+                best, best_kept = event, kept
+                best_state = copy.deepcopy(model.state_dict())
+            self.history["evals"].append(event)
+            self._emit("on_eval", event)
+            return event["best"]
+
+        if getattr(self.task, "evaluate_at_start", False) and record_eval(0) is None:
+            status, reason = "stopped", "stopped by request before the first step"
+        for epoch in range(cfg.epochs if status == "finished" else 0):
+            epoch_losses = []
+            batches = self.task.batches(epoch, cfg.batch_size)
+            for index, batch in enumerate(batches):
+                if self._stop_requested():
+                    status, reason = "stopped", f"stopped by request at step {step}"
+                    break
+                tick = time.perf_counter()
+                lr = cfg.lr * lr_multiplier(step, self.total_steps, self.warmup_steps, cfg.lr_schedule)
+                loss_value, n_tokens = self._train_step(batch, lr)
+                if not math.isfinite(loss_value):
+                    status = "failed"
+                    reason = (f"the loss became {loss_value} at step {step + 1} (learning rate "
+                              f"{lr:.3g}); lower the learning rate"
+                              + (" or turn gradient clipping on." if cfg.grad_clip == 0 else "."))
+                    break
+                step += 1
+                epoch_losses.append(loss_value)
+                train_seconds += time.perf_counter() - tick
+                train_tokens += n_tokens
+                event = {"step": step, "total_steps": self.total_steps, "epoch": epoch + 1,
+                         "epochs": cfg.epochs, "loss": loss_value, "lr": lr,
+                         "tokens_per_second": round(train_tokens / max(train_seconds, 1e-9), 1),
+                         "elapsed": round(time.perf_counter() - start, 3)}
+                self.history["steps"].append(event)
+                self._emit("on_step", event)
+                mid_epoch = index + 1 < len(batches)
+                if cfg.eval_every and step % cfg.eval_every == 0 and mid_epoch:
+                    if record_eval(epoch + (index + 1) / len(batches)) is None:
+                        status, reason = "stopped", f"stopped by request at step {step}, during an evaluation"
+                        break
+            if status != "finished":
+                break
+            improved = record_eval(epoch + 1)
+            if improved is None:
+                status, reason = "stopped", f"stopped by request at step {step}, during an evaluation"
+                break
+            epochs_without_improvement = 0 if improved else epochs_without_improvement + 1
+            summary = {"epoch": epoch + 1, "epochs": cfg.epochs, "step": step,
+                       "train_loss": sum(epoch_losses) / max(1, len(epoch_losses)),
+                       **scores(self.history["evals"][-1]),
+                       "tokens_per_second": round(train_tokens / max(train_seconds, 1e-9), 1),
+                       "elapsed": round(time.perf_counter() - start, 3)}
+            self.history["epochs"].append(summary)
+            self._emit("on_epoch_end", summary)
+            if cfg.patience and epochs_without_improvement >= cfg.patience and epoch + 1 < cfg.epochs:
+                reason = (f"stopped early after epoch {epoch + 1}: the validation score "
+                          f"did not improve for {cfg.patience} epoch(s)")
+                break
+
+        if best_state is not None and status != "failed":
+            model.load_state_dict(best_state)     # model selection: keep the validation-best weights
+        if status == "failed":
+            best, best_kept = None, None
+        result = TrainResult(status, reason, best, self.history, step, train_seconds,
+                             train_tokens / max(train_seconds, 1e-9), best_kept)
+        self._emit("on_end", {"status": status, "reason": reason, "steps": step,
+                              "total_steps": self.total_steps, **scores(best or {}),
+                              "best_step": best["step"] if best else None,
+                              "tokens_per_second": round(result.tokens_per_second, 1),
+                              "elapsed": round(time.perf_counter() - start, 3)})
+        return result
