@@ -22,8 +22,9 @@ def main() -> None:
         st.Page("app_pages/positional.py", title="3 · Positional encoding", icon=":material/timeline:"),
         st.Page("app_pages/attention.py", title="4 · Grouped-query attention", icon=":material/hub:"),
         st.Page("app_pages/encoder.py", title="5 · Encoder stack", icon=":material/layers:"),
-        st.Page("app_pages/training.py", title="6 · Training", icon=":material/monitoring:"),
-        st.Page("app_pages/runs.py", title="7 · Runs & predict", icon=":material/compare_arrows:"),
+        st.Page("app_pages/decoder.py", title="6 · Decoder & generation", icon=":material/edit_note:"),
+        st.Page("app_pages/training.py", title="7 · Training", icon=":material/monitoring:"),
+        st.Page("app_pages/runs.py", title="8 · Runs & predict", icon=":material/compare_arrows:"),
     ]
     st.navigation(pages).run()
 

@@ -14,8 +14,9 @@ cfg = model_sidebar()
 
 st.title("minitx: build a transformer, then watch it learn")
 st.markdown(
-    "A transformer encoder, written from scratch in PyTorch, that you take apart one idea at "
-    "a time and then train on IMDB movie reviews. Every picture here is computed by the "
+    "A transformer, written from scratch in PyTorch, that you take apart one idea at "
+    "a time and then train on IMDB movie reviews: as an encoder that reads a review's sentiment, "
+    "and as a decoder that learns to write reviews. Every picture here is computed by the "
     "`minitx` package; every page shows the source of the function it used. The model in "
     "the sidebar is *your model*: every page shows that one.")
 
@@ -26,7 +27,9 @@ st.markdown(
     "3. **Positional encoding**: attention cannot see order; positions have to be added.\n"
     "4. **Grouped-query attention**: every token looks at every other; heads may share keys and values.\n"
     "5. **Encoder stack**: attention, add & norm, feed-forward, add & norm, N times; then pool.\n"
-    "6. **Training**: fit it to 5,000 reviews and watch loss and accuracy move.")
+    "6. **Decoder & generation**: the same block with a causal mask writes text; the KV cache makes it fast.\n"
+    "7. **Training**: fit either to IMDB and watch loss, accuracy or bits per character move.\n"
+    "8. **Runs & predict**: compare runs, ask a classifier about your review, let a language model write.")
 
 st.subheader("One sentence through your model")
 text = st.text_input("Type a sentence", "This movie was surprisingly good!", max_chars=100_000)

@@ -1,4 +1,5 @@
-"""Page 7: the saved runs: compare them, manage them, ask one about your own review."""
+"""Page 8: the saved runs: compare them, manage them, ask a classifier about your own review or
+have a language model write."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import streamlit as st
 import torch
 
 from minitx.checkpoint import delete_run, rename_run, run_zip
-from minitx.curves import epoch_curves
+from minitx.curves import epoch_curves, samples
 from minitx.predict import METHOD, predict
 from minitx.runs import format_duration
-from ui import charts
+from ui import charts, generation
 from ui.common import review_text, show_source, table_height, token_labels
 from ui.live import loaded_run, registry, saved_runs
 from ui.model_sidebar import model_sidebar
@@ -28,11 +29,12 @@ def table_row(info) -> dict:
         return {"run": info.name, "status": "unreadable", "model": info.error}
     m, t = info.metrics, info.train_config
     return {"run": info.name, "status": m.get("status"), "created": m.get("created"),
+            "task": "language model" if info.model_config.is_lm else "sentiment",
             "model": info.model_config.summary(),
             "heads / KV": f"{info.model_config.n_heads} / {info.model_config.n_kv_heads}",
             "tokenizer": f"{t.tokenizer} {info.model_config.vocab_size:,}",
-            "test accuracy": m.get("test_accuracy"), "test set": m.get("test_subset"),
-            "wall time": format_duration(m.get("wall_seconds"))}
+            "test accuracy": m.get("test_accuracy"), "test bits/char": m.get("test_bits_per_char"),
+            "test set": m.get("test_subset"), "wall time": format_duration(m.get("wall_seconds"))}
 
 
 def do_rename(old: str) -> None:
@@ -109,12 +111,13 @@ active = registry().active()
 if active:
     st.info(f"Run {registry().snapshot(active).name} is training: it appears here once saved.")
 if not infos:
-    st.info("No runs yet: start one on **6 · Training**, or run `python -m minitx.train --preset quick`.")
+    st.info("No runs yet: start one on **7 · Training**, or run `python -m minitx.train --preset quick`.")
     st.stop()
 
 frame = pd.DataFrame([table_row(i) for i in infos])
 st.dataframe(frame, hide_index=True, height=min(table_height(frame), 420), width="stretch",
-             column_config={"test accuracy": st.column_config.NumberColumn(format="%.4f")})
+             column_config={"test accuracy": st.column_config.NumberColumn(format="%.4f"),
+                            "test bits/char": st.column_config.NumberColumn(format="%.3f")})
 readable = [i for i in infos if i.readable]
 by_name = {i.name: i for i in infos}
 broken = [i for i in infos if not i.readable]
@@ -144,6 +147,10 @@ if chosen:
         draw_with_svg(right, charts.overlay(evals_frame.dropna(subset=["val_accuracy"]), "val_accuracy",
                                             "Validation accuracy", "accuracy"),
                       "runs_overlay_acc", "validation-accuracy.svg")
+    if "val_bits_per_char" in evals_frame:      # language models: lower is better
+        draw_with_svg(right, charts.overlay(evals_frame.dropna(subset=["val_bits_per_char"]), "val_bits_per_char",
+                                            "Validation bits per character", "bits per character"),
+                      "runs_overlay_bpc", "validation-bits-per-char.svg")
 
 # -- manage ----------------------------------------------------------------------------------
 st.header("Manage")
@@ -170,14 +177,32 @@ else:
 if not readable:
     st.stop()
 
-# -- predict ---------------------------------------------------------------------------------
-st.header("Predict: ask a trained model")
-pick = st.selectbox("model", [i.name for i in readable], key="predict_run")
+# -- predict or generate ----------------------------------------------------------------------
+st.header("Ask a trained model")
+pick = st.selectbox("model", [i.name for i in readable], key="predict_run",
+                    help="A sentiment classifier scores your review; a language model continues your prompt.")
 info = by_name[pick]
 try:
     run = loaded_run(str(info.path), info.modified)
 except ValueError as error:
     st.error(f"Run {pick} cannot be loaded: {error}")
+    st.stop()
+if run.model_config.is_lm:
+    bpc = run.metrics.get("test_bits_per_char")
+    st.caption(f"{run.model_config.summary()} · "
+               + (f"{bpc:.3f} bits per character on held-out reviews" if bpc is not None else "never evaluated"))
+    settings = generation.controls("runs_gen", run.model_config.vocab_size, run.model_config.max_len)
+    prompt = settings.pop("prompt")
+    out = generation.generated(run.model, run.tokenizer, f"run:{info.path}:{info.modified}", prompt, **settings)
+    generation.show(run.tokenizer, prompt, out, settings, key="runs_gen")
+    st.header("What it wrote as it learned")
+    written = samples((run.metrics.get("history") or {}).get("evals") or [])
+    if written:
+        steps = [w["step"] for w in written]
+        step = st.select_slider("training step", steps, value=steps[-1], key="runs_sample_step") \
+            if len(steps) > 1 else steps[0]
+        st.code(written[steps.index(step)]["sample"], language=None, wrap_lines=True)
+    show_source(generation.generate, epoch_curves)
     st.stop()
 accuracy = run.metrics.get("test_accuracy")
 st.caption(f"{run.model_config.summary()} · "

@@ -1,4 +1,5 @@
-"""Page 6: train the model from the sidebar on IMDB, live, in the background."""
+"""Page 7: train the model from the sidebar on IMDB, live, in the background: a sentiment
+classifier (the encoder) or a language model (the decoder)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,23 @@ import pandas as pd
 import streamlit as st
 
 from minitx.config import LR_SCHEDULES, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig
-from minitx.curves import eval_curve, loss_curve
+from minitx.curves import eval_curve, loss_curve, samples
 from minitx.estimate import describe_lengths, estimate_run, representative_lengths, time_training_step
 from minitx.presets import PRESETS
 from minitx.runs import RunRegistry, RunSnapshot, format_duration
-from minitx.train import Trainer, check_run
+from minitx.train import IMDB_SPLIT_SIZE, LM_POOL_SIZE, Trainer, check_run
 from ui import charts
 from ui.common import literal_markdown, remembered, review_text, show_source
 from ui.live import POLL_SECONDS, current_run_id, registry
 from ui.model_sidebar import KEY, model_sidebar
 from ui.resources import imdb_sample, sample_lengths
 
-PRESET_LABELS = {"Quick": "quick", "Seed recipe": "seed", "Full IMDB": "full", "Tiny (smoke test)": "tiny"}
-ALL_REVIEWS = 25_000
+PRESET_LABELS = {"Quick": "quick", "Seed recipe": "seed", "Full IMDB": "full", "Tiny (smoke test)": "tiny",
+                 "Language model, quick": "lm-quick", "Language model, tiny (smoke test)": "lm-tiny"}
+TASK_LABELS = {"classify": "a sentiment classifier (the encoder)", "lm": "a language model (the decoder)"}
+MOST_REVIEWS = {"classify": IMDB_SPLIT_SIZE, "lm": LM_POOL_SIZE}    # the most a run can read ("all")
 SIDEBAR_FIELDS = ("d_model", "n_heads", "n_kv_heads", "n_layers", "d_ff", "max_len", "pos_encoding",
-                  "norm", "norm_position", "ffn", "pooling")
+                  "norm", "norm_position", "ffn", "n_experts", "experts_per_token", "pooling")
 TRAIN = "train_{}".format
 
 
@@ -31,16 +34,17 @@ def apply_preset() -> None:
     for name in SIDEBAR_FIELDS:
         st.session_state[KEY(name)] = getattr(model_cfg, name)
     st.session_state[TRAIN("dropout")] = model_cfg.dropout
+    st.session_state[TRAIN("task")] = model_cfg.task
     for name, value in train_cfg.to_dict().items():
         if name in ("train_size", "test_size") and value is None:
-            value = ALL_REVIEWS
+            value = MOST_REVIEWS[model_cfg.task] if name == "train_size" else IMDB_SPLIT_SIZE
         st.session_state[TRAIN(name)] = value
 
 
 def knob(name: str):
     """Widget arguments for a training knob, its default taken from the Quick preset."""
     quick_model, quick_train = PRESETS["quick"]
-    default = quick_model.dropout if name == "dropout" else getattr(quick_train, name)
+    default = getattr(quick_model, name) if name in ("dropout", "task") else getattr(quick_train, name)
     return remembered(TRAIN(name), default)
 
 
@@ -75,18 +79,25 @@ def step_seconds(model_cfg: ModelConfig, batch_size: int, lengths: tuple[int, ..
 
 def show_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, machine_busy: bool) -> None:
     """The run's time: steps of this model timed here at typical lengths, times the steps, plus
-    evaluations and data."""
-    lengths = representative_lengths(sample_lengths(train_cfg.tokenizer, train_cfg.vocab_size,
-                                                    train_cfg.lowercase), model_cfg.max_len)
+    evaluations and data. A language model's steps are all blocks of max_len tokens."""
+    review_lengths = sample_lengths(train_cfg.tokenizer, train_cfg.vocab_size, train_cfg.lowercase)
+    if model_cfg.is_lm:
+        lengths, per_review = [model_cfg.max_len], sum(review_lengths) / max(1, len(review_lengths))
+        what = f"on blocks of {model_cfg.max_len} tokens"
+        batches = f"{train_cfg.batch_size} blocks"
+    else:
+        lengths, per_review = representative_lengths(review_lengths, model_cfg.max_len), None
+        what = describe_lengths(lengths, model_cfg.max_len)
+        batches = f"{train_cfg.batch_size} reviews"
     seconds = step_seconds(model_cfg, train_cfg.batch_size, tuple(lengths), machine_busy)
-    estimate = estimate_run(train_cfg, seconds)
+    estimate = estimate_run(train_cfg, seconds, model_cfg, per_review)
     where = "while another run trains on it (so too long) " if machine_busy else ""
     st.markdown(
         f"**Estimated time: about {format_duration(estimate.total_seconds)}** "
-        f"({estimate.steps:,} steps of {train_cfg.batch_size} reviews, {seconds * 1000:.0f} ms "
-        f"each: the mean of steps timed just now on this machine {where}"
-        f"{describe_lengths(lengths, model_cfg.max_len)}; {estimate.evaluations} evaluations "
-        f"{format_duration(estimate.eval_seconds)}; data {format_duration(estimate.prepare_seconds)}).")
+        f"({estimate.steps:,} steps of {batches}, {seconds * 1000:.0f} ms "
+        f"each: the mean of steps timed just now on this machine {where}{what}; "
+        f"{estimate.evaluations} evaluations {format_duration(estimate.eval_seconds)}; "
+        f"data {format_duration(estimate.prepare_seconds)}).")
 
 
 def status_line(snap: RunSnapshot) -> str:
@@ -125,21 +136,67 @@ def draw_progress(snap: RunSnapshot) -> None:
 
 
 def draw_evaluations(snap: RunSnapshot) -> None:
-    """Evaluation accuracy and loss: they change once per evaluation, so they are drawn outside
-    the fragment (each element redrawn every second costs the browser CPU the training wants)."""
+    """The evaluation charts (accuracy or bits per character, and loss) and, for a language model,
+    what it wrote at each evaluation. They change once per evaluation, so they are drawn outside
+    the once-a-second fragment."""
     evals = eval_curve(snap.evals)
     if not evals:
         if snap.active:
-            st.caption("Evaluation accuracy and loss appear after the first evaluation "
+            st.caption("Evaluation charts appear after the first evaluation "
                        "(at the end of epoch 1, or every N steps: see More knobs).")
         return
     rows = pd.DataFrame(evals)      # both charts read the same rows, each filters its metric
-    for column, metric in zip(st.columns(2), ("accuracy", "loss")):
+    metrics = ("bits_per_char", "loss") if snap.model_config.is_lm else ("accuracy", "loss")
+    for column, metric in zip(st.columns(2), metrics):
         column.vega_lite_chart(rows, charts.evaluation_spec(metric, snap.total_steps),
                                key=f"live_eval_{metric}", width="stretch")
+    if snap.model_config.is_lm:
+        draw_samples(samples(snap.evals), key="train_sample_step")
+
+
+def draw_samples(written: list[dict], key: str) -> None:
+    """What the model wrote at each evaluation, from a fixed prompt, on a slider: from random
+    pieces at step 0 to sentences."""
+    if not written:
+        return
+    st.markdown("**What the model wrote as it learned** (the same prompt and seed at every evaluation)")
+    steps = [w["step"] for w in written]
+    # a new slider with every evaluation, so that during a run it shows the newest sample
+    step = st.select_slider("at training step", steps, value=steps[-1], key=f"{key}_{len(steps)}") \
+        if len(steps) > 1 else steps[0]
+    chosen = written[steps.index(step)]
+    st.code(chosen["sample"], language=None, wrap_lines=True)
+    if chosen.get("bits_per_char") is not None:
+        st.caption(f"Step {step}: {chosen['bits_per_char']:.3f} bits per character on the validation text.")
+
+
+def draw_lm_results(snap: RunSnapshot) -> None:
+    """A language model's score beside what ordinary compressors need for the same text."""
+    summary = snap.summary or {}
+    if summary.get("test_bits_per_char") is None:
+        return
+    a, b, c, d = st.columns(4)
+    a.metric("test bits per character", f"{summary['test_bits_per_char']:.3f}", help=summary.get("test_subset"))
+    b.metric("test perplexity (per token)", f"{summary['test_perplexity']:.1f}")
+    c.metric("wall time", format_duration(summary.get("wall_seconds")))
+    d.metric("tokens/s", f"{summary.get('tokens_per_second', 0):,.0f}")
+    baselines = summary.get("baselines") or {}
+    rows = pd.DataFrame([{"model": "this model", "bits per character": summary["test_bits_per_char"]}]
+                        + [{"model": name, "bits per character": value} for name, value in baselines.items()])
+    st.altair_chart(charts.bars(rows, "model", "bits per character",
+                                title="Bits per character on the same held-out text (lower is better)"),
+                    key="train_lm_baselines")
+    st.caption("A language model is a compressor: the probability it gives each next token is what an "
+               "arithmetic coder would need. zlib (gzip), bz2 and xz are ordinary compressors; the "
+               "unigram model knows each token's frequency and nothing else."
+               + (f" Saved to `{snap.checkpoint}`: generate from it on **6 · Decoder & generation**."
+                  if snap.checkpoint else ""))
 
 
 def draw_results(snap: RunSnapshot) -> None:
+    if snap.model_config.is_lm:
+        draw_lm_results(snap)
+        return
     summary = snap.summary or {}
     if summary.get("test_accuracy") is None:
         if snap.status == "stopped":
@@ -151,7 +208,7 @@ def draw_results(snap: RunSnapshot) -> None:
              help=f"The weights of step {summary.get('best_step')} were kept: the best on validation.")
     c.metric("wall time", format_duration(summary.get("wall_seconds")))
     d.metric("tokens/s", f"{summary.get('tokens_per_second', 0):,.0f}")
-    st.caption(f"Saved to `{snap.checkpoint}`: see **7 · Runs & predict** to compare it and ask it "
+    st.caption(f"Saved to `{snap.checkpoint}`: see **8 · Runs & predict** to compare it and ask it "
                f"about your own review." if snap.checkpoint else "Not saved.")
     left, right = st.columns([1, 2])
     if summary.get("confusion"):
@@ -196,14 +253,24 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
         st.selectbox("start from a preset", list(PRESET_LABELS),
                      **{**remembered("train_preset", "Quick"), "on_change": apply_preset, "args": ()},
                      help="Sets the sidebar's model and every knob below. Quick: 0.86 in about 80 s; "
-                          "Full IMDB: 0.88 in about 4 minutes; Seed recipe: the original write-up, 12 minutes.")
+                          "Full IMDB: 0.88 in about 4 minutes; Seed recipe: the original write-up, 12 minutes; "
+                          "Language model, quick: about 2 bits per character in under 5 minutes.")
+        task = st.radio("train", list(TASK_LABELS), format_func=TASK_LABELS.get, horizontal=True, **knob("task"),
+                        help="The same blocks: the language model adds a causal mask and predicts the next token.")
+        lm = task == "lm"
+        most = MOST_REVIEWS[task]
+        if st.session_state.get(TRAIN("train_size"), 0) > most:    # "all" of the other task's reviews
+            st.session_state[TRAIN("train_size")] = most
         data_col, opt_col = st.columns(2)
         with data_col:
             st.markdown("**Data and tokenizer**")
-            train_size = st.number_input("training reviews (incl. validation)", 20, ALL_REVIEWS, step=500,
-                                         help="A balanced subset; 25,000 is all of them.", **knob("train_size"))
-            test_size = st.number_input("test reviews", 20, ALL_REVIEWS, step=500,
-                                        help="A balanced subset; 25,000 is the whole test split.",
+            train_size = st.number_input("training reviews (incl. validation)", 20, most, step=500,
+                                         help=f"{most:,} is all of them: " + (
+                                             "the unlabelled 50,000 and the training split's 25,000."
+                                             if lm else "a balanced subset of the training split."),
+                                         **knob("train_size"))
+            test_size = st.number_input("test reviews", 20, IMDB_SPLIT_SIZE, step=500,
+                                        help="Held-out reviews of other movies; 25,000 is the whole test split.",
                                         **knob("test_size"))
             tokenizer = st.selectbox("tokenizer", TOKENIZER_KINDS, **knob("tokenizer"))
             vocab_size = st.number_input("vocabulary size", 100, 60_000, step=1_000, **knob("vocab_size"))
@@ -220,12 +287,14 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
             seed = st.number_input("seed", 0, 1_000_000, **knob("seed"))
         with st.expander("More knobs"):
             m1, m2, m3 = st.columns(3)
-            truncation = m1.selectbox("truncation", TRUNCATIONS, **knob("truncation"),
-                                      help="head: keep the start; head_tail: the start and the end.")
+            truncation = m1.selectbox("truncation", TRUNCATIONS, **knob("truncation"), disabled=lm,
+                                      help="head: keep the start; head_tail: the start and the end "
+                                           "(a language model reads whole reviews, in blocks).")
             schedule = m1.selectbox("learning-rate schedule", LR_SCHEDULES, **knob("lr_schedule"))
             grad_clip = m2.number_input("gradient clipping (max norm, 0 = off)", 0.0, 100.0, step=0.5,
                                         **knob("grad_clip"))
-            word_dropout = m2.slider("word dropout", 0.0, 0.5, step=0.05, **knob("word_dropout"))
+            word_dropout = m2.slider("word dropout", 0.0, 0.5, step=0.05, **knob("word_dropout"), disabled=lm,
+                                     help="Classifier only: training tokens replaced by [UNK].")
             eval_every = m3.number_input("also evaluate every N steps (0 = epoch ends)", 0, 100_000, step=50,
                                          **knob("eval_every"))
             patience = m3.number_input("early-stopping patience (epochs, 0 = off)", 0, 10, **knob("patience"))
@@ -235,14 +304,15 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
 
         model_cfg = train_cfg = problem = None
         try:
-            model_cfg = cfg.replace(dropout=dropout)
+            model_cfg = cfg.replace(dropout=dropout, task=task)
             train_cfg = TrainConfig(
-                train_size=None if train_size >= ALL_REVIEWS else int(train_size),
-                test_size=None if test_size >= ALL_REVIEWS else int(test_size), tokenizer=tokenizer,
+                train_size=None if train_size >= most else int(train_size),
+                test_size=None if test_size >= IMDB_SPLIT_SIZE else int(test_size), tokenizer=tokenizer,
                 vocab_size=int(vocab_size), truncation=truncation, epochs=int(epochs), batch_size=batch_size,
                 lr=float(lr), lr_schedule=schedule, warmup_fraction=float(warmup),
                 weight_decay=float(weight_decay), grad_clip=float(grad_clip), word_dropout=float(word_dropout),
-                eval_every=int(eval_every), patience=int(patience), seed=int(seed))
+                eval_every=int(eval_every), patience=int(patience), seed=int(seed),
+                lowercase=not lm, val_fraction=0.01 if lm else 0.1)
             check_run(model_cfg, train_cfg)
         except ValueError as error:
             problem = f"This run cannot start: {error}"
@@ -268,9 +338,10 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
 cfg = model_sidebar()
 st.title("Training")
 st.markdown(
-    "Train the model in the sidebar on IMDB reviews, here, now. The run trains in a separate "
-    "process, so it goes on when you switch pages, reload or open a second tab; every tab shows "
-    "it. Pick a preset, change any knob (the model itself is in the sidebar), and press Start.")
+    "Train the model in the sidebar on IMDB reviews, here, now: as a sentiment classifier, or as a "
+    "language model that learns to write reviews. The run trains in a separate process, so it goes "
+    "on when you switch pages, reload or open a second tab; every tab shows it. Pick a preset, "
+    "change any knob (the model itself is in the sidebar), and press Start.")
 
 start_pressed = st.session_state.pop("train_start_pressed", False)
 run_id = current_run_id()
@@ -286,7 +357,7 @@ if registry().active() is not None:
 else:
     configure_run(cfg, start_pressed)
     if run_id is None:
-        st.info("No run yet in this server session. Saved runs are on **7 · Runs & predict**.")
+        st.info("No run yet in this server session. Saved runs are on **8 · Runs & predict**.")
     else:
         st.subheader("Last run")
         live_panel(run_id)

@@ -146,18 +146,6 @@ def test_tokenization_page_handles_bad_input_with_a_message(app, text):
         assert _chips(at) > 0
 
 
-def test_tokenization_controls(app):
-    at = app.run()
-    at.switch_page("app_pages/tokenization.py").run()
-    for vocab in (100, 30_000):
-        at.select_slider(key="tok_vocab").set_value(vocab).run()
-        assert not at.exception
-    at.toggle(key="tok_lower").set_value(False).run()
-    at.toggle(key="tok_compare").set_value(True).run()
-    assert not at.exception
-    assert at.get("vega_lite_chart")
-
-
 def test_positional_page_shows_order_blindness(app):
     at = app.run()
     at.switch_page("app_pages/positional.py").run()
@@ -179,20 +167,13 @@ def test_positional_page_shows_order_blindness(app):
 
 PAGES = ["app_pages/home.py", "app_pages/tokenization.py", "app_pages/embeddings.py",
          "app_pages/positional.py", "app_pages/attention.py", "app_pages/encoder.py",
-         "app_pages/training.py", "app_pages/runs.py"]
+         "app_pages/decoder.py", "app_pages/training.py", "app_pages/runs.py"]
 
 
-@pytest.fixture(scope="session")
-def trained_checkpoints(tmp_path_factory, imdb):
-    """A tiny real run saved the way the CLI saves one."""
-    from minitx.config import ModelConfig, TrainConfig
-    from minitx.train import run_training
-
-    folder = tmp_path_factory.mktemp("checkpoints")
-    run_training(ModelConfig(d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=64, max_len=128),
-                 TrainConfig(train_size=400, test_size=100, vocab_size=3000, epochs=1, threads=2),
-                 checkpoint_dir=folder, run_name="tiny")
-    return folder
+@pytest.fixture
+def trained_checkpoints(trained_runs):
+    """conftest's session runs: "tiny" (a classifier) and "lm-tiny" (a language model)."""
+    return trained_runs
 
 
 def _page_widgets(at):
@@ -223,8 +204,13 @@ def _cast(kind, widget, value):
     return value
 
 
-@pytest.mark.parametrize("with_run", [False, True], ids=["random-init", "trained-run"])
-@pytest.mark.parametrize("page", PAGES)
+# the pages that show a trained run's weights or tokenizer, so are also swept with the session's runs
+SHOW_TRAINED_RUNS = ("app_pages/home.py", "app_pages/embeddings.py", "app_pages/encoder.py",
+                     "app_pages/decoder.py", "app_pages/runs.py")
+
+
+@pytest.mark.parametrize("page, with_run", [(page, False) for page in PAGES] + [(page, True) for page in SHOW_TRAINED_RUNS],
+                         ids=lambda value: {False: "random-init", True: "trained-run"}.get(value, value))
 def test_every_page_renders_and_survives_every_control(page, with_run, app, monkeypatch, request):
     if with_run:
         monkeypatch.setenv("MINITX_CHECKPOINTS", str(request.getfixturevalue("trained_checkpoints")))
@@ -234,11 +220,22 @@ def test_every_page_renders_and_survives_every_control(page, with_run, app, monk
     if page.endswith("embeddings.py"):
         notes = " ".join(e.value for e in list(at.success) + list(at.info))
         assert ("trained run **tiny**" in notes) == with_run, notes
+    if page.endswith("training.py"):     # the estimate's timed steps are tested elsewhere: not re-timed here
+        monkeypatch.setattr("minitx.estimate.time_training_step", lambda *args, **kwargs: 0.1)
+    def current(kind, key):
+        """The widget as the page drew it last, or None if an earlier control took it away (a task, a run)."""
+        widget = next((w for w in getattr(at.main, kind) if w.key == key), None)
+        return None if widget is None or widget.disabled else widget
+
     for kind, key in _page_widgets(at):
-        for value in _values(getattr(at, kind)(key=key), kind):
-            widget = getattr(at, kind)(key=key)
+        for value in _values(current(kind, key), kind) if current(kind, key) else []:
+            widget = current(kind, key)
+            if widget is None:
+                break
             widget.set_value(_cast(kind, widget, value)).run()
             assert not at.exception, (page, key, value, at.exception)
+    if with_run:
+        return          # a trained run brings its own architecture: the sidebar is swept without one
     # the sidebar's extremes on this page, ending at the smallest head (d_model 32, 16 heads: 2
     # dimensions each, the edge for RoPE) with one KV head and 6 layers, where every option is
     # tried: the smallest model keeps the Training page's timed estimate cheap
@@ -331,32 +328,24 @@ def test_a_tiny_run_from_the_page_finishes_is_listed_and_predicts(app):
     assert not at.exception
 
 
-def test_start_trains_the_knobs_as_they_are_when_pressed(app):
+def test_start_trains_the_knobs_as_pressed_and_a_second_start_while_busy_names_the_run(app):
     """A preset chosen and Start pressed before the page had redrawn (one rerun, as a quick
-    click lands in the browser): the run must be the new preset, not the form drawn before."""
+    click lands in the browser): the run must be the new preset, not the form drawn before.
+    While it trains, every other start is refused with its name."""
     at = app.run()
     at.switch_page("app_pages/training.py").run()              # the Quick form
-    at.selectbox(key="w_train_preset").set_value("Tiny (smoke test)")
-    at.text_input(key="w_train_run_name").set_value("quick-click")
+    at.selectbox(key="w_train_preset").set_value("Language model, tiny (smoke test)")
+    at.text_input(key="w_train_run_name").set_value("long-run")
     at.button(key="train_start").click().run()
     assert not at.exception, at.exception
-    from ui.live import registry
-
-    snap = registry().snapshot(registry().run_ids()[0])
-    assert snap.name == "quick-click" and snap.model_config.d_model == 32     # Tiny, not Quick's 128
-    registry().stop(snap.run_id)
-    registry().wait(snap.run_id, timeout=60)
-
-
-def test_a_second_start_while_busy_says_which_run_is_training(app):
-    at = _start(app.run(), name="long-run", train_size=25_000)
-    at.run()
-    assert "long-run" in _heading(at)
-    assert not [b for b in at.button if b.key == "train_start"]     # no Start while a run trains
-    assert any("One run trains at a time" in c.value for c in at.caption)
     from minitx.presets import PRESETS
     from ui.live import registry
 
+    snap = registry().snapshot(registry().run_ids()[0])
+    assert snap.name == "long-run" and snap.model_config.is_lm and snap.model_config.d_model == 32   # not Quick
+    assert "long-run" in _heading(at)
+    assert not [b for b in at.button if b.key == "train_start"]     # no Start while a run trains
+    assert any("One run trains at a time" in c.value for c in at.caption)
     with pytest.raises(ValueError, match="long-run.*only one run trains at a time"):
         registry().start(*PRESETS["tiny"])
     at.session_state["train_start_pressed"] = True     # Start in a tab drawn before this run began
@@ -418,10 +407,12 @@ def test_lr_10_ends_as_failed_with_the_reason_on_the_page(app):
     assert any("loss became nan" in e.value for e in at.error), [e.value for e in at.error]
 
 
-@pytest.mark.parametrize("name", ["../escape", "/etc/x", "a b"])
-def test_a_hostile_run_name_is_refused_on_the_page(app, name):
-    at = _start(app.run(), name=name)
-    assert any("not allowed" in e.value for e in at.error), [e.value for e in at.error]
+def test_a_hostile_run_name_is_refused_on_the_page(app):
+    at = _start(app.run(), name="../escape")
+    for name in ("../escape", "/etc/x", "a b"):
+        at.text_input(key="w_train_run_name").set_value(name).run()
+        at.button(key="train_start").click().run()
+        assert any("not allowed" in e.value for e in at.error), (name, [e.value for e in at.error])
     from ui.live import registry
 
     assert registry().run_ids() == []
@@ -460,7 +451,7 @@ def test_runs_page_lists_broken_runs_as_unreadable_never_by_default_and_manages_
     import shutil
 
     folder = tmp_path / "runs"
-    shutil.copytree(trained_checkpoints, folder)
+    shutil.copytree(trained_checkpoints / "tiny", folder / "tiny")
     damage = _break_runs(trained_checkpoints / "tiny", folder)
     monkeypatch.setenv("MINITX_CHECKPOINTS", str(folder))
     at = app.run()
@@ -554,3 +545,87 @@ def test_pages_say_when_they_show_only_the_first_tokens(app):
         widget = next((t for t in at.text_input if t.key == key), at.text_input[0])
         widget.set_value("a truly great film " * 20).run()
         assert any("Showing the first" in c.value for c in at.caption), page
+
+
+# -- the decoder ----------------------------------------------------------------------------------
+
+def _notes(at) -> str:
+    return " ".join(e.value for e in list(at.info) + list(at.caption) + list(at.warning))
+
+
+def test_decoder_page_with_random_weights_says_so_and_how_to_train_one(app):
+    at = app.run()
+    at.switch_page("app_pages/decoder.py").run()
+    assert not at.exception, at.exception
+    assert "Random weights" in _notes(at) and "--preset lm-quick" in _notes(at)
+    assert any("generated-text" in m.value for m in at.markdown)
+    earlier = next(m for m in at.metric if m.label.startswith("largest change of an output at positions"))
+    later = next(m for m in at.metric if m.label.startswith("largest change after position"))
+    assert float(earlier.value) == 0.0 and float(later.value) > 0.0
+    table = next(shown(t) for t in at.table if "cache bytes (measured)" in shown(t).columns)
+    assert list(table["attention"]) == ["MHA", "GQA", "MQA"]
+    assert (table["cache bytes (measured)"] == table["cache bytes (formula)"]).all()
+    sizes = list(table["cache bytes (measured)"])
+    assert sizes[0] / sizes[2] == 4 and sizes[1] / sizes[2] == 2           # H : G : 1 (Quick: 4 heads)
+    at.button(key="dec_time_kinds").click().run()
+    timed = next(shown(t) for t in at.table if "speed-up" in shown(t).columns)
+    assert list(timed["attention"]) == ["MHA", "GQA", "MQA"] and (timed["speed-up"].astype(float) > 0).all()
+    heads = at.select_slider(key="w_model_n_heads").value        # one heatmap per head of the layer
+    assert len([c for c in at.get("vega_lite_chart")]) >= int(heads)
+
+
+@pytest.mark.parametrize("prompt, message", [
+    ("", "No prompt: the model starts a review from nothing"),
+    ("   \n\t ", "No prompt: the model starts a review from nothing"),
+    (("word " * 20_000)[:100_000], "tokens were left out"),
+    ("😀🎬🍿 🤩", "are [UNK]"),
+    ("bad\x00\x07\x1b\x7fchars", "[UNK]"),
+    ("הסרט היה נהדר", "[UNK]"),
+])
+def test_decoder_page_answers_odd_prompts_with_a_message(app, monkeypatch, trained_checkpoints, prompt, message):
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(trained_checkpoints))
+    at = app.run()
+    at.switch_page("app_pages/decoder.py").run()
+    assert "Run lm-tiny" in _notes(at), _notes(at)
+    at.text_area(key="dec_prompt").set_value(prompt).run()
+    assert not at.exception, at.exception
+    assert message in _notes(at), _notes(at)
+    assert any("generated-text" in m.value for m in at.markdown)
+
+
+def test_decoder_page_settings_at_their_edges_each_get_a_message(app, monkeypatch, trained_checkpoints):
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(trained_checkpoints))
+    at = app.run()
+    at.switch_page("app_pages/decoder.py").run()
+    at.text_area(key="dec_prompt").set_value("The acting was").run()
+    for kind, key, value, message in (
+            ("number_input", "dec_top_k", 0, "top-k 0: off"),
+            ("slider", "dec_top_p", 0.0, "top-p 0 keeps only the most likely token"),
+            ("slider", "dec_top_p", 1.0, "top-p 1: off"),
+            ("number_input", "dec_temperature", 0.0, "Temperature 0 is greedy"),
+            ("number_input", "dec_temperature", 100.0, "flattens the probabilities"),
+            ("number_input", "dec_max_new", 512, "max new tokens cut from 512 to 63")):
+        getattr(at, kind)(key=key).set_value(value).run()
+        assert not at.exception, (key, value, at.exception)
+        assert message in _notes(at), (key, value, _notes(at))
+    at.slider(key="dec_step").set_value(5).run()                  # a step's top 10 candidates
+    assert any("Step 5: the 10 most likely next tokens" in json.dumps(json.loads(c.proto.spec))
+               for c in at.get("vega_lite_chart"))
+    for key in ("dec_layer", "dec_position"):
+        widget = next((s for s in at.slider if s.key == key), None)
+        if widget is not None:
+            widget.set_value(widget.max).run()
+            assert not at.exception, (key, at.exception)
+
+
+def test_decoder_page_shows_each_tokens_expert_for_a_mixture_of_experts(app):
+    at = app.run()
+    at.selectbox(key="w_model_ffn").set_value("moe").run()
+    at.switch_page("app_pages/decoder.py").run()
+    assert not at.exception, at.exception
+    titles = json.dumps([json.loads(c.proto.spec) for c in at.get("vega_lite_chart")])
+    assert "Each token's first expert" in titles and "Load per expert: 2 of 4 experts per token" in titles
+    at.select_slider(key="w_model_n_experts").set_value(8).run()
+    at.select_slider(key="w_model_experts_per_token").set_value(1).run()
+    assert not at.exception
+    assert "1 of 8 experts per token" in json.dumps([json.loads(c.proto.spec) for c in at.get("vega_lite_chart")])

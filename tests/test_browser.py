@@ -22,7 +22,7 @@ from tests.conftest import skip_or_fail
 SHOTS = ROOT / "artifacts" / "browser"
 PAGES = {"home": "", "tokenization": "tokenization", "embeddings": "embeddings",
          "positional": "positional", "attention": "attention", "encoder": "encoder",
-         "training": "training", "runs": "runs"}
+         "decoder": "decoder", "training": "training", "runs": "runs"}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def _settle(page, timeout_ms: int = 60_000) -> None:
     """The page has rendered, the shared sidebar is there, and the charts have had time to draw."""
     settle(page, timeout_ms)
     page.wait_for_selector("[data-testid=stSidebar] >> text=Your model", timeout=timeout_ms)
-    page.wait_for_timeout(800)
+    page.wait_for_timeout(400)
 
 
 def _screenshot(page, name: str) -> None:
@@ -69,7 +69,7 @@ def _screenshot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     height = page.evaluate("Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))")
     page.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 16_000)})
-    page.wait_for_timeout(800)
+    page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     page.set_viewport_size({"width": 1400, "height": 900})
 
@@ -153,7 +153,7 @@ def test_live_training_run_stop_and_predict(browser, server):
 
     # the tiny preset, on all 25,000 reviews so that it runs long enough to watch and stop
     page.get_by_test_id("stSelectbox").filter(has_text="start from a preset").click()
-    page.get_by_role("option", name="Tiny (smoke test)").click()
+    page.get_by_role("option", name="Tiny (smoke test)", exact=True).click()
     _settle(page)
     reviews = page.get_by_role("spinbutton", name="training reviews (incl. validation)")
     reviews.fill("25000")
@@ -188,7 +188,7 @@ def test_live_training_run_stop_and_predict(browser, server):
     # leave for another page and come back: the run went on without us
     _nav(page, "5 · Encoder stack", "The encoder stack")
     assert page.get_by_role("heading", name="Encoder stack").is_visible()
-    _nav(page, "6 · Training", "Training")
+    _nav(page, "7 · Training", "Training")
     _wait_until_training(page, 30_000)
     assert "running" in _status(page) and _progress(page) > first_progress
     _screenshot(page, "live-3-back-still-running")
@@ -213,13 +213,14 @@ def test_live_training_run_stop_and_predict(browser, server):
     _screenshot(page, "live-4-stopped")
 
     # the run is saved and listed; ask it about a review
-    _nav(page, "7 · Runs & predict", "Runs & predict")
+    _nav(page, "8 · Runs & predict", "Runs & predict")
     assert page.get_by_test_id("stMultiSelect").get_by_text("browser-run").is_visible()
     review = page.get_by_role("textbox", name="your review")
     review.fill("A wonderful film: moving, funny and beautifully acted. I loved every minute.")
     review.press("Control+Enter")
     _settle(page)
     assert page.get_by_test_id("stMetric").filter(has_text="P(positive)").is_visible()
+    page.get_by_test_id("attribution-chips").wait_for(timeout=30_000)   # its own delta, a moment later
     assert page.get_by_test_id("attribution-chips").count() == 1
     _screenshot(page, "live-5-predict")
 
@@ -229,5 +230,45 @@ def test_live_training_run_stop_and_predict(browser, server):
     svg = Path(download.value.path()).read_bytes()
     assert download.value.suggested_filename == "training-loss.svg"
     assert svg.startswith(b"<svg") and b"browser-run" in svg, svg[:200]
+    assert not page.locator("[data-testid=stException]").count()
+    assert not errors, errors
+
+
+def test_a_language_model_trained_from_the_page_writes_on_the_decoder_page(browser, server):
+    """lm-tiny from the Training page to the end, then listed on the Runs page and generating on
+    the Decoder page."""
+    page, errors = _new_page(browser)
+    page.goto(f"{server}/training")
+    _settle(page)
+    page.get_by_test_id("stSelectbox").filter(has_text="start from a preset").click()
+    page.get_by_role("option", name="Language model, tiny (smoke test)", exact=True).click()
+    _settle(page)
+    name = page.get_by_role("textbox", name="run name (optional)")
+    name.fill("browser-lm")
+    name.press("Enter")
+    _settle(page)
+    assert page.get_by_text("Estimated time: about").is_visible()
+    page.get_by_role("button", name="Start training").click()
+    page.wait_for_function("() => [...document.querySelectorAll('h4')].some("
+                           "h => h.innerText.includes('browser-lm') && h.innerText.includes('finished'))",
+                           timeout=180_000)
+    _settle(page)
+    assert page.get_by_text("What the model wrote as it learned").is_visible()
+    assert page.get_by_test_id("stMetric").filter(has_text="test bits per character").is_visible()
+    _screenshot(page, "lm-1-trained")
+
+    _nav(page, "8 · Runs & predict", "Runs & predict")
+    assert page.get_by_test_id("stMultiSelect").get_by_text("browser-lm").is_visible()
+    _screenshot(page, "lm-2-runs")
+
+    _nav(page, "6 · Decoder & generation", "Decoder & generation")
+    assert page.get_by_text("Run browser-lm").first.is_visible()
+    prompt = page.get_by_role("textbox", name="prompt")
+    prompt.fill("The acting was")
+    prompt.press("Control+Enter")
+    _settle(page)
+    text = page.get_by_test_id("generated-text").inner_text()
+    assert text.startswith("The acting was") and len(text) > len("The acting was"), text
+    _screenshot(page, "lm-3-decoder")
     assert not page.locator("[data-testid=stException]").count()
     assert not errors, errors

@@ -101,12 +101,18 @@ def training_loss(total_steps: int | None, height: int = 340) -> alt.LayerChart:
         height=height, width="container")
 
 
+METRIC_TITLES = {"accuracy": "accuracy", "loss": "loss", "bits_per_char": "bits per character",
+                 "perplexity": "perplexity"}
+
+
 def evaluation(metric: str, total_steps: int | None, height: int = 250) -> alt.Chart:
-    """Validation and test loss (or accuracy) at every evaluation. Data: eval_curve rows."""
-    y_scale = alt.Scale(domain=[0.4, 1.0]) if metric == "accuracy" else alt.Undefined
-    return alt.Chart(title=f"Evaluation {metric}").transform_filter(alt.datum.metric == metric).mark_line(
+    """Validation and test loss (or accuracy, or bits per character) at every evaluation.
+    Data: eval_curve rows."""
+    y_scale = alt.Scale(domain=[0.4, 1.0]) if metric == "accuracy" else alt.Scale(zero=False)
+    title = METRIC_TITLES.get(metric, metric)
+    return alt.Chart(title=f"Evaluation {title}").transform_filter(alt.datum.metric == metric).mark_line(
         point=True).encode(
-        x=_step_axis(total_steps), y=alt.Y("value:Q", title=metric, scale=y_scale),
+        x=_step_axis(total_steps), y=alt.Y("value:Q", title=title, scale=y_scale),
         color=alt.Color("split:N", title="split"),
         tooltip=tips("step:Q", "split:N") + [alt.Tooltip("value:Q", format=".4f")],
     ).properties(height=height, width="container")

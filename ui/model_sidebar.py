@@ -21,6 +21,7 @@ D_MODELS = [32, 64, 128, 256, 512]
 HEADS = [1, 2, 4, 8, 16]
 D_FFS = [64, 128, 256, 512, 1024, 2048]
 MAX_LENS = [64, 128, 256, 400, 512]
+EXPERTS = [2, 4, 8]
 KEY = "model_{}".format
 DEFAULT = PRESETS["quick"][0]   # the model the Quick preset trains
 
@@ -67,11 +68,19 @@ def model_sidebar() -> ModelConfig:
         pos_encoding = _selectbox("positional encoding", "pos_encoding", POS_ENCODINGS)
         norm = _selectbox("norm", "norm", NORMS)
         norm_position = _selectbox("norm position", "norm_position", NORM_POSITIONS)
-        ffn = _selectbox("feed-forward", "ffn", FFNS)
-        pooling = _selectbox("pooling", "pooling", POOLINGS)
+        ffn = _selectbox("feed-forward", "ffn", FFNS,
+                         help="moe: a mixture of experts, each token sent to its best few (SwiGLU experts).")
+        n_experts = experts_per_token = None
+        if ffn == "moe":
+            n_experts = _select_slider("experts E", "n_experts", EXPERTS)
+            experts_per_token = _select_slider("experts per token k", "experts_per_token",
+                                               list(range(1, n_experts + 1)))
+        pooling = _selectbox("pooling", "pooling", POOLINGS, help="How the encoder sums a review up.")
         cfg = ModelConfig(d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, n_layers=n_layers,
                           d_ff=d_ff, max_len=max_len, pos_encoding=pos_encoding, norm=norm,
                           norm_position=norm_position, ffn=ffn, pooling=pooling,
+                          n_experts=n_experts or DEFAULT.n_experts,
+                          experts_per_token=experts_per_token or DEFAULT.experts_per_token,
                           dropout=DEFAULT.dropout, vocab_size=DEFAULT.vocab_size)
         st.caption(f"{cfg.attention_kind}: {n_heads} query heads share {n_kv_heads} key/value head(s); "
                    f"head size {cfg.head_dim}.")

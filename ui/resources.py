@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from minitx.checkpoint import LoadedRun, load_run, run_folders
+from minitx.checkpoint import LoadedRun, load_run, read_run_configs, run_folders
 from minitx.data import DataUnavailableError, imdb_subsets
 from minitx.tokenizer import Tokenizer, cached_tokenizer
 
@@ -62,17 +62,21 @@ def positivity(_tokenizer, tokenizer_key: str) -> dict[int, float] | None:
     return None if sample is None else word_positivity(_tokenizer, sample[0], sample[1], min_count=5)
 
 
-def newest_run() -> tuple[LoadedRun | None, str | None]:
-    """The newest readable run in checkpoints/ and None, or None and why there is none."""
+def newest_run(task: str = "classify") -> tuple[LoadedRun | None, str | None]:
+    """The newest readable run of this task ("classify" or "lm") in checkpoints/ and None, or
+    None and why there is none."""
     problems = []
     for path in run_folders(checkpoints_dir()):
         try:
+            if read_run_configs(path)[0].task != task:
+                continue
             return _load(str(path), path.stat().st_mtime), None
         except ValueError as error:
             problems.append(f"{path.name}: {error}")
+    what = "language model" if task == "lm" else "classifier"
     if problems:
-        return None, "no readable run in checkpoints/ (" + "; ".join(problems[:2]) + ")"
-    return None, "no trained run in checkpoints/ yet"
+        return None, f"no readable trained {what} in checkpoints/ (" + "; ".join(problems[:2]) + ")"
+    return None, f"no trained {what} in checkpoints/ yet"
 
 
 def playground_tokenizer() -> tuple[Tokenizer | None, str]:
@@ -88,13 +92,13 @@ def playground_tokenizer() -> tuple[Tokenizer | None, str]:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def random_model(cfg):
-    """A seeded, untrained model of this config (read-only: pages never train it)."""
+    """A seeded, untrained model of this config, encoder or decoder (read-only: pages never train it)."""
     import torch
 
-    from minitx.encoder import SentimentClassifier
+    from minitx.model import build_model
 
     torch.manual_seed(0)
-    return SentimentClassifier(cfg).eval()
+    return build_model(cfg).eval()
 
 
 def sentence_ids(text: str, max_tokens: int = 24, tokenizer: Tokenizer | None = None
@@ -131,12 +135,14 @@ def sentence_or_stop(text: str, max_tokens: int = 24, tokenizer: Tokenizer | Non
 
 
 @st.cache_resource(show_spinner="Training the tokenizer on an IMDB sample...", max_entries=32)
-def trained_tokenizer(kind: str, vocab_size: int, lowercase: bool, sample_size: int = SAMPLE_REVIEWS):
-    """A tokenizer of this kind trained on the IMDB sample (cached in memory and on disk)."""
+def trained_tokenizer(kind: str, vocab_size: int, lowercase: bool, sample_size: int = SAMPLE_REVIEWS,
+                      eos: bool = False):
+    """A tokenizer of this kind trained on the IMDB sample (cached in memory and on disk); eos
+    adds the end-of-review token a language model needs."""
     sample = imdb_sample(sample_size)
     if sample is None:
         return None
-    return cached_tokenizer(kind, sample[0], vocab_size, lowercase)
+    return cached_tokenizer(kind, sample[0], vocab_size, lowercase, eos=eos)
 
 
 @st.cache_data(show_spinner="Reading IMDB test reviews...")

@@ -1,0 +1,159 @@
+"""Page 6: the decoder. The encoder's block with a causal mask, writing text one token at a time."""
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from minitx.decoder import CausalLM, LayerCache
+from minitx.generate import generate, next_token
+from minitx.inspect import causal_check, expert_load, kv_cache_bytes, kv_cache_sizes, measure_kv_cache
+from minitx.moe import MixtureOfExperts, expert_choices
+from ui import charts, generation
+from ui.common import check_yourself, shapes, show_source, static_table, token_labels
+from ui.model_sidebar import model_sidebar
+from ui.resources import newest_run, random_model, trained_tokenizer
+
+MAX_SHOWN_TOKENS = 24
+
+
+@st.cache_data(show_spinner="Timing generation with and without the cache, for MHA, GQA and MQA...", max_entries=16)
+def timed_rows(cfg) -> pd.DataFrame:
+    rows = measure_kv_cache(cfg, prompt_tokens=32, new_tokens=min(96, cfg.max_len - 32))
+    return pd.DataFrame([{"attention": r.kind, "KV heads G": r.n_kv_heads, "new tokens": r.tokens,
+                          "tokens/s with cache": round(r.tokens / r.seconds_with_cache),
+                          "tokens/s without": round(r.tokens / r.seconds_without_cache),
+                          "speed-up": round(r.speedup, 1)} for r in rows])
+
+
+cfg = model_sidebar()
+st.title("Decoder & generation")
+st.markdown(
+    "A **decoder** is the encoder's block with one change: a **causal mask**, so each token sees only "
+    "itself and the tokens before it. Then every position can be trained at once to predict the token "
+    "after it, and the model can **write**: predict a token, append it, predict the next. The output "
+    "layer is the embedding table itself (*tied*): a hidden state scores every token by how well it "
+    "matches that token's vector. Writing one token at a time would recompute the keys and values of "
+    "every earlier token at every step; the **KV cache** keeps them, and grouped-query attention is "
+    "what keeps the cache small.")
+
+run, why_not = newest_run("lm")
+use_trained = st.toggle("use the newest trained language model", value=run is not None, disabled=run is None,
+                        key="dec_trained", help=why_not)
+if use_trained and run is not None:
+    model, tokenizer, model_cfg = run.model, run.tokenizer, run.model_config
+    model_key = f"run:{run.path}:{run.path.stat().st_mtime}"
+    best = run.metrics.get("test_bits_per_char")
+    st.caption(f"Run {run.path.name}: {model_cfg.summary()}"
+               + (f"; {best:.3f} bits per character on held-out reviews." if best is not None else "."))
+else:
+    tokenizer = trained_tokenizer("bpe", 2_000, False, eos=True)
+    if tokenizer is None:
+        st.warning("No tokenizer available: set MINITX_IMDB to a local copy of IMDB, or go online.")
+        st.stop()
+    model_cfg = cfg.replace(task="lm", vocab_size=tokenizer.vocab_size, dropout=0.0)
+    model = random_model(model_cfg)
+    model_key = f"random:{model_cfg}"
+    st.info("Random weights of the sidebar's model: it writes gibberish, but the mask, the cache and the "
+            "routing below are real. To see it write, train one: pick **Language model, quick** on "
+            "**7 · Training**, or run `python -m minitx.train --preset lm-quick` (a few minutes)."
+            + (f" ({why_not}.)" if why_not else ""))
+
+# -- generation ------------------------------------------------------------------------------
+st.header("Write")
+settings = generation.controls("dec", model_cfg.vocab_size, model_cfg.max_len)
+prompt = settings.pop("prompt")
+out = generation.generated(model, tokenizer, model_key, prompt, **settings)
+generation.show(tokenizer, prompt, out, settings, key="dec")
+
+# -- the causal mask ---------------------------------------------------------------------------
+st.header("The causal mask")
+ids = out.prompt_ids[-MAX_SHOWN_TOKENS:]
+if len(out.prompt_ids) > MAX_SHOWN_TOKENS:
+    st.caption(f"Showing the last {MAX_SHOWN_TOKENS} of the prompt's {len(out.prompt_ids)} tokens, so the "
+               "pictures stay readable.")
+with torch.no_grad():
+    attentions = model(torch.tensor([ids]), need_weights=True).attentions
+labels = token_labels([generation.label(tokenizer, t) for t in ids])
+layer = st.slider("layer", 1, model_cfg.n_layers, 1, key="dec_layer") if model_cfg.n_layers > 1 else 1
+columns = st.columns(min(model_cfg.n_heads, 4))
+for head in range(model_cfg.n_heads):
+    columns[head % len(columns)].altair_chart(
+        charts.heatmap(attentions[layer - 1][0, head], labels, labels, value="weight",
+                       title=f"layer {layer}, head {head}", cell=14), key=f"dec_attention_{head}")
+st.caption("Each row is a token looking back: everything above the diagonal is empty, because the mask "
+           "gives later tokens weight 0. The first token ([EOS], the start of a review) can only look at itself.")
+if len(ids) > 1:
+    position = st.slider("change every token after position", 0, len(ids) - 2, min(2, len(ids) - 2),
+                         key="dec_position") if len(ids) > 2 else 0
+    earlier, later = causal_check(model, ids, position)
+    c1, c2 = st.columns(2)
+    c1.metric(f"largest change of an output at positions 0-{position}", f"{earlier:.2e}")
+    c2.metric(f"largest change after position {position}", f"{later:.2e}")
+    st.caption("Computed just now: the tokens after the chosen position were replaced by others and the "
+               "model run again. Outputs up to that position do not move at all: they never saw what came after.")
+
+# -- the KV cache ------------------------------------------------------------------------------
+st.header("The KV cache at work")
+without = generation.generated(model, tokenizer, model_key, prompt, **settings, use_cache=False)
+c1, c2, c3 = st.columns(3)
+for column, timed, label in ((c1, out, "with the cache"), (c2, without, "without")):
+    column.metric(f"tokens/s {label}", f"{timed.tokens_per_second:,.0f}",
+                  help=f"{len(timed.new_ids)} tokens in {timed.seconds * 1000:.0f} ms, timed on this machine.")
+c3.metric("cache size", f"{out.cache_bytes / 1024:,.1f} KiB",
+          help="Read from the cache's tensors: K and V, every layer, every position.")
+same = "the same text" if out.new_ids == without.new_ids else "a different text (rounding tipped a near tie)"
+st.caption(f"The generation above, again without the cache: {same}. Without the cache every step runs the "
+           "whole text through the model again; with it, only the newest token. For a small model and a "
+           "short text each step costs about the same either way (the fixed cost of a forward pass "
+           "dominates); the saving grows with the model and the length of the text.")
+length = len(out.prompt_ids) + len(out.new_ids)
+shape = cfg.replace(task="lm", dropout=0.0, vocab_size=tokenizer.vocab_size)
+st.markdown(f"**MHA, GQA and MQA** of the sidebar's shape: the cache for this text ({length} tokens), "
+            f"allocated and measured:")
+static_table(pd.DataFrame(kv_cache_sizes(shape, length)))
+st.caption("Formula, as on the grouped-query attention page: 2 (K and V) x layers x batch x G x tokens x "
+           "head size x 4 bytes (float32). MHA keeps H key/value heads, GQA G of them, MQA one: the cache "
+           "shrinks H / G times.")
+if st.button("Time all three, with and without the cache", key="dec_time_kinds", icon=":material/timer:",
+             help="Random weights (speed and memory do not depend on what a model learnt): 32 prompt tokens, "
+                  "then greedy generation. Takes a few seconds."):
+    st.session_state["dec_timed_shape"] = shape
+if st.session_state.get("dec_timed_shape") == shape:
+    static_table(timed_rows(shape))
+    st.caption("The speed-up from caching grows with the length of the text: without it, step t runs all "
+               "t tokens through the model again.")
+B, G, Dh = 1, model_cfg.n_kv_heads, model_cfg.head_dim
+shapes({"K per layer": (B, G, len(out.prompt_ids) + len(out.new_ids), Dh),
+        "V per layer": (B, G, len(out.prompt_ids) + len(out.new_ids), Dh),
+        "new token's query": (B, model_cfg.n_heads, 1, Dh)},
+       legend=f"B batch, G = {G} key/value heads, then tokens, Dh = {Dh}; formula for this text: "
+              f"{kv_cache_bytes(model_cfg.n_layers, G, Dh, len(out.prompt_ids) + len(out.new_ids), 1, 4):,} bytes.")
+
+# -- mixture of experts ------------------------------------------------------------------------
+st.header("Mixture of experts")
+if model_cfg.ffn != "moe":
+    st.info("This model's feed-forward layers are dense. Pick **moe** as the sidebar's feed-forward (with "
+            "random weights), or train a language model with `--ffn moe`, to see each token's expert.")
+else:
+    with torch.no_grad():
+        model(torch.tensor([ids]))
+    choices = expert_choices(model)                     # per layer (1, T, k)
+    st.altair_chart(charts.heatmap(torch.tensor([[float(c[0, t, 0]) for t in range(len(ids))] for c in choices]),
+                                   [f"layer {n + 1}" for n in range(len(choices))], labels, value="expert",
+                                   row_title="layer", col_title="token", title="Each token's first expert",
+                                   scheme="category10", cell=22), key="dec_experts")
+    load = pd.DataFrame([{"expert": e, "routing choices": n}
+                         for e, n in enumerate(expert_load(torch.cat([c.flatten() for c in choices]),
+                                                           model_cfg.n_experts))])
+    st.altair_chart(charts.bars(load, "expert", "routing choices",
+                                title=f"Load per expert: {model_cfg.experts_per_token} of {model_cfg.n_experts} "
+                                      f"experts per token, all layers"), key="dec_load")
+    st.caption("Training adds the load-balancing loss (Switch Transformer) so that no expert is left idle.")
+
+show_source(CausalLM.forward, LayerCache.update, generate, next_token, MixtureOfExperts.forward)
+check_yourself(
+    "With the cache, why may a generation step give its new token's query to attention alone, "
+    "without any mask?",
+    "A mask hides keys a query must not see: the ones after it. The newest token is the last one, so every "
+    "key in the cache is at or before it; there is nothing to hide. (The prompt, fed in at once, does need "
+    "the mask, since its early tokens must not see its later ones.)")
