@@ -3,6 +3,7 @@
     python -m minitx.train --preset quick
     python -m minitx.train --preset quick --n-kv-heads 1 --pos-encoding rope --json
     python -m minitx.train --preset lm-quick --json
+    torchrun --standalone --nproc_per_node 2 -m minitx.train --preset tiny    # several processes
 
 Every field of ModelConfig and TrainConfig has a flag that overrides the
 preset, except the three the data decides (vocab_size of the model, pad_id,
@@ -25,7 +26,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .config import (DEVICES, FFNS, LR_SCHEDULES, NORM_POSITIONS, NORMS, POOLINGS, POS_ENCODINGS,
-                     TASKS, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig)
+                     PRECISIONS, TASKS, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig)
 from .checkpoint import check_run_name
 from .data import DataUnavailableError
 from .presets import PRESETS
@@ -36,7 +37,8 @@ from .training_lock import TrainingLock, default_lock_path, describe_holder
 DERIVED_MODEL_FIELDS = {"vocab_size", "pad_id", "n_classes"}
 CHOICES = {"pos_encoding": POS_ENCODINGS, "norm": NORMS, "norm_position": NORM_POSITIONS,
            "ffn": FFNS, "pooling": POOLINGS, "tokenizer": TOKENIZER_KINDS,
-           "truncation": TRUNCATIONS, "lr_schedule": LR_SCHEDULES, "device": DEVICES, "task": TASKS}
+           "truncation": TRUNCATIONS, "lr_schedule": LR_SCHEDULES, "device": DEVICES, "task": TASKS,
+           "precision": PRECISIONS}
 HELP = {
     "task": "classify (sentiment, the encoder) or lm (a language model, the decoder)",
     "n_kv_heads": "key/value heads: n_heads = MHA, 1 = MQA, a divisor between = GQA",
@@ -53,7 +55,8 @@ HELP = {
     "word_dropout": "share of training tokens replaced by [UNK]",
     "patience": "epochs without a better validation accuracy before stopping; 0 = never",
     "eval_every": "also evaluate every N steps; 0 = at epoch ends only",
-    "threads": "CPU threads, or 'all'",
+    "threads": "CPU threads, or 'all' (under torchrun: the cores shared out among its processes)",
+    "precision": "fp32; bf16 or fp16 run the forward pass in autocast (fp16 on a CUDA GPU only)",
 }
 
 
@@ -195,12 +198,15 @@ def main(argv: list[str] | None = None) -> int:
 
     run_name = args.run_name or default_run_name(args.preset)
     checkpoint_dir = None if args.no_save else args.checkpoint_dir
+    # under torchrun, rank 0 speaks for the job: it takes the lock, reports and saves
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     # one run at a time on this machine, the app's included: two would each train at half speed
     lock = TrainingLock(default_lock_path())
     try:
         holder = lock.acquire({"run": run_name, "pid": os.getpid(), "by": "command-line",
                                "started": time.time(),
-                               "checkpoints": str(Path(checkpoint_dir).resolve()) if checkpoint_dir else None})
+                               "checkpoints": str(Path(checkpoint_dir).resolve()) if checkpoint_dir else None}
+                              ) if main_rank else None
     except ValueError as error:       # the lock file cannot be opened
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
@@ -222,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
 
     metrics = outcome.metrics
+    if not main_rank:
+        return 1 if metrics["status"] == "failed" else 0
     if metrics["status"] == "failed":
         print(f"run failed: {metrics['reason']}", file=sys.stderr)
     else:
@@ -232,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         keys = (("val_bits_per_char", "val_perplexity", "test_bits_per_char", "test_perplexity", "test_loss",
                  "baselines", "sample", "train_tokens") if model_cfg.is_lm else ("test_accuracy", "val_accuracy"))
         summary = {k: metrics.get(k) for k in ("status", "reason", *keys, "train_size", "val_size", "test_size",
-                                                "epochs", "steps", "tokens_per_second", "parameters", "device")}
+                                                "epochs", "steps", "tokens_per_second", "parameters", "device",
+                                                "processes")}
         summary.update(preset=args.preset, wall_seconds=round(time.perf_counter() - started, 2),
                        checkpoint=str(outcome.checkpoint) if outcome.checkpoint else None)
         print(json.dumps(summary), flush=True)

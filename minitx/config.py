@@ -24,6 +24,7 @@ TOKENIZER_KINDS = ("bpe", "wordpiece", "unigram", "word", "char")
 TRUNCATIONS = ("head", "head_tail")
 LR_SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -212,7 +213,8 @@ class TrainConfig(_Config):
     seed: int = 0
     moe_loss_weight: float = 0.01    # the load-balancing loss's weight, for mixture-of-experts models
     device: str = "auto"
-    threads: int | None = None       # CPU threads; None = every core
+    precision: str = "fp32"          # bf16 or fp16: the forward pass in autocast (fp16 on a GPU only)
+    threads: int | None = None       # CPU threads; None = every core (shared out among torchrun's processes)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -234,6 +236,7 @@ class TrainConfig(_Config):
         _one_of("truncation", self.truncation, TRUNCATIONS)
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("device", self.device, DEVICES)
+        _one_of("precision", self.precision, PRECISIONS)
         for name in ("vocab_size", "epochs", "batch_size", "patience", "eval_every", "seed"):
             _within(name, getattr(self, name), TRAIN_LIMITS)
         if self.threads is not None:

@@ -166,6 +166,9 @@ class Batch:
         """Real (non-pad) tokens in the batch."""
         return int((self.ids != PAD_ID).sum())
 
+    def __len__(self) -> int:
+        return self.ids.size(0)
+
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = PAD_ID) -> torch.Tensor:
     """Right-pad sequences to the longest one.  # list of B lists -> (B, T)"""

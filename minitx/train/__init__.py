@@ -12,6 +12,7 @@ command line (`minitx.cli`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from ..checkpoint import save_run
 from ..config import ModelConfig, TrainConfig
 from ..model import build_model, count_parameters
 from ..tokenizer import PAD_ID, Tokenizer
+from . import distributed as multi
 from .classify import (ClassificationTask, apply_word_dropout, confidently_wrong, confusion_matrix,
                        evaluate)
 from .language import LanguageModelTask
@@ -65,6 +67,9 @@ def check_run(model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
                              f"use 'all' (or None) for all of them.")
         if size is not None and size % 2 and not model_cfg.is_lm:
             raise ValueError(f"{name} {size} is odd: a balanced subset takes half from each class.")
+    if train_cfg.precision == "fp16" and resolve_device(train_cfg.device).type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA GPU (its gradients need a scaler built for one); "
+                         "on the CPU use bf16 or fp32.")
     with torch.device("meta"):                 # shapes only: no memory is taken
         model = build_model(model_cfg.replace(vocab_size=max(model_cfg.vocab_size, train_cfg.vocab_size)))
     parameters = count_parameters(model)
@@ -103,18 +108,35 @@ class RunOutcome:
 def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Iterable = (),
                  stop=None, checkpoint_dir: str | os.PathLike | None = "checkpoints",
                  run_name: str | None = None, source: str | None = None) -> RunOutcome:
-    """Everything a run needs, in order; the model is saved unless the run failed or never stepped."""
+    """Everything a run needs, in order; the model is saved unless the run failed or never stepped.
+
+    Under torchrun (minitx.train.distributed) every rank runs this; rank 0 alone hears the
+    callbacks and saves, and the others return an outcome without a checkpoint."""
     wall_start = time.perf_counter()
-    callbacks = list(callbacks)
-    torch.set_num_threads(train_cfg.threads or available_cores())
-    device = resolve_device(train_cfg.device)
+    ranks = multi.from_environment(train_cfg.device)
+    try:
+        return _run(model_cfg, train_cfg, list(callbacks), stop, checkpoint_dir, run_name, source, ranks,
+                    wall_start)
+    finally:
+        if ranks is not None:
+            ranks.close()
+
+
+def _run(model_cfg, train_cfg, callbacks, stop, checkpoint_dir, run_name, source, ranks, wall_start) -> RunOutcome:
+    world = ranks.world_size if ranks else 1
+    torch.set_num_threads(train_cfg.threads or max(1, available_cores() // world))
+    device = ranks.device if ranks else resolve_device(train_cfg.device)
+    if ranks is not None and not ranks.is_main:
+        callbacks, checkpoint_dir = [], None        # rank 0 reports and saves for all
     notify(callbacks, "on_phase", {"phase": "preparing data"})
-    task = (LanguageModelTask if model_cfg.is_lm else ClassificationTask).prepare(model_cfg, train_cfg, source)
+    with ranks.main_first() if ranks else contextlib.nullcontext():   # one tokenizer, trained once
+        task = (LanguageModelTask if model_cfg.is_lm else ClassificationTask).prepare(model_cfg, train_cfg, source)
+    task.distributed = ranks
     # the tokenizer decides the vocabulary size the embedding table needs
     model_cfg = model_cfg.replace(vocab_size=task.tokenizer.vocab_size, pad_id=PAD_ID)
     torch.manual_seed(train_cfg.seed)
     model = build_model(model_cfg)
-    trainer = Trainer(model, task, train_cfg, device, callbacks, stop)
+    trainer = Trainer(model, task, train_cfg, device, callbacks, stop, ranks)
     trainer.callbacks[:0] = task.recorders(model, trainer.total_steps)   # they see each step first
     notify(callbacks, "on_phase", {"phase": "training", "total_steps": trainer.total_steps})
     result = trainer.fit()
@@ -127,7 +149,7 @@ def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Iter
         **task.sizes(), "epochs": train_cfg.epochs, "steps": result.steps,
         "wall_seconds": round(wall_seconds, 2), "train_seconds": round(result.train_seconds, 2),
         "tokens_per_second": round(result.tokens_per_second, 1),
-        "parameters": count_parameters(model), "device": str(device),
+        "parameters": count_parameters(model), "device": str(device), "processes": world,
         "threads": torch.get_num_threads(), "created": datetime.now().isoformat(timespec="seconds"),
         **(task.report(model, result.kept) if result.status != "failed" else {}),
         "history": result.history,

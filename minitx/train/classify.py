@@ -19,6 +19,7 @@ from ..config import ModelConfig, TrainConfig
 from ..data import EncodedSplit, encode_split, evaluation_batches, imdb_subsets, training_batches
 from ..snapshots import AttentionSnapshots, pick_review
 from ..tokenizer import CLS_ID, PAD_ID, UNK_ID, Tokenizer, cached_tokenizer
+from .distributed import Distributed
 
 
 def apply_word_dropout(ids: torch.Tensor, rate: float, generator=None) -> torch.Tensor:
@@ -39,18 +40,19 @@ class Evaluation:
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, batches: Sequence, n_rows: int,
-             device: torch.device, stop=None) -> Evaluation | None:
+             device: torch.device, stop=None, distributed: Distributed | None = None) -> Evaluation | None:
     """Mean cross-entropy and accuracy over a whole split; the model is put in eval mode.
 
-    With a stop flag that gets set part-way, it gives up and returns None.
+    With a stop flag that gets set part-way, it gives up and returns None. Under torchrun each
+    rank scores its share of the batches and the sums are added up (every row is one rank's).
     """
     was_training = model.training
     model.eval()
     probabilities = torch.zeros(n_rows, model.cfg.n_classes)
     labels = torch.zeros(n_rows, dtype=torch.long)
     total_loss = 0.0
-    for batch in batches:
-        if stop is not None and stop.is_set():
+    for batch in distributed.shard(batches) if distributed else batches:
+        if distributed is None and stop is not None and stop.is_set():
             model.train(was_training)
             return None
         logits = model(batch.ids.to(device)).float().cpu()                  # (B, C)
@@ -58,6 +60,9 @@ def evaluate(model: torch.nn.Module, batches: Sequence, n_rows: int,
         probabilities[batch.rows] = logits.softmax(-1)
         labels[batch.rows] = batch.labels
     model.train(was_training)
+    if distributed is not None:            # rows no rank scored stay 0 in every other rank's copy
+        probabilities, labels = distributed.sum(probabilities), distributed.sum(labels)
+        total_loss = float(distributed.sum(torch.tensor([total_loss], dtype=torch.float64))[0])
     accuracy = (probabilities.argmax(-1) == labels).float().mean().item()
     return Evaluation(total_loss / max(1, n_rows), accuracy, probabilities)
 
@@ -93,6 +98,7 @@ class ClassificationTask:
         self.val_batches = evaluation_batches(val) if len(val) else []
         self.test_batches = evaluation_batches(test) if len(test) else []
         self.snapshots: AttentionSnapshots | None = None
+        self.distributed: Distributed | None = None       # set under torchrun: evaluation is sharded
 
     @classmethod
     def prepare(cls, model_cfg: ModelConfig, train_cfg: TrainConfig, source: str | None = None
@@ -116,14 +122,15 @@ class ClassificationTask:
         return training_batches(self.train, batch_size, seed=self.cfg.seed * 1000 + epoch)
 
     def loss(self, model, batch, device) -> tuple[torch.Tensor, int]:
-        ids = apply_word_dropout(batch.ids, self.cfg.word_dropout).to(device)   # (B, T)
-        return F.cross_entropy(model(ids), batch.labels.to(device)), batch.n_tokens
+        copy = dict(device=device, non_blocking=device.type == "cuda")
+        ids = apply_word_dropout(batch.ids, self.cfg.word_dropout).to(**copy)   # (B, T)
+        return F.cross_entropy(model(ids), batch.labels.to(**copy)), batch.n_tokens
 
     def evaluate(self, model, device, stop=None) -> tuple[dict, torch.Tensor | None] | None:
         metrics, probabilities = {}, None
         for name, split, batches in (("val", self.val, self.val_batches), ("test", self.test, self.test_batches)):
             if batches:
-                result = evaluate(model, batches, len(split), device, stop)
+                result = evaluate(model, batches, len(split), device, stop, self.distributed)
                 if result is None:
                     return None
                 metrics.update({f"{name}_loss": result.loss, f"{name}_accuracy": result.accuracy})

@@ -23,6 +23,7 @@ from ..data import lm_texts, pack_blocks, token_stream
 from ..metrics import bits_per_char, compressor_bits_per_char, perplexity, unigram_bits_per_char
 from ..moe import load_balancing_loss
 from ..tokenizer import Tokenizer, cached_tokenizer
+from .distributed import Distributed
 
 SAMPLE_PROMPT = "This movie"
 SAMPLE_TOKENS = 48
@@ -51,23 +52,27 @@ def held_out(tokenizer: Tokenizer, texts: list[str], block_len: int) -> HeldOutT
 
 
 @torch.inference_mode()
-def score(model, text: HeldOutText, device: torch.device, stop=None) -> dict | None:
+def score(model, text: HeldOutText, device: torch.device, stop=None,
+          distributed: Distributed | None = None) -> dict | None:
     """Summed cross-entropy over every predicted token of the text: loss (nats per token), bits per
-    character and perplexity. None when a stop request cut it short."""
+    character and perplexity. None when a stop request cut it short. Under torchrun each rank
+    scores its share of the blocks and the sums are added up."""
     was_training = model.training
     model.eval()
     full = [b for b in text.blocks if len(b) == len(text.blocks[0])]
     groups = [torch.stack(full[i:i + EVAL_BATCH]) for i in range(0, len(full), EVAL_BATCH)]
     groups += [b[None] for b in text.blocks[len(full):]]                     # the shorter tail
     nats = 0.0
-    for group in groups:                                                    # (B, T + 1)
-        if stop is not None and stop.is_set():
+    for group in distributed.shard(groups) if distributed else groups:     # (B, T + 1)
+        if distributed is None and stop is not None and stop.is_set():
             model.train(was_training)
             return None
         group = group.to(device)
         logits = model(group[:, :-1]).logits.float()                        # (B, T, V)
         nats += F.cross_entropy(logits.flatten(0, 1), group[:, 1:].flatten(), reduction="sum").item()
     model.train(was_training)
+    if distributed is not None:
+        nats = float(distributed.sum(torch.tensor([nats], dtype=torch.float64))[0])
     return {"loss": nats / max(1, text.n_tokens), "bits_per_char": bits_per_char(nats, text.n_chars),
             "perplexity": perplexity(nats, text.n_tokens)}
 
@@ -92,6 +97,7 @@ class LanguageModelTask:
                  cfg: TrainConfig, n_train_reviews: int, baselines: dict | None = None):
         self.tokenizer, self.train_blocks, self.val, self.test = tokenizer, train_blocks, val, test
         self.cfg, self.n_train_reviews, self.baselines = cfg, n_train_reviews, baselines or {}
+        self.distributed: Distributed | None = None       # set under torchrun: evaluation is sharded
 
     @classmethod
     def prepare(cls, model_cfg: ModelConfig, train_cfg: TrainConfig, source: str | None = None
@@ -123,7 +129,7 @@ class LanguageModelTask:
         return [self.train_blocks[order[i:i + batch_size]] for i in range(0, len(order), batch_size)]
 
     def loss(self, model, batch: torch.Tensor, device) -> tuple[torch.Tensor, int]:
-        batch = batch.to(device)                                                # (B, T + 1)
+        batch = batch.to(device, non_blocking=device.type == "cuda")           # (B, T + 1)
         inputs, targets = batch[:, :-1], batch[:, 1:]                           # (B, T) each
         logits = model(inputs).logits                                           # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
@@ -136,7 +142,7 @@ class LanguageModelTask:
         metrics = {}
         for name, text in (("val", self.val), ("test", self.test)):
             if text.n_tokens:
-                scores = score(model, text, device, stop)
+                scores = score(model, text, device, stop, self.distributed)
                 if scores is None:
                     return None
                 metrics.update({f"{name}_{k}": v for k, v in scores.items()})

@@ -19,7 +19,9 @@ the reported test score is that of the model chosen on validation.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Iterable
@@ -27,8 +29,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from ..config import TrainConfig
+from .distributed import Distributed
 
 EVENTS = ("on_phase", "on_step", "on_eval", "on_epoch_end", "on_end")
 # what an evaluation event holds besides the task's metrics
@@ -71,6 +75,13 @@ class Task(Protocol):
         """Whether this evaluation beats the best so far, on the validation split."""
 
 
+def pinned(batch):
+    """A batch in page-locked memory, so that its copy to the GPU overlaps with computing."""
+    if isinstance(batch, torch.Tensor):
+        return batch.pin_memory()
+    return dataclasses.replace(batch, ids=batch.ids.pin_memory(), labels=batch.labels.pin_memory())
+
+
 def scores(event: dict) -> dict:
     """The metrics of an evaluation event, without its bookkeeping."""
     return {k: v for k, v in event.items() if k not in EVAL_BOOKKEEPING and not isinstance(v, str)}
@@ -95,17 +106,30 @@ class TrainResult:
 class Trainer:
     """Trains a model on a task, fires events, honours a stop flag within one step.
 
-    The stop flag is anything with `is_set()`: a threading or a multiprocessing Event.
+    The stop flag is anything with `is_set()`: a threading or a multiprocessing Event. Under
+    torchrun (`distributed`), each rank trains on its share of the batches through
+    DistributedDataParallel (minitx.train.distributed says how the ranks stay in step). On a
+    GPU, `cfg.precision` bf16 or fp16 runs the forward pass in autocast (fp16 with a gradient
+    scaler), and batches are copied from pinned memory without blocking.
     """
 
     def __init__(self, model: torch.nn.Module, task: Task, cfg: TrainConfig, device: torch.device,
-                 callbacks: Iterable = (), stop=None):
+                 callbacks: Iterable = (), stop=None, distributed: Distributed | None = None):
         self.model, self.task, self.cfg, self.device = model.to(device), task, cfg, device
         self.callbacks = list(callbacks)
         self.stop = stop
+        self.distributed = distributed
+        self.train_model = self.model      # what the training step calls: the DDP wrapper, if any
+        if distributed is not None:        # an expert no token went to on one rank has no gradient there
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=getattr(model.cfg, "ffn", None) == "moe")
         self.steps_per_epoch = task.steps_per_epoch(cfg.batch_size)
         if self.steps_per_epoch == 0:
             raise ValueError("the training split is empty.")
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+                         if cfg.precision != "fp32" else contextlib.nullcontext())
+        self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = round(cfg.warmup_fraction * self.total_steps)
         self.optimizer = self._make_optimizer()
@@ -124,19 +148,35 @@ class Trainer:
     def _stop_requested(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
-    def _train_step(self, batch, lr: float) -> tuple[float, int]:
-        """One optimiser step; returns the loss (not finite: no step was taken) and the real tokens."""
+    def _train_step(self, batch, lr: float) -> tuple[float, int, bool]:
+        """One optimiser step; returns the loss (not finite: no step was taken), the real tokens
+        (of every rank) and whether to stop now (no step was taken either)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss, n_tokens = self.task.loss(self.model, batch, self.device)
-        if not torch.isfinite(loss):
-            return loss.item(), n_tokens
+        with self.autocast:
+            loss, n_tokens = self.task.loss(self.train_model, batch, self.device)
+        value, stop = loss.item(), False
+        if self.distributed is not None:       # every rank takes the same decision, or one would wait forever
+            agreed = self.distributed.sum(torch.tensor(
+                [float(self._stop_requested()), float(not math.isfinite(value)), float(n_tokens)]))
+            stop, n_tokens = bool(agreed[0]), int(agreed[2])
+            value = float("nan") if agreed[1] and math.isfinite(value) else value   # another rank's was not finite
+        if stop or not math.isfinite(value):
+            return value, n_tokens, stop
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is not None:            # fp16: scale the loss so small gradients do not vanish
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        return loss.item(), n_tokens
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return value, n_tokens, False
 
     def fit(self) -> TrainResult:
         cfg, model = self.cfg, self.model
@@ -169,13 +209,20 @@ class Trainer:
         for epoch in range(cfg.epochs if status == "finished" else 0):
             epoch_losses = []
             batches = self.task.batches(epoch, cfg.batch_size)
+            if self.distributed is not None:
+                batches = self.distributed.share(batches)
             for index, batch in enumerate(batches):
-                if self._stop_requested():
+                if self.distributed is None and self._stop_requested():
                     status, reason = "stopped", f"stopped by request at step {step}"
                     break
                 tick = time.perf_counter()
                 lr = cfg.lr * lr_multiplier(step, self.total_steps, self.warmup_steps, cfg.lr_schedule)
-                loss_value, n_tokens = self._train_step(batch, lr)
+                if self.device.type == "cuda":
+                    batch = pinned(batch)
+                loss_value, n_tokens, stop = self._train_step(batch, lr)
+                if stop:
+                    status, reason = "stopped", f"stopped by request at step {step}"
+                    break
                 if not math.isfinite(loss_value):
                     status = "failed"
                     reason = (f"the loss became {loss_value} at step {step + 1} (learning rate "
