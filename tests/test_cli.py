@@ -24,12 +24,10 @@ def run_cli(*args, timeout=300):
     (["--train-size", "5001"], "train_size 5001 is odd"),
     (["--run-name", "../escape"], "run name '../escape' is not allowed"),
 ])
-def test_bad_flags_give_one_line_and_exit_code_2(args, message):
-    done = run_cli(*args)
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr
-    assert done.stderr.count("\n") == 1, done.stderr
-    assert message in done.stderr
+def test_bad_flags_give_one_line_and_exit_code_2(capsys, args, message):
+    code, err = in_process(capsys, *args)
+    assert code == 2 and err.count("\n") == 1, err
+    assert message in err
 
 
 def numeric_flags() -> list[tuple[str, str]]:
@@ -62,13 +60,18 @@ def impossible_values(field: str) -> list[str]:
 MICRO = ["--preset", "tiny", "--train-size", "40", "--test-size", "20", "--epochs", "1", "--no-save", "--quiet"]
 
 
-def run_main(capsys, *args) -> tuple[int, str]:
-    """The command line in this process: its exit code and its stderr. A traceback raises."""
+def in_process(capsys, *args) -> tuple[int, str]:
+    """The command line in this process (no interpreter to start): its exit code and its
+    stderr. A traceback raises."""
     try:
-        code = main([*MICRO, *args])
+        code = main(list(args))
     except SystemExit as done:
         code = done.code
     return code, capsys.readouterr().err
+
+
+def run_main(capsys, *args) -> tuple[int, str]:
+    return in_process(capsys, *MICRO, *args)
 
 
 def test_every_numeric_flag_is_walked():
@@ -145,22 +148,20 @@ def test_missing_data_is_a_one_line_error(tmp_path):
     assert "MINITX_IMDB" in done.stderr and "go online" in done.stderr
 
 
-def test_a_run_training_elsewhere_refuses_the_cli_before_it_reads_any_data(tmp_path):
+def test_a_run_training_elsewhere_refuses_the_cli_before_it_reads_any_data(capsys, monkeypatch, tmp_path):
     from minitx.training_lock import TrainingLock, default_lock_path
 
     lock = TrainingLock(default_lock_path())      # conftest points it at this test's own file
     assert lock.acquire({"run": "app-run", "pid": os.getpid(), "checkpoints": "/runs/here"}) is None
+    monkeypatch.setenv("MINITX_IMDB", str(tmp_path / "nowhere"))     # a refusal never gets there
     try:
-        env = {**os.environ, "MINITX_IMDB": str(tmp_path / "nowhere")}   # a refusal never gets there
-        done = subprocess.run([sys.executable, "-m", "minitx.train", "--no-save", "--quiet"],
-                              capture_output=True, text=True, env=env, timeout=120)
+        code, err = in_process(capsys, "--no-save", "--quiet")
     finally:
         lock.release()
-    assert done.returncode == 1
-    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert code == 1 and err.count("\n") == 1, err
     assert (f"not started: run app-run is training on this machine (minitx process {os.getpid()}, "
-            f"saving to /runs/here)") in done.stderr
-    assert "MINITX_IMDB" not in done.stderr
+            f"saving to /runs/here)") in err
+    assert "MINITX_IMDB" not in err
 
 
 def test_the_cli_holds_the_lock_while_it_trains_so_the_app_refuses_a_start(imdb, tmp_path):

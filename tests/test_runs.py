@@ -78,22 +78,16 @@ def test_a_running_run_reports_eta_and_speed_trains_below_the_server_and_stops_w
     assert load_run(final.checkpoint).metrics["status"] == "stopped"
 
 
-def test_a_second_start_while_busy_is_refused_naming_the_run(registry):
-    run_id = registry.start(TINY_MODEL, TINY_TRAIN, name="busy-one")
-    with pytest.raises(RunBusyError, match="busy-one.*only one run trains at a time"):
-        registry.start(TINY_MODEL, TINY_TRAIN, name="second")
-    assert registry.run_ids() == [run_id]
-    registry.wait(run_id, timeout=120)
-    second = registry.start(TINY_MODEL, TINY_TRAIN, name="second")   # free again once it ended
-    assert registry.wait(second, timeout=120).status == "finished"
-
-
-def test_a_start_in_a_second_server_is_refused_while_the_first_trains(registry, tmp_path):
-    """Two registries (two servers) share the machine's training lock (conftest: one per test)."""
+def test_a_second_start_here_or_in_a_second_server_is_refused_while_a_run_trains(registry, tmp_path):
+    """One run at a time: in this registry, and in another (another server) through the
+    machine's training lock (conftest: one per test)."""
     other = RunRegistry(tmp_path / "other-checkpoints")
     try:
         assert other.busy_reason() is None
         run_id = registry.start(TINY_MODEL, TINY_TRAIN, name="first-server")
+        with pytest.raises(RunBusyError, match="first-server.*only one run trains at a time"):
+            registry.start(TINY_MODEL, TINY_TRAIN, name="second")
+        assert registry.run_ids() == [run_id]
         assert other.active() is None          # not its run: it only knows it from the lock
         busy = other.busy_reason()
         assert busy.startswith("run first-server is training on this machine")
