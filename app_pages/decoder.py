@@ -79,7 +79,7 @@ columns = st.columns(min(model_cfg.n_heads, 4))
 for head in range(model_cfg.n_heads):
     columns[head % len(columns)].altair_chart(
         charts.heatmap(attentions[layer - 1][0, head], labels, labels, value="weight",
-                       title=f"layer {layer}, head {head}", cell=14), key=f"dec_attention_{head}")
+                       title=f"layer {layer}, head {head}", cell=14), key=f"dec_attention_{head}", width="content")
 st.caption("Each row is a token looking back: everything above the diagonal is empty, because the mask "
            "gives later tokens weight 0. The first token ([EOS], the start of a review) can only look at itself.")
 if len(ids) > 1:
