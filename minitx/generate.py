@@ -44,6 +44,11 @@ class Generation:
         return len(self.new_ids) / self.seconds if self.seconds > 0 else 0.0
 
 
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """The ids a generation starts from: the end-of-review token (a review begins), then the prompt's."""
+    return [tokenizer.eos_id] + tokenizer.encode(prompt).ids
+
+
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
     """ValueError unless temperature is in [0, 100], top_k >= 0 (0: off) and top_p in [0, 1]."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \

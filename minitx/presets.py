@@ -36,6 +36,9 @@ QUICK_MODEL = ModelConfig(d_model=128, n_heads=4, n_kv_heads=2, n_layers=1, d_ff
 QUICK_TRAIN = TrainConfig(train_size=5_000, test_size=5_000, tokenizer="word", vocab_size=20_000,
                           truncation="head_tail", epochs=3, batch_size=32, lr=2e-3,
                           warmup_fraction=0.1, weight_decay=0.05, seed=0)
+# the decoder of both language-model presets; lm-tiny is a smaller one of the same kind
+LM_MODEL = ModelConfig(task="lm", d_model=128, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=384, max_len=128,
+                       dropout=0.0, pos_encoding="rope", norm="rmsnorm", norm_position="pre", ffn="swiglu")
 
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     "quick": (
@@ -63,15 +66,13 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
                     warmup_fraction=0.1, weight_decay=0.05, seed=0),
     ),
     "lm-quick": (
-        ModelConfig(task="lm", d_model=128, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=384, max_len=128,
-                    dropout=0.0, pos_encoding="rope", norm="rmsnorm", norm_position="pre", ffn="swiglu"),
+        LM_MODEL,
         TrainConfig(train_size=9_000, test_size=500, val_fraction=0.01, tokenizer="bpe", vocab_size=2_000,
                     lowercase=False, epochs=1, batch_size=32, lr=3e-3, warmup_fraction=0.02,
                     weight_decay=0.01, eval_every=300, seed=0),
     ),
     "lm-tiny": (
-        ModelConfig(task="lm", d_model=32, n_heads=2, n_kv_heads=1, n_layers=1, d_ff=64, max_len=64,
-                    dropout=0.0, pos_encoding="rope", norm="rmsnorm", norm_position="pre", ffn="swiglu"),
+        LM_MODEL.replace(d_model=32, n_heads=2, n_kv_heads=1, n_layers=1, d_ff=64, max_len=64),
         TrainConfig(train_size=600, test_size=40, val_fraction=0.05, tokenizer="bpe", vocab_size=400,
                     lowercase=False, epochs=1, batch_size=16, lr=5e-3, warmup_fraction=0.05,
                     eval_every=40, seed=0),

@@ -145,6 +145,19 @@ def _nav(page, label: str, heading: str) -> None:
     _settle(page)
 
 
+def _choose_preset(page, label: str) -> None:
+    page.get_by_test_id("stSelectbox").filter(has_text="start from a preset").click()
+    page.get_by_role("option", name=label, exact=True).click()
+    _settle(page)
+
+
+def _name_run(page, name: str) -> None:
+    box = page.get_by_role("textbox", name="run name (optional)")
+    box.fill(name)
+    box.press("Enter")
+    _settle(page)
+
+
 def test_live_training_run_stop_and_predict(browser, server):
     """Start a run, watch it move on its own, leave and come back, stop it, find it, ask it."""
     page, errors = _new_page(browser)
@@ -152,9 +165,7 @@ def test_live_training_run_stop_and_predict(browser, server):
     _settle(page)
 
     # the tiny preset, on all 25,000 reviews so that it runs long enough to watch and stop
-    page.get_by_test_id("stSelectbox").filter(has_text="start from a preset").click()
-    page.get_by_role("option", name="Tiny (smoke test)", exact=True).click()
-    _settle(page)
+    _choose_preset(page, "Tiny (smoke test)")
     reviews = page.get_by_role("spinbutton", name="training reviews (incl. validation)")
     reviews.fill("25000")
     reviews.press("Enter")
@@ -164,10 +175,7 @@ def test_live_training_run_stop_and_predict(browser, server):
     every.fill("200")
     every.press("Enter")
     _settle(page)
-    name = page.get_by_role("textbox", name="run name (optional)")
-    name.fill("browser-run")
-    name.press("Enter")
-    _settle(page)
+    _name_run(page, "browser-run")
     assert page.get_by_text("Estimated time: about").is_visible()
     _screenshot(page, "live-1-configured")
 
@@ -240,13 +248,8 @@ def test_a_language_model_trained_from_the_page_writes_on_the_decoder_page(brows
     page, errors = _new_page(browser)
     page.goto(f"{server}/training")
     _settle(page)
-    page.get_by_test_id("stSelectbox").filter(has_text="start from a preset").click()
-    page.get_by_role("option", name="Language model, tiny (smoke test)", exact=True).click()
-    _settle(page)
-    name = page.get_by_role("textbox", name="run name (optional)")
-    name.fill("browser-lm")
-    name.press("Enter")
-    _settle(page)
+    _choose_preset(page, "Language model, tiny (smoke test)")
+    _name_run(page, "browser-lm")
     assert page.get_by_text("Estimated time: about").is_visible()
     page.get_by_role("button", name="Start training").click()
     page.wait_for_function("() => [...document.querySelectorAll('h4')].some("

@@ -11,7 +11,7 @@ import html
 import pandas as pd
 import streamlit as st
 
-from minitx.generate import MAX_TEMPERATURE, generate
+from minitx.generate import MAX_TEMPERATURE, generate, prompt_ids
 from ui import charts
 
 MAX_PROMPT_CHARS = 100_000
@@ -23,10 +23,10 @@ def generated(_model, _tokenizer, model_key: str, prompt: str, max_new_tokens: i
               top_k: int, top_p: float, seed: int, use_cache: bool = True):
     """generate() once per model (named by model_key) and settings; the page reruns on every
     control below it."""
-    prompt_ids = [_tokenizer.eos_id] + _tokenizer.encode(prompt).ids
+    ids = prompt_ids(_tokenizer, prompt)
     # untimed, the same settings: a first call of each operation pays one-off costs
-    generate(_model, prompt_ids[-2:], 2, temperature, top_k, top_p, seed, use_cache=use_cache)
-    return generate(_model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
+    generate(_model, ids[-2:], 2, temperature, top_k, top_p, seed, use_cache=use_cache)
+    return generate(_model, ids, max_new_tokens, temperature, top_k, top_p, seed,
                     use_cache=use_cache, eos_id=_tokenizer.eos_id)
 
 

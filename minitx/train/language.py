@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig, TrainConfig
 from ..data import lm_texts, pack_blocks, token_stream
+from ..generate import generate, prompt_ids
 from ..metrics import bits_per_char, compressor_bits_per_char, perplexity, unigram_bits_per_char
 from ..moe import load_balancing_loss
 from ..tokenizer import Tokenizer, cached_tokenizer
@@ -37,6 +38,7 @@ class HeldOutText:
     predicted in them, and how many characters those tokens spell."""
 
     blocks: list[torch.Tensor]     # each (<= T + 1,)
+    stream: list[int]              # the reviews' tokens end to end, as the blocks cut them
     n_tokens: int
     n_chars: int
     text: str                      # as the model sees it: normalised reviews, one per line
@@ -48,7 +50,8 @@ def held_out(tokenizer: Tokenizer, texts: list[str], block_len: int) -> HeldOutT
     (a newline in `text`), so the compressors and the model are scored on the same text."""
     stream = token_stream(tokenizer.encode_batch(texts), tokenizer.eos_id)
     text = "".join(tokenizer.normalize(t) + "\n" for t in texts)
-    return HeldOutText(pack_blocks(stream, block_len, keep_tail=True), len(stream) - 1, len(text), text, len(texts))
+    return HeldOutText(pack_blocks(stream, block_len, keep_tail=True), stream, len(stream) - 1, len(text), text,
+                       len(texts))
 
 
 @torch.inference_mode()
@@ -81,10 +84,8 @@ def write_sample(model, tokenizer: Tokenizer, prompt: str = SAMPLE_PROMPT, max_n
                  temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> str:
     """What the model writes after the prompt (seeded, so samples of one run differ only by
     what the model learnt), ending at the end of a review."""
-    from ..generate import generate
-
-    prompt_ids = [tokenizer.eos_id] + tokenizer.encode(prompt).ids
-    out = generate(model, prompt_ids, max_new_tokens, temperature, top_k, 1.0, seed, eos_id=tokenizer.eos_id)
+    out = generate(model, prompt_ids(tokenizer, prompt), max_new_tokens, temperature, top_k, 1.0, seed,
+                   eos_id=tokenizer.eos_id)
     return prompt + "".join(tokenizer.piece(t) for t in out.new_ids if t != tokenizer.eos_id)
 
 
@@ -113,9 +114,8 @@ class LanguageModelTask:
         val = held_out(tokenizer, texts["val"], model_cfg.max_len)
         test = held_out(tokenizer, texts["test"], model_cfg.max_len)
         baselines = compressor_bits_per_char(test.text)
-        test_stream = torch.cat([test.blocks[0]] + [b[1:] for b in test.blocks[1:]]).tolist() if test.blocks else []
-        if test_stream:
-            baselines["unigram"] = unigram_bits_per_char(train_stream, test_stream, tokenizer.vocab_size, test.n_chars)
+        if test.n_tokens:
+            baselines["unigram"] = unigram_bits_per_char(train_stream, test.stream, tokenizer.vocab_size, test.n_chars)
         return cls(tokenizer, train_blocks, val, test, train_cfg, len(texts["train"]), baselines)
 
     # -- what the trainer asks ----------------------------------------------------------
