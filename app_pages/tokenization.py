@@ -16,6 +16,7 @@ from ui.resources import SAMPLE_REVIEWS, sample_stats, trained_tokenizer
 PALETTE = ["#dbeafe", "#dcfce7", "#fef9c3", "#fce7f3", "#ede9fe", "#ffedd5"]
 MAX_CHIPS = 400
 STATS_REVIEWS = 500
+MERGES_VOCAB = 1_000
 
 cfg = model_sidebar()
 st.title("Tokenization")
@@ -83,7 +84,8 @@ if st.toggle("Compare vocabulary sizes (trains 5 tokenizers the first time)", ke
                          title=f"{kind}: a bigger vocabulary, shorter sequences"), key="tok_curve")
 
 st.subheader("The first BPE merges")
-bpe = tokenizer if kind == "bpe" else trained_tokenizer("bpe", vocab_size, lowercase)
+# BPE's first merges are the same whatever vocabulary it goes on to: a small one shows them
+bpe = tokenizer if kind == "bpe" else trained_tokenizer("bpe", MERGES_VOCAB, lowercase)
 merges = bpe_merges(bpe, 15)
 merge_table = pd.DataFrame([{"step": n + 1, "merge": f"{a} + {b}", "new token": a + b}
                             for n, (a, b) in enumerate(merges)])
