@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .positional import apply_rope, rope_angles
+from .positional import rope
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -46,6 +46,15 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     B, G, T, Dh = x.shape
     x = x[:, :, None, :, :].expand(B, G, n_rep, T, Dh)   # (B, G, n_rep, T, Dh)
     return x.reshape(B, G * n_rep, T, Dh)                 # (B, H, T, Dh)
+
+
+def causal_mask(n_queries: int, n_keys: int, device=None) -> torch.Tensor:
+    """True where query t may look at key s: at itself and everything before it. Returns (T, S).
+
+    The T queries are the last T of the S positions (S > T when a KV cache holds earlier
+    ones), so query t sits at position S - T + t: the diagonal moves right by S - T.
+    """
+    return torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).tril(n_keys - n_queries)
 
 
 def attention_mask(key_padding_mask: torch.Tensor | None, seq_len: int,
@@ -62,7 +71,7 @@ def attention_mask(key_padding_mask: torch.Tensor | None, seq_len: int,
         mask = key_padding_mask[:, None, None, :].bool()                        # (B, 1, 1, S)
         device = key_padding_mask.device
     if causal and seq_len > 1:       # one newest query may look at every key: nothing to hide
-        lower = torch.ones(seq_len, n_keys, dtype=torch.bool, device=device).tril(n_keys - seq_len)  # (T, S)
+        lower = causal_mask(seq_len, n_keys, device=device)                    # (T, S)
         mask = lower[None, None] if mask is None else mask & lower              # (B, 1, T, S)
     return mask
 
@@ -116,6 +125,21 @@ class GroupedQueryAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim)
         self.out_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model)
 
+    def project(self, x: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, D) -> q (B, H, T, Dh), k and v (B, G, T, Dh), rotated (RoPE) at positions start, ..."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # (B, H, T, Dh)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, Dh)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, Dh)
+        if self.use_rope:       # each position rotated by its own absolute index
+            q, k = rope(q, start), rope(k, start)
+        return q, k, v
+
+    def merge(self, out: torch.Tensor) -> torch.Tensor:
+        """The heads side by side again, then the output projection.  # (B, H, T, Dh) -> (B, T, D)"""
+        B, H, T, Dh = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))              # (B, T, D)
+
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                 causal: bool = False, need_weights: bool = False, cache=None, start: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -128,13 +152,8 @@ class GroupedQueryAttention(nn.Module):
         their keys and values are written into it, and the queries attend to all
         S = start + T positions it then holds.
         """
-        B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # (B, H, T, Dh)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, Dh)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, Dh)
-        if self.use_rope:       # each position rotated by its own absolute index
-            cos, sin = rope_angles(T, self.head_dim, device=x.device, start=start)      # (T, Dh/2)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        T = x.size(1)
+        q, k, v = self.project(x, start)                                                 # (B, H|G, T, Dh)
         if cache is not None:
             k, v = cache.update(k, v, start)                                             # (B, G, S, Dh)
         mask = attention_mask(key_padding_mask, T, causal, device=x.device, n_keys=k.size(2))
@@ -145,5 +164,4 @@ class GroupedQueryAttention(nn.Module):
             out, weights = fused_attention(q, k, v, dropout_p=dropout_p, is_causal=True), None
         else:
             out, weights = fused_attention(q, k, v, mask, dropout_p), None
-        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)           # (B, T, H*Dh)
-        return self.out_proj(out), weights                                              # (B, T, D)
+        return self.merge(out), weights                                                  # (B, T, D)

@@ -28,6 +28,16 @@ from .moe import MixtureOfExperts
 from .positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight, over the last dimension.  # (..., D) -> (..., D)
+
+    eps inside the root keeps a vector of zeros at zero instead of 0 / 0. Computed in float32
+    (a square of half-precision values overflows), returned in x's type.
+    """
+    rms = x.float().pow(2).mean(-1, keepdim=True).add(eps).rsqrt()     # (..., 1): 1 / RMS
+    return (x.float() * rms).type_as(x) * weight
+
+
 class RMSNorm(nn.Module):
     """Scale each vector to unit root-mean-square, then by a learned gain; no mean, no bias.
 
@@ -40,8 +50,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D)
-        rms = x.float().pow(2).mean(-1, keepdim=True).add(self.eps).rsqrt()   # (B, T, 1)
-        return (x.float() * rms).type_as(x) * self.weight
+        return rms_norm(x, self.weight, self.eps)
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:

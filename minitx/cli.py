@@ -25,6 +25,7 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
+from .arguments import OneLineArgumentParser
 from .config import (DEVICES, FFNS, LR_SCHEDULES, NORM_POSITIONS, NORMS, POOLINGS, POS_ENCODINGS,
                      PRECISIONS, TASKS, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig)
 from .checkpoint import check_run_name
@@ -58,13 +59,6 @@ HELP = {
     "threads": "CPU threads, or 'all' (under torchrun: the cores shared out among its processes)",
     "precision": "fp32; bf16 or fp16 run the forward pass in autocast (fp16 on a CUDA GPU only)",
 }
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """Bad input ends with one line and exit code 2, not a usage dump or a traceback."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _optional_int(text: str) -> int | None:

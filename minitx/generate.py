@@ -70,7 +70,8 @@ def allowed_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> 
         kth = logits.topk(top_k, dim=-1).values[..., -1:]                       # (..., 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        probs, order = logits.softmax(-1).sort(dim=-1, descending=True)         # (..., V)
+        # a stable sort: of equally likely tokens the lower id counts first, on every machine
+        probs, order = logits.softmax(-1).sort(dim=-1, descending=True, stable=True)   # (..., V)
         before = probs.cumsum(-1) - probs                                        # mass of the better ones
         drop_sorted = before >= top_p
         drop_sorted[..., 0] = False                                              # the best always stays

@@ -21,7 +21,7 @@ from .attention import GroupedQueryAttention, attention_mask, explicit_attention
 from .config import ModelConfig
 from .decoder import CausalLM, KVCache
 from .encoder import SentimentClassifier
-from .positional import apply_rope, rope_angles
+from .positional import rope
 from .tokenizer import UNK_ID
 
 
@@ -82,14 +82,8 @@ def gqa_walkthrough(cfg: ModelConfig, x: torch.Tensor, key_padding_mask: torch.T
     """Run one freshly initialised (seeded) attention layer on x (B, T, D), both paths."""
     torch.manual_seed(seed)
     attn = GroupedQueryAttention(cfg).eval()
-    B, T, _ = x.shape
-    q = attn.q_proj(x).view(B, T, cfg.n_heads, cfg.head_dim).transpose(1, 2)       # (B, H, T, Dh)
-    k = attn.k_proj(x).view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)    # (B, G, T, Dh)
-    v = attn.v_proj(x).view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)    # (B, G, T, Dh)
-    if cfg.pos_encoding == "rope":
-        cos, sin = rope_angles(T, cfg.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    mask = attention_mask(key_padding_mask, T, causal)
+    q, k, v = attn.project(x)                                                      # (B, H|G, T, Dh)
+    mask = attention_mask(key_padding_mask, x.size(1), causal)
     explicit, weights = explicit_attention(q, k, v, mask)
     fused = fused_attention(q, k, v, mask)
     return GQAWalkthrough(q, k, v, weights, explicit, fused,
@@ -229,9 +223,8 @@ def rope_relative_scores(head_dim: int, positions: list[tuple[int, int]], seed: 
     g = torch.Generator().manual_seed(seed)
     q, k = torch.randn(head_dim, generator=g), torch.randn(head_dim, generator=g)
     longest = max(max(m, n) for m, n in positions) + 1
-    cos, sin = rope_angles(longest, head_dim)
-    q_at = apply_rope(q.expand(1, 1, longest, head_dim), cos, sin)[0, 0]   # (T, Dh)
-    k_at = apply_rope(k.expand(1, 1, longest, head_dim), cos, sin)[0, 0]   # (T, Dh)
+    q_at = rope(q.expand(1, 1, longest, head_dim))[0, 0]                   # (T, Dh)
+    k_at = rope(k.expand(1, 1, longest, head_dim))[0, 0]                   # (T, Dh)
     return [float(q_at[m] @ k_at[n]) for m, n in positions]
 
 
@@ -241,10 +234,9 @@ def rope_pair_path(head_dim: int, n_positions: int, pairs: list[int]) -> list[di
     Pair i turns by theta_i = 10000^(-2i/Dh) per position: pair 0 spins fast,
     later pairs slowly. Returns rows {pair, position, x, y}.
     """
-    cos, sin = rope_angles(n_positions, head_dim)                     # (T, Dh/2)
     unit = torch.zeros(1, 1, n_positions, head_dim)
     unit[..., 0::2] = 1.0                                              # every pair starts at (1, 0)
-    turned = apply_rope(unit, cos, sin)[0, 0]                          # (T, Dh)
+    turned = rope(unit)[0, 0]                                          # (T, Dh)
     return [{"pair": i, "position": p, "x": float(turned[p, 2 * i]), "y": float(turned[p, 2 * i + 1])}
             for i in pairs for p in range(n_positions)]
 

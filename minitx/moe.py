@@ -32,6 +32,21 @@ from .config import ModelConfig
 from .feedforward import FeedForward
 
 
+def route(probs: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From the router's probabilities (N, E): each token's top_k experts, best first (N, k),
+    their weights renormalised to sum to 1 (N, k), and the load-balancing loss (a 0-d tensor).
+
+    The loss is Switch Transformer's E * sum_e f_e * P_e: f_e the share of the N * k routing
+    choices that went to expert e, P_e the mean probability the router gave e.
+    """
+    weights, chosen = probs.topk(top_k, dim=-1)                     # (N, k), (N, k)
+    weights = weights / weights.sum(-1, keepdim=True)               # (N, k): each row sums to 1
+    n_experts = probs.size(-1)
+    routed = F.one_hot(chosen, n_experts).sum(1).float().mean(0) / top_k   # (E,): f_e
+    aux_loss = n_experts * (routed * probs.mean(0)).sum()                   # (): 1 when even
+    return weights, chosen, aux_loss
+
+
 class MixtureOfExperts(nn.Module):
     """E SwiGLU experts and a linear router; each token is run through its top k experts.
 
@@ -53,18 +68,15 @@ class MixtureOfExperts(nn.Module):
         tokens = x.reshape(B * T, D)                                 # (N, D)
         # 1) the router's probability for every expert, per token
         probs = self.router(tokens).float().softmax(-1)              # (N, E)
-        # 2) each token's k best experts, their weights renormalised to sum to 1
-        weights, chosen = probs.topk(self.top_k, dim=-1)             # (N, k), (N, k)
-        weights = (weights / weights.sum(-1, keepdim=True)).to(x.dtype)
+        # 2) each token's k best experts and their weights; the load-balancing loss
+        weights, chosen, self.aux_loss = route(probs, self.top_k)    # (N, k), (N, k), ()
+        weights = weights.to(x.dtype)
         # 3) each expert runs on the tokens routed to it, its output added in with its weight
         out = torch.zeros_like(tokens)                               # (N, D)
         for e, expert in enumerate(self.experts):
             token, slot = (chosen == e).nonzero(as_tuple=True)       # which tokens, in which of their k slots
             if token.numel():
                 out.index_add_(0, token, weights[token, slot, None] * expert(tokens[token]))
-        # 4) Switch Transformer's load-balancing loss: E * sum_e (share routed to e) * (mean prob of e)
-        routed = F.one_hot(chosen, self.n_experts).sum(1).float().mean(0) / self.top_k   # (E,)
-        self.aux_loss = self.n_experts * (routed * probs.mean(0)).sum()
         self.choices = chosen.view(B, T, self.top_k).detach()
         return out.view(B, T, D)                                     # (B, T, D)
 

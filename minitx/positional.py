@@ -84,3 +84,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
         (first * cos - second * sin,
          first * sin + second * cos), dim=-1)            # (B, heads, T, Dh/2, 2)
     return rotated.flatten(-2).type_as(x)                # (B, heads, T, Dh)
+
+
+def rope(x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """x (B, heads, T, Dh) rotated as the tokens at positions start, start + 1, ... are.
+
+    With a KV cache a step's tokens do not start at 0: each is rotated by its own absolute
+    position, so that it meets the keys already in the cache at the right distance.
+    """
+    cos, sin = rope_angles(x.size(-2), x.size(-1), device=x.device, start=start)   # (T, Dh/2)
+    return apply_rope(x, cos, sin)                                                 # (B, heads, T, Dh)

@@ -1,5 +1,4 @@
 import math
-from collections import Counter
 
 import pytest
 import torch
