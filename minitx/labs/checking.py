@@ -1,0 +1,329 @@
+"""Checking a learner's function, in the order a learner can act on:
+
+    1) the file compiles                    (the line and column of a syntax error)
+    2) it loads and defines the function    (an error while loading: the learner's own lines)
+    3) each case, simplest first:
+         it runs                            (an exception: the learner's own lines, not ours)
+         it returns the right type, shape and dtype   (expected vs got, named in the notation)
+         it leaves its inputs alone         (or writes the ones it must, like a cache)
+         it equals minitx's answer          (within the lab's float32 tolerance)
+       and when it does not, why: a NaN where minitx has a number, a known mistake it matches
+       exactly (no 1/sqrt(Dh), RoPE ignoring start, ...), a rule it breaks (a later token
+       changing an earlier output), else where the first difference is and how large.
+
+minitx's answers are computed before any of the learner's code runs, on copies of the
+inputs, so nothing the learner's file does can change them. This module runs the
+learner's code in the process that calls it: the app and the command line call it inside
+`minitx.labs.sandbox`, never in the server.
+"""
+
+from __future__ import annotations
+
+import copy
+import linecache
+import re
+import traceback
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .compare import Comparison, compare_tensors, describe, shape_problem
+from .lab import Case, Lab
+
+STAGES = ("compile", "load", "stub", "error", "type", "shape", "inputs", "diagnosis", "mismatch", "limit", "passed")
+
+
+@dataclass
+class Report:
+    """What a check found. `title` is one line; `detail` says more; plain values only (it
+    crosses from the sandbox to the server as JSON)."""
+
+    lab: str
+    passed: bool
+    stage: str
+    title: str
+    detail: str = ""
+    case: str | None = None               # the case it failed on
+    line: int | None = None               # the learner's line it points at
+    cases: list[dict] = field(default_factory=list)   # per case: label, result, largest difference
+    picture: dict | None = None           # target / yours for the case shown (minitx.labs.pictures)
+    output: str = ""                      # what the learner's code printed, capped by the sandbox
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Report":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def clone(value):
+    """A deep copy of an argument; tensors are cloned (the learner may change what it gets)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if callable(value):
+        return value
+    return copy.deepcopy(value)
+
+
+def same_value(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and \
+            bool(((a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else (a == b)).all())
+    return a == b
+
+
+def call(lab: Lab, fn, case: Case) -> tuple[tuple, dict]:
+    """fn on copies of the case's arguments: its outputs as a tuple (the arguments the lab
+    must change appended), and the arguments as they were left."""
+    args = clone(case.args)
+    result = fn(*args.values())
+    if len(lab.outputs) - len(lab.mutates) > 1 and isinstance(result, (tuple, list)):
+        returned = tuple(result)
+    else:
+        returned = (result,)
+    return returned + tuple(args[name] for name in lab.mutates), args
+
+
+def minitx_answer(lab: Lab, case: Case) -> tuple:
+    return call(lab, lab.reference, case)[0]
+
+
+def learner_lines(error: BaseException, filename: str) -> tuple[str, int | None]:
+    """The traceback's frames in the learner's file (ours and torch's left out), and the last line."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
+    text = "\n".join(f"line {f.lineno}, in {f.name}:  {(f.line or '').strip()}" for f in frames)
+    return text, frames[-1].lineno if frames else None
+
+
+def error_text(error: BaseException) -> str:
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0] if message else ''}".rstrip(": ")
+
+
+def compare_one(lab: Lab, spec, want, got) -> Comparison:
+    """One output against minitx's: the lab's own comparison where it has one, else by kind."""
+    if lab.compare is not None:
+        result = lab.compare(spec, want, got)
+        if result is not None:
+            return result
+    if spec.kind == "tensor":
+        return compare_tensors(want, got, lab.rtol, lab.atol, f"`{spec.name}`")
+    if spec.kind == "number":
+        got = float(got)
+        largest = abs(got - want)
+        same = largest <= lab.atol + lab.rtol * abs(want)
+        return Comparison(same, got == want, largest, f"`{spec.name}` is {got!r}; minitx's is {want!r}"
+                          + ("." if same else f" (off by {largest:.3g})."))
+    same = want == got
+    return Comparison(same, same, 0.0 if same else float("inf"),
+                      f"`{spec.name}` is {describe(got)}; minitx's is {describe(want)}.")
+
+
+def compare_outputs(lab: Lab, want: tuple, got: tuple) -> tuple[Comparison, str]:
+    """The first output that differs (or the last one compared) and its name."""
+    result = None
+    for spec, w, g in zip(lab.outputs, want, got):
+        result = compare_one(lab, spec, w, g)
+        if not result.same:
+            return result, spec.name
+    return result, lab.outputs[-1].name
+
+
+def structure_problem(lab: Lab, want: tuple, got, case: Case) -> str | None:
+    """A sentence when what came back has the wrong type, count, shape or dtype."""
+    returned = [o.name for o in lab.outputs if o.name not in lab.mutates]
+    n_got = len(got) - len(lab.mutates)
+    if n_got != len(returned):
+        what = describe(got[0]) if n_got == 1 else f"{n_got} things"
+        return f"It should return {len(returned)} things, ({', '.join(returned)}); yours returned {what}."
+    for spec, w, g in zip(lab.outputs, want, got):
+        what = "after the call" if spec.name in lab.mutates else ""
+        if spec.kind == "tensor":
+            if not isinstance(g, torch.Tensor):
+                return f"`{spec.name}` should be a tensor {spec.notation}; yours is {describe(g)}."
+            problem = shape_problem(f"`{spec.name}`{' ' + what if what else ''}", spec.notation, w.shape, g.shape,
+                                    case.dims)
+            if problem:
+                return problem
+            if g.dtype != w.dtype:
+                return (f"`{spec.name}` should have dtype {str(w.dtype).replace('torch.', '')}; yours is "
+                        f"{str(g.dtype).replace('torch.', '')}.")
+        elif spec.kind == "number":
+            if isinstance(g, bool) or not isinstance(g, (int, float)) and not (
+                    isinstance(g, torch.Tensor) and g.numel() == 1):
+                return f"`{spec.name}` should be a number ({spec.notation}); yours is {describe(g)}."
+        elif not isinstance(g, type(w)):
+            return f"`{spec.name}` should be a {spec.notation}; yours is {describe(g)}."
+    return None
+
+
+def changed_inputs(lab: Lab, case: Case, left: dict) -> list[str]:
+    """The arguments the learner's function changed in place, of those it must leave alone."""
+    return [name for name, value in case.args.items()
+            if name not in lab.mutates and not callable(value) and not same_value(value, left[name])]
+
+
+def diagnose(lab: Lab, fn, case: Case, want: tuple, got: tuple) -> str | None:
+    """Why the learner's answer differs, when a known cause fits."""
+    for spec, w, g in zip(lab.outputs, want, got):
+        if spec.kind == "tensor" and w.is_floating_point():
+            bad = ~g.isfinite() & w.isfinite()
+            if bad.any():
+                where = tuple(bad.nonzero()[0].tolist())
+                nan_message = next((m.message for m in lab.mistakes if _matches(lab, m.wrong, case, got)), None)
+                return nan_message or (f"`{spec.name}` has {int(bad.sum())} NaN or infinite values where minitx's "
+                                       f"has numbers, the first at [{', '.join(map(str, where))}].")
+    for mistake in lab.mistakes:
+        if _matches(lab, mistake.wrong, case, got):
+            return mistake.message
+    for rule in lab.properties:
+        message = rule(fn, case, lambda f, c: call(lab, f, c)[0])
+        if message:
+            return message
+    return None
+
+
+def _matches(lab: Lab, wrong, case: Case, got: tuple) -> bool:
+    """Whether the learner's outputs are those of a known wrong answer."""
+    try:
+        expected = call(lab, wrong, case)[0]
+    except Exception:
+        return False
+    if len(expected) != len(got):
+        return False
+    for spec, w, g in zip(lab.outputs, expected, got):
+        if spec.kind == "tensor" and (not isinstance(w, torch.Tensor) or w.shape != g.shape or w.dtype != g.dtype):
+            return False
+        if not compare_one(lab, spec, w, g).same:
+            return False
+    return True
+
+
+class LearnerCodeError(ValueError):
+    """The learner's file cannot give its function: what to tell them, and where."""
+
+    def __init__(self, stage: str, title: str, detail: str = "", line: int | None = None):
+        super().__init__(f"{title} {detail}".strip())
+        self.stage, self.title, self.detail, self.line = stage, title, detail, line
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """A sentence when the error is an allocation that failed under the sandbox's memory limit."""
+    text = str(error)
+    if isinstance(error, MemoryError) or "can't allocate memory" in text or "not enough memory" in text:
+        asked = re.search(r"allocate (\d+) bytes", text)
+        size = f" (you asked for {int(asked.group(1)) / 2**30:,.1f} GiB)" if asked else ""
+        return f"Your code asked for more memory than it may have{size} and was stopped."
+    return None
+
+
+def compile_file(source: str, filename: str):
+    """The learner's file compiled; LearnerCodeError with the line and column of a syntax error."""
+    try:
+        code = compile(source, filename, "exec")
+    except SyntaxError as error:
+        line_text = (error.text or "").rstrip("\n")
+        caret = " " * max(0, (error.offset or 1) - 1) + "^"
+        raise LearnerCodeError("compile", f"Syntax error on line {error.lineno}, column {error.offset}: "
+                                          f"{error.msg}.", f"{line_text}\n{caret}" if line_text else "",
+                               error.lineno) from None
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)   # for tracebacks
+    return code
+
+
+def load_compiled(lab: Lab, code, filename: str):
+    """Run the compiled file and return its function named `lab.function`; LearnerCodeError if
+    the file raises (its own lines shown) or defines no such function."""
+    namespace = {"__name__": f"learner_{lab.name}", "__file__": filename}
+    try:
+        exec(code, namespace)
+    except BaseException as error:
+        lines, line = learner_lines(error, filename)
+        memory = out_of_memory(error)
+        if memory:
+            raise LearnerCodeError("limit", memory, lines, line) from None
+        raise LearnerCodeError("load", f"Your file raised {error_text(error)} while it was loading.", lines,
+                               line) from None
+    fn = namespace.get(lab.function)
+    if not callable(fn):
+        defined = sorted(k for k, v in namespace.items() if callable(v) and not k.startswith("_")
+                         and getattr(v, "__module__", None) == namespace["__name__"])
+        raise LearnerCodeError("load", f"Your file defines no function named `{lab.function}`.",
+                               f"It defines: {', '.join(defined)}." if defined else "")
+    return fn
+
+
+def load_function(lab: Lab, source: str, filename: str = "your_code.py"):
+    """The learner's function from their file, or LearnerCodeError saying why not."""
+    return load_compiled(lab, compile_file(source, filename), filename)
+
+
+def check(lab: Lab, source: str, filename: str = "your_code.py") -> Report:
+    """Run every check of `lab` on the learner's `source`. See the module docstring."""
+    def report(stage, title, detail="", case=None, line=None, picture=None):
+        return Report(lab.name, stage == "passed", stage, title, detail, case, line, results, picture)
+
+    results: list[dict] = []
+    try:
+        code = compile_file(source, filename)                        # 1) it compiles
+        # 2) minitx's answers first, then the learner's file
+        cases = lab.cases()
+        answers = [minitx_answer(lab, case) for case in cases]
+        fn = load_compiled(lab, code, filename)
+    except LearnerCodeError as error:
+        return report(error.stage, error.title, error.detail, line=error.line)
+
+    # 3) case by case
+    for number, (case, want) in enumerate(zip(cases, answers)):
+        try:
+            got, left = call(lab, fn, case)
+        except NotImplementedError:
+            if number == 0:
+                return report("stub", f"`{lab.function}` is not written yet: replace `raise NotImplementedError` "
+                                      "with your code.")
+            return report("error", f"`{lab.function}` raised NotImplementedError on: {case.label}.", case=case.label)
+        except BaseException as error:            # SystemExit too: exit() in a function is a mistake
+            lines, line = learner_lines(error, filename)
+            memory = out_of_memory(error)
+            if memory:
+                return report("limit", memory, f"On: {case.label}.\n{lines}".rstrip(), case=case.label, line=line)
+            return report("error", f"{error_text(error)}", f"On: {case.label}.\n{lines}".rstrip(),
+                          case=case.label, line=line)
+        problem = structure_problem(lab, want, got, case)
+        if problem:
+            return report("shape" if "should be (" in problem or "dtype" in problem else "type",
+                          problem, f"On: {case.label}.", case=case.label)
+        changed = changed_inputs(lab, case, left)
+        if changed:
+            names = ", ".join(f"`{n}`" for n in changed)
+            return report("inputs", f"Your function changed its input {names} in place.",
+                          "The caller still needs it as it was: work on a new tensor (`x = x / s`, not "
+                          "`x /= s` or `x.div_(s)`).", case=case.label, picture=_picture(lab, case, want, got))
+        comparison, name = compare_outputs(lab, want, got)
+        results.append({"case": case.label, "result": "exact" if comparison.exact else
+                        "within tolerance" if comparison.same else "differs", "largest difference": comparison.largest})
+        if not comparison.same:
+            why = diagnose(lab, fn, case, want, got)
+            return report("diagnosis" if why else "mismatch", why or comparison.text,
+                          (comparison.text + "\n" if why else "") + f"On: {case.label}.", case=case.label,
+                          picture=_picture(lab, case, want, got))
+    shown = cases[0], answers[0]
+    exact = sum(r["result"] == "exact" for r in results)
+    largest = max(r["largest difference"] for r in results)
+    note = ("\nYour file imports minitx: calling minitx's own answer passes, but teaches little."
+            if "minitx" in source else "")
+    return report("passed", f"Passed: {len(cases)} cases, {exact} exactly equal to minitx's, the largest "
+                            f"difference {largest:.1e}.", note.strip(),
+                  picture=_picture(lab, shown[0], shown[1], call(lab, fn, shown[0])[0]))
+
+
+def _picture(lab: Lab, case: Case, want: tuple, got: tuple) -> dict | None:
+    if lab.picture is None:
+        return None
+    try:
+        return lab.picture(case, want, got)
+    except Exception:           # a picture is a help, never a reason for a check to fail
+        return None

@@ -1,0 +1,137 @@
+"""`python -m minitx.labs`: the labs from a terminal, for learners who prefer their own editor.
+
+    python -m minitx.labs list                     the labs, their functions and pages
+    python -m minitx.labs start my_labs            a stub file per lab (existing files are kept)
+    python -m minitx.labs check attention my_labs/attention.py
+
+`check` runs the same checks as the Build it page, in a child process with the same limits,
+and exits 0 when the function passes, 1 when it does not, 2 when NAME or FILE is unusable.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+from ..arguments import OneLineArgumentParser
+from . import LABS, get_lab
+
+MAX_FILE_BYTES = 1_000_000
+
+
+def parser() -> OneLineArgumentParser:
+    p = OneLineArgumentParser(prog="python -m minitx.labs",
+                              description="Write each piece of a transformer yourself; minitx checks it.")
+    commands = p.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
+    commands.add_parser("list", help="the labs, the function each asks for, and its page")
+    start = commands.add_parser("start", help="write a stub file for every lab into DIR")
+    start.add_argument("dir", metavar="DIR")
+    start.add_argument("--force", action="store_true", help="overwrite files that are already there")
+    check = commands.add_parser("check", help="check the function NAME asks for, from FILE")
+    check.add_argument("name", metavar="NAME", help="a lab, as `list` names it")
+    check.add_argument("file", metavar="FILE")
+    return p
+
+
+def list_labs() -> int:
+    width = max(len(lab.name) for lab in LABS) + 2
+    function_width = max(len(lab.function) for lab in LABS) + 2
+    print(f"{'NAME':{width}}{'FUNCTION':{function_width}}{'PAGE':14}WHAT")
+    for lab in LABS:
+        print(f"{lab.name:{width}}{lab.function:{function_width}}{lab.page:14}{lab.title}")
+    return 0
+
+
+def start(folder: str, force: bool) -> int:
+    target = Path(folder)
+    if target.exists() and not target.is_dir():
+        return fail(f"{folder} is a file, not a folder.")
+    target.mkdir(parents=True, exist_ok=True)
+    written, kept = [], []
+    for lab in LABS:
+        path = target / f"{lab.name}.py"
+        if path.exists() and not force:
+            kept.append(path.name)
+            continue
+        path.write_text(lab.stub, encoding="utf-8")
+        written.append(path.name)
+    if written:
+        print(f"wrote {len(written)} stub file(s) into {target}: {', '.join(written)}")
+    if kept:
+        print(f"kept {len(kept)} file(s) already there (--force overwrites them): {', '.join(kept)}")
+    print(f"then: python -m minitx.labs check attention {target / 'attention.py'}")
+    return 0
+
+
+def read_source(file: str) -> str:
+    """The learner's file as text; ValueError with a one-line reason when it cannot be used."""
+    path = Path(file)
+    if not path.exists():
+        raise ValueError(f"{file} does not exist.")
+    if not path.is_file():
+        raise ValueError(f"{file} is not a file.")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ValueError(f"{file} is larger than {MAX_FILE_BYTES:,} bytes: not one function.")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{file} is not UTF-8 text.") from None
+    except OSError as error:
+        raise ValueError(f"{file} cannot be read: {error.strerror}.") from None
+
+
+def check(name: str, file: str) -> int:
+    try:
+        lab = get_lab(name)
+        source = read_source(file)
+    except ValueError as error:
+        return fail(str(error))
+    from .checking import Report, check as run_checks
+    from .sandbox import run_limited
+
+    answer = run_limited(lambda: run_checks(lab, source, file).to_dict())
+    if answer["status"] == "ok":
+        report = Report.from_dict(answer["result"])
+    else:
+        report = Report(lab.name, False, "limit", answer.get("message", "The check did not finish."))
+    report.output = answer.get("output", "")
+    print(format_report(lab, report))
+    return 0 if report.passed else 1
+
+
+def format_report(lab, report) -> str:
+    """The report as a terminal shows it: the verdict, the message, the cases, what was printed."""
+    lines = [f"{lab.name} ({lab.function}): {'PASSED' if report.passed else 'FAILED'}", "",
+             *textwrap.wrap(report.title, 100)]
+    if report.detail:
+        lines.append("")
+        for line in report.detail.splitlines():     # prose is wrapped; code (a caret, a traceback) is not
+            code = report.stage == "compile" or line.startswith("line ")
+            lines += ["    " + line] if code else textwrap.wrap(line, 96, initial_indent="    ",
+                                                                subsequent_indent="    ")
+    if report.cases:
+        lines += ["", "cases:"]
+        for case in report.cases:
+            mark = "ok  " if case["result"] != "differs" else "FAIL"
+            lines.append(f"  {mark} {case['case']} ({case['result']}, largest difference "
+                         f"{case['largest difference']:.1e})")
+    if report.output:
+        lines += ["", "what your code printed:", *("    " + line for line in report.output.splitlines()[:40])]
+    if not report.passed and lab.hints:
+        lines += ["", f"a hint: {lab.hints[0]}"]
+    return "\n".join(lines)
+
+
+def fail(message: str) -> int:
+    print(f"python -m minitx.labs: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "list":
+        return list_labs()
+    if args.command == "start":
+        return start(args.dir, args.force)
+    return check(args.name, args.file)

@@ -1,0 +1,130 @@
+"""What the concept pages show with a learner's function: the real model run twice, once with
+minitx's function and once with theirs, and what came out of each.
+
+Runs inside a sandbox child (`minitx.labs.worker`), which is why every answer is plain
+JSON-ready data (`sandbox.encode`). The page sends the model (a checkpoint's folder, or a
+config and seed for random weights, as `ui.resources.random_model` builds it) and token ids.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import attention as attention_module
+from ..attention import attention_mask
+from ..bpe import learn_merges
+from ..checkpoint import load_run
+from ..config import ModelConfig
+from ..generate import generate
+from ..inspect import gqa_walkthrough
+from ..model import build_model
+from ..moe import expert_choices
+from .lab import Lab
+from .plug import learner_code
+from .sandbox import encode
+
+MAX_NEW_TOKENS = 40
+
+
+def load_model(spec: dict) -> torch.nn.Module:
+    """{"checkpoint": folder} or {"config": ModelConfig as a dict, "seed": 0}, in eval mode."""
+    if "checkpoint" in spec:
+        return load_run(spec["checkpoint"]).model.eval()
+    torch.manual_seed(spec.get("seed", 0))
+    return build_model(ModelConfig.from_dict(spec["config"])).eval()
+
+
+def _forward(model, ids: torch.Tensor) -> tuple[torch.Tensor, list]:
+    if model.cfg.is_lm:
+        out = model(ids, need_weights=True)
+        return out.logits, out.attentions
+    out = model.run(ids, need_weights=True)
+    return out.logits, out.attentions
+
+
+def _first_experts(model) -> list[torch.Tensor]:
+    """Each mixture-of-experts layer's first choice per token in the last forward pass.  # L x (T,)"""
+    return [c[0, :, 0] for c in expert_choices(model)]
+
+
+@torch.no_grad()
+def in_model(lab: Lab, fn, request: dict) -> dict:
+    """A review (classifier) or a prompt (language model) through the model with minitx's
+    function, then with the learner's: the logits' largest difference, what each predicts or
+    writes (greedy), and the last layer's attention of each."""
+    model = load_model(request["model"])
+    ids = torch.tensor([request["ids"]])                                      # (1, T)
+    ours_logits, ours_attention = _forward(model, ids)
+    experts_ours = _first_experts(model)
+    with learner_code({lab.name: fn}):
+        yours_logits, yours_attention = _forward(model, ids)
+        experts_yours = _first_experts(model)
+    answer = {"task": model.cfg.task, "largest_difference": float((ours_logits - yours_logits).abs().max()),
+              "attention_ours": ours_attention[-1][0], "attention_yours": yours_attention[-1][0],
+              "experts_ours": experts_ours, "experts_yours": experts_yours}
+    if model.cfg.is_lm:
+        n_new = min(int(request.get("new_tokens", 20)), MAX_NEW_TOKENS, model.cfg.max_len - ids.size(1))
+        eos = request.get("eos_id")
+        answer["new_ids_ours"] = generate(model, ids[0].tolist(), n_new, temperature=0, eos_id=eos).new_ids
+        with learner_code({lab.name: fn}):
+            answer["new_ids_yours"] = generate(model, ids[0].tolist(), n_new, temperature=0, eos_id=eos).new_ids
+    else:
+        answer["probabilities_ours"] = ours_logits.softmax(-1)[0]
+        answer["probabilities_yours"] = yours_logits.softmax(-1)[0]
+    return encode(answer)
+
+
+@torch.no_grad()
+def attention_heads(lab: Lab, fn, request: dict) -> dict:
+    """The attention page's heads (one seeded attention layer on the page's embeddings), with
+    the learner's attention or repeat_kv: their weights, and how far they are from minitx's."""
+    cfg = ModelConfig.from_dict(request["config"])
+    x, key_padding_mask = request["x"], request.get("key_padding_mask")
+    walk = gqa_walkthrough(cfg, x, key_padding_mask, causal=request.get("causal", False))
+    mask = attention_mask(key_padding_mask, x.size(1), request.get("causal", False))
+    with learner_code({lab.name: fn}):
+        out, weights = attention_module.explicit_attention(walk.q, walk.k, walk.v, mask)
+    return encode({"weights": weights, "largest_difference": float((weights - walk.weights).abs().max()),
+                   "output_difference": float((out - walk.explicit).abs().max())})
+
+
+@torch.no_grad()
+def sampled(lab: Lab, fn, request: dict) -> dict:
+    """The same generation (prompt, settings, seed) with minitx's sampler or cache step, then the
+    learner's: the tokens each wrote."""
+    model = load_model(request["model"])
+    settings = {k: request[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed")}
+    settings["max_new_tokens"] = min(settings["max_new_tokens"], MAX_NEW_TOKENS)
+    ours = generate(model, request["ids"], eos_id=request.get("eos_id"), **settings)
+    with learner_code({lab.name: fn}):
+        yours = generate(model, request["ids"], eos_id=request.get("eos_id"), **settings)
+    return encode({"new_ids_ours": ours.new_ids, "new_ids_yours": yours.new_ids,
+                   "probabilities_ours": ours.probabilities, "probabilities_yours": yours.probabilities})
+
+
+def merges(lab: Lab, fn, request: dict) -> dict:
+    """The first n BPE merges learned with the learner's merge step from the page's word counts."""
+    words = {tuple(symbols): int(count) for symbols, count in request["words"]}
+    return encode({"merges": learn_merges(words, int(request["n"]), merge=fn)})
+
+
+DEMOS = {
+    "attention": {"heads": attention_heads, "model": in_model},
+    "repeat_kv": {"heads": attention_heads, "model": in_model},
+    "rope": {"model": in_model},
+    "rms_norm": {"model": in_model},
+    "causal_mask": {"model": in_model},
+    "block": {"model": in_model},
+    "moe_route": {"model": in_model},
+    "top_p": {"generate": sampled},
+    "kv_step": {"generate": sampled},
+    "bpe_merge": {"merges": merges},
+}
+
+
+def run(lab: Lab, fn, request: dict) -> dict:
+    """The demo `request["kind"]` of this lab, with the learner's function."""
+    kinds = DEMOS.get(lab.name, {})
+    if request.get("kind") not in kinds:
+        raise ValueError(f"lab {lab.name} has no demo {request.get('kind')!r}; it has {', '.join(kinds) or 'none'}.")
+    return kinds[request["kind"]](lab, fn, request)
