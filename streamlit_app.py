@@ -15,17 +15,9 @@ def main() -> None:
     import streamlit as st
 
     st.set_page_config(page_title="minitx: transformers from scratch", page_icon=ICON, layout="wide")
-    pages = [
-        st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
-        st.Page("app_pages/tokenization.py", title="1 · Tokenization", icon=":material/text_fields:"),
-        st.Page("app_pages/embeddings.py", title="2 · Embeddings", icon=":material/scatter_plot:"),
-        st.Page("app_pages/positional.py", title="3 · Positional encoding", icon=":material/timeline:"),
-        st.Page("app_pages/attention.py", title="4 · Grouped-query attention", icon=":material/hub:"),
-        st.Page("app_pages/encoder.py", title="5 · Encoder stack", icon=":material/layers:"),
-        st.Page("app_pages/decoder.py", title="6 · Decoder & generation", icon=":material/edit_note:"),
-        st.Page("app_pages/training.py", title="7 · Training", icon=":material/monitoring:"),
-        st.Page("app_pages/runs.py", title="8 · Runs & predict", icon=":material/compare_arrows:"),
-    ]
+    from ui.pages import PAGES
+
+    pages = [st.Page(file, title=title, icon=icon, default=file.endswith("home.py")) for file, title, icon in PAGES]
     st.navigation(pages).run()
 
 

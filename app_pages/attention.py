@@ -10,6 +10,7 @@ from minitx.inspect import (WELL_KNOWN_MODELS, attention_parameters, gqa_walkthr
 from minitx.tokenizer import PAD_ID
 from ui.charts import heatmap
 from ui.common import check_yourself, shapes, show_source, static_table, token_labels
+from ui.labs import in_model_section, mine_caption, run_demo, use_my_code
 from ui.model_sidebar import model_sidebar
 from ui.resources import playground_tokenizer, random_model, sentence_or_stop
 
@@ -42,6 +43,21 @@ with torch.no_grad():
     x = random_model(model_cfg).embed(ids_t)                            # (1, T, D)
 walk = gqa_walkthrough(model_cfg, x, ids_t != PAD_ID, causal=causal)
 
+mine = {name: source for name in ("attention", "repeat_kv") if (source := use_my_code(name))}
+weights = walk.weights
+if mine:
+    first, *rest = mine
+    result, problem = run_demo(first, mine[first], {"kind": "heads", "config": model_cfg.to_dict(), "x": x,
+                                                     "key_padding_mask": ids_t != PAD_ID, "causal": causal},
+                               {other: mine[other] for other in rest})
+    if problem:
+        st.error(f"Your code could not draw this page: {problem}")
+    else:
+        weights = result["weights"]
+        for name in mine:
+            mine_caption(name)
+        st.caption(f"Largest difference from minitx's weights: {result['largest_difference']:.2e}.")
+
 st.subheader(f"{cfg.n_heads} query heads, {cfg.n_kv_heads} key/value head(s)")
 st.caption("Random-initialised weights: the pattern is arbitrary (and nearly uniform: an "
            "untrained model has no reason to prefer any token), the mechanics are real. Rows are "
@@ -55,8 +71,12 @@ for g in range(cfg.n_kv_heads):
         for start in range(0, len(heads), 2):            # two heatmaps a row: every label readable
             columns = st.columns(2)
             for column, h in zip(columns, heads[start:start + 2]):
-                chart = heatmap(walk.weights[0, h], labels, labels, value="weight", title=f"head {h}")
+                chart = heatmap(weights[0, h], labels, labels, value="weight", title=f"head {h}")
                 column.altair_chart(chart, key=f"head-{h}", width="content")
+
+if mine:
+    first, *rest = mine
+    in_model_section(first, mine[first], "classify", cfg, text, {other: mine[other] for other in rest})
 
 st.subheader("Both paths agree")
 st.metric("max |explicit − fused|", f"{walk.max_difference:.2e}",

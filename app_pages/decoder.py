@@ -10,6 +10,7 @@ from minitx.inspect import causal_check, expert_load, kv_cache_bytes, kv_cache_s
 from minitx.moe import MixtureOfExperts, expert_choices
 from ui import charts, generation
 from ui.common import check_yourself, shapes, show_source, static_table, token_labels
+from ui.labs import generation_section, in_model_section, model_spec, use_my_code
 from ui.model_sidebar import model_sidebar
 from ui.resources import newest_run, random_model, trained_tokenizer
 
@@ -42,6 +43,7 @@ use_trained = st.toggle("use the newest trained language model", value=run is no
 if use_trained and run is not None:
     model, tokenizer, model_cfg = run.model, run.tokenizer, run.model_config
     model_key = f"run:{run.path}:{run.path.stat().st_mtime}"
+    spec = model_spec(run, None)
     best = run.metrics.get("test_bits_per_char")
     st.caption(f"Run {run.path.name}: {model_cfg.summary()}"
                + (f"; {best:.3f} bits per character on held-out reviews." if best is not None else "."))
@@ -53,9 +55,10 @@ else:
     model_cfg = cfg.replace(task="lm", vocab_size=tokenizer.vocab_size, dropout=0.0)
     model = random_model(model_cfg)
     model_key = f"random:{model_cfg}"
+    spec = model_spec(None, model_cfg)
     st.info("Random weights of the sidebar's model: it writes gibberish, but the mask, the cache and the "
             "routing below are real. To see it write, train one: pick **Language model, quick** on "
-            "**7 · Training**, or run `python -m minitx.train --preset lm-quick` (a few minutes)."
+            "**8 · Training**, or run `python -m minitx.train --preset lm-quick` (a few minutes)."
             + (f" ({why_not}.)" if why_not else ""))
 
 # -- generation ------------------------------------------------------------------------------
@@ -64,6 +67,10 @@ settings = generation.controls("dec", model_cfg.vocab_size, model_cfg.max_len)
 prompt = settings.pop("prompt")
 out = generation.generated(model, tokenizer, model_key, prompt, **settings)
 generation.show(tokenizer, prompt, out, settings, key="dec")
+for lab_name in ("top_p", "kv_step"):
+    mine = use_my_code(lab_name)
+    if mine:
+        generation_section(lab_name, mine, spec, tokenizer, out.prompt_ids, settings)
 
 # -- the causal mask ---------------------------------------------------------------------------
 st.header("The causal mask")
@@ -91,6 +98,10 @@ if len(ids) > 1:
     c2.metric(f"largest change after position {position}", f"{later:.2e}")
     st.caption("Computed just now: the tokens after the chosen position were replaced by others and the "
                "model run again. Outputs up to that position do not move at all: they never saw what came after.")
+
+mine = use_my_code("causal_mask")
+if mine:
+    in_model_section("causal_mask", mine, "lm", cfg, prompt)
 
 # -- the KV cache ------------------------------------------------------------------------------
 st.header("The KV cache at work")
@@ -149,6 +160,9 @@ else:
                                 title=f"Load per expert: {model_cfg.experts_per_token} of {model_cfg.n_experts} "
                                       f"experts per token, all layers"), key="dec_load")
     st.caption("Training adds the load-balancing loss (Switch Transformer) so that no expert is left idle.")
+mine = use_my_code("moe_route")
+if mine:
+    in_model_section("moe_route", mine, "lm", cfg, prompt, ffn="moe")
 
 show_source(CausalLM.forward, LayerCache.update, generate, next_token, MixtureOfExperts.forward)
 check_yourself(

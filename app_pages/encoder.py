@@ -9,6 +9,7 @@ from minitx.encoder import SentimentClassifier, mean_pool
 from minitx.inspect import parameter_breakdown
 from ui.charts import bars, heatmap
 from ui.common import check_yourself, shapes, show_source, token_labels
+from ui.labs import in_model_section, use_my_code
 from ui.model_sidebar import model_sidebar
 from ui.resources import newest_run, playground_tokenizer, random_model, sentence_or_stop
 
@@ -70,6 +71,14 @@ st.altair_chart(bars(pooled, "dimension", "value", title=f"the pooled vector ({m
 shapes({"ids": (1, len(ids)), "each layer's output": tuple(out.layer_states[0].shape),
         "attention weights per layer": tuple(out.attentions[0].shape), "pooled": tuple(out.pooled.shape),
         "logits": tuple(out.logits.shape)})
+
+st.subheader("Your code in this model")
+mine = use_my_code("block")
+if mine:
+    in_model_section("block", mine, "classify", cfg, text, norm_position="pre")
+mine = use_my_code("rms_norm")
+if mine:
+    in_model_section("rms_norm", mine, "lm", cfg, "The acting was", norm="rmsnorm")
 
 show_source(TransformerBlock.forward, mean_pool, SentimentClassifier.run)
 check_yourself(

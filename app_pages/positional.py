@@ -3,11 +3,13 @@
 import altair as alt
 import pandas as pd
 import streamlit as st
+import torch
 
 from minitx.inspect import cosine_similarity_matrix, order_blindness, rope_pair_path, rope_relative_scores
 from minitx.positional import apply_rope, sinusoidal_table
 from ui.charts import heatmap, lines, tips
 from ui.common import check_yourself, shapes, show_source, static_table
+from ui.labs import call_learner, in_model_section, mine_caption, use_my_code
 from ui.model_sidebar import model_sidebar
 from ui.resources import playground_tokenizer, random_model
 
@@ -23,6 +25,15 @@ st.markdown(
 
 positions = st.slider("positions shown", 8, 128, 48, key="pe_positions")
 table = sinusoidal_table(positions, cfg.d_model)                           # (T, D)
+mine = use_my_code("sinusoidal")
+if mine:
+    yours, problem = call_learner("sinusoidal", mine, positions, cfg.d_model)
+    if problem or not isinstance(yours, torch.Tensor) or yours.shape != table.shape:
+        st.error(f"Your sinusoidal could not draw the table: {problem or 'it returned the wrong shape'}.")
+    else:
+        mine_caption("sinusoidal")
+        st.caption(f"Largest difference from minitx's table: {(yours - table).abs().max():.2e}.")
+        table = yours
 dims = list(range(min(cfg.d_model, 64)))
 st.altair_chart(heatmap(table[:, dims].T.contiguous(), [str(d) for d in dims], [str(p) for p in range(positions)],
                         value="PE", row_title="dimension", col_title="position", scheme="redblue",
@@ -91,6 +102,10 @@ static_table(pd.DataFrame([{"query position m": m, "key position n": n, "m − n
                            for (m, n), s in zip(pairs, scores)]))
 st.caption("The same q and k vectors placed at different positions: equal offsets give equal "
            f"scores (head size {head_dim}). Each pair of dimensions is rotated by m·θᵢ.")
+
+mine = use_my_code("rope")
+if mine:
+    in_model_section("rope", mine, "lm", cfg, "The acting was", pos_encoding="rope")
 
 show_source(sinusoidal_table, apply_rope)
 check_yourself(

@@ -34,7 +34,8 @@ def table_row(info) -> dict:
             "heads / KV": f"{info.model_config.n_heads} / {info.model_config.n_kv_heads}",
             "tokenizer": f"{t.tokenizer} {info.model_config.vocab_size:,}",
             "test accuracy": m.get("test_accuracy"), "test bits/char": m.get("test_bits_per_char"),
-            "test set": m.get("test_subset"), "wall time": format_duration(m.get("wall_seconds"))}
+            "test set": m.get("test_subset"), "wall time": format_duration(m.get("wall_seconds")),
+            "your code": ", ".join(m.get("learner_code") or []) or "—"}
 
 
 def do_rename(old: str) -> None:
@@ -111,7 +112,7 @@ active = registry().active()
 if active:
     st.info(f"Run {registry().snapshot(active).name} is training: it appears here once saved.")
 if not infos:
-    st.info("No runs yet: start one on **7 · Training**, or run `python -m minitx.train --preset quick`.")
+    st.info("No runs yet: start one on **8 · Training**, or run `python -m minitx.train --preset quick`.")
     st.stop()
 
 frame = pd.DataFrame([table_row(i) for i in infos])

@@ -5,18 +5,32 @@ import html
 import pandas as pd
 import streamlit as st
 
+from minitx.bpe import learn_merges, word_counts
 from minitx.config import TOKENIZER_KINDS
 from minitx.inspect import bpe_merges, tokenizer_stats
 from minitx.tokenizer import Tokenizer
 from ui.charts import bars
 from ui.common import check_yourself, show_source, static_table
+from ui.labs import mine_caption, run_demo, use_my_code
 from ui.model_sidebar import model_sidebar
-from ui.resources import SAMPLE_REVIEWS, sample_stats, trained_tokenizer
+from ui.resources import SAMPLE_REVIEWS, imdb_sample, sample_stats, trained_tokenizer
 
 PALETTE = ["#dbeafe", "#dcfce7", "#fef9c3", "#fce7f3", "#ede9fe", "#ffedd5"]
 MAX_CHIPS = 400
 STATS_REVIEWS = 500
 MERGES_VOCAB = 1_000
+MY_MERGES = 12
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def sample_words(lowercase: bool) -> dict:
+    """The IMDB sample's words, spelt in characters, with their counts (minitx.bpe.word_counts)."""
+    return word_counts(imdb_sample()[0], lowercase)
+
+
+@st.cache_data(show_spinner="Learning merges by hand...", max_entries=2)
+def minitx_merges(lowercase: bool) -> list:
+    return learn_merges(sample_words(lowercase), MY_MERGES)
 
 cfg = model_sidebar()
 st.title("Tokenization")
@@ -92,6 +106,24 @@ merge_table = pd.DataFrame([{"step": n + 1, "merge": f"{a} + {b}", "new token": 
 static_table(merge_table)
 st.caption("BPE starts from single characters and merges the most frequent neighbouring pair, "
            "again and again; '▁' marks the start of a word.")
+
+mine = use_my_code("bpe_merge")
+if mine:
+    words = sample_words(lowercase)
+    result, problem = run_demo("bpe_merge", mine, {"kind": "merges", "words": [[list(w), n] for w, n in words.items()],
+                                                   "n": MY_MERGES})
+    if problem:
+        st.error(f"Your bpe_merge could not run: {problem}")
+    else:
+        mine_caption("bpe_merge")
+        ours = minitx_merges(lowercase)
+        yours = result["merges"]
+        static_table(pd.DataFrame([{"step": n + 1, "minitx's bpe_merge": " + ".join(pair),
+                                    "yours": " + ".join(yours[n]) if n < len(yours) else "—"}
+                                   for n, pair in enumerate(ours)]))
+        st.caption(f"BPE by hand on the words of {SAMPLE_REVIEWS:,} reviews ({len(words):,} different words), "
+                   f"{MY_MERGES} merges: " + ("the same as minitx's." if [tuple(y) for y in yours] == ours
+                                              else "not the same as minitx's."))
 
 show_source(Tokenizer.train, Tokenizer.encode, tokenizer_stats)
 check_yourself(

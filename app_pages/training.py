@@ -14,6 +14,7 @@ from minitx.runs import RunRegistry, RunSnapshot, format_duration
 from minitx.train import IMDB_SPLIT_SIZE, LM_POOL_SIZE, Trainer, check_run
 from ui import charts
 from ui.common import literal_markdown, remembered, review_text, show_source
+from ui.labs import call_learner, mine_caption, use_my_code
 from ui.live import POLL_SECONDS, current_run_id, registry
 from ui.model_sidebar import KEY, model_sidebar
 from ui.resources import imdb_sample, sample_lengths
@@ -117,6 +118,9 @@ def draw_status(snap: RunSnapshot) -> None:
             "stopped": "stop_circle", "finished": "check_circle", "failed": "error"}[snap.status]
     st.markdown(f"#### :material/{icon}: Run `{snap.name}`: **{snap.status}**")
     st.caption(snap.model_config.summary())
+    if snap.learner_code:
+        st.caption(f":material/person: Every layer calls **your** {', '.join(snap.learner_code)} (7 · Build it), "
+                   f"not minitx's.")
     if snap.status in ("queued", "running"):
         st.button("Stop", key="train_stop", on_click=stop, args=(snap.run_id,), icon=":material/stop:",
                   help="Stops after the current step and saves the model chosen on validation so far.")
@@ -191,6 +195,16 @@ def draw_lm_results(snap: RunSnapshot) -> None:
                "unigram model knows each token's frequency and nothing else."
                + (f" Saved to `{snap.checkpoint}`: generate from it on **6 · Decoder & generation**."
                   if snap.checkpoint else ""))
+    mine = use_my_code("bits_per_char")
+    if mine and summary.get("test_tokens"):
+        args = (summary["test_loss"], summary["test_tokens"], summary["test_chars"])
+        yours, problem = call_learner("bits_per_char", mine, *args)
+        if problem:
+            st.error(f"Your bits_per_char could not run: {problem}")
+        else:
+            mine_caption("bits_per_char")
+            st.metric("test bits per character, by your function", f"{float(yours):.3f}",
+                      help=f"bits_per_char({args[0]:.4f} nats per token, {args[1]:,} tokens, {args[2]:,} characters)")
 
 
 def draw_results(snap: RunSnapshot) -> None:
@@ -208,7 +222,7 @@ def draw_results(snap: RunSnapshot) -> None:
              help=f"The weights of step {summary.get('best_step')} were kept: the best on validation.")
     c.metric("wall time", format_duration(summary.get("wall_seconds")))
     d.metric("tokens/s", f"{summary.get('tokens_per_second', 0):,.0f}")
-    st.caption(f"Saved to `{snap.checkpoint}`: see **8 · Runs & predict** to compare it and ask it "
+    st.caption(f"Saved to `{snap.checkpoint}`: see **9 · Runs & predict** to compare it and ask it "
                f"about your own review." if snap.checkpoint else "Not saved.")
     left, right = st.columns([1, 2])
     if summary.get("confusion"):
@@ -357,7 +371,7 @@ if registry().active() is not None:
 else:
     configure_run(cfg, start_pressed)
     if run_id is None:
-        st.info("No run yet in this server session. Saved runs are on **8 · Runs & predict**.")
+        st.info("No run yet in this server session. Saved runs are on **9 · Runs & predict**.")
     else:
         st.subheader("Last run")
         live_panel(run_id)

@@ -30,6 +30,7 @@ exits, and a worker whose server died stops within a second and saves its run.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import math
 import multiprocessing as mp
@@ -50,6 +51,7 @@ from .training_lock import TrainingLock, default_lock_path, describe_holder
 STATUSES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATUSES = ("queued", "running", "stopping")
 WORKER_NICENESS = 10            # how far below the server a worker runs (Unix nice; 19 is lowest)
+LEARNER_RUN_MEMORY = 8 * 2**30  # what a run with a learner's code may allocate beyond its start
 
 
 class RunBusyError(ValueError):
@@ -79,6 +81,7 @@ class RunSnapshot:
     summary: dict | None                  # the final metrics, once ended
     model_config: ModelConfig
     train_config: TrainConfig
+    learner_code: tuple[str, ...] = ()    # the labs whose learner's function it trains with
 
     @property
     def active(self) -> bool:
@@ -115,6 +118,7 @@ class _Run:
     summary: dict | None = None
     pump: threading.Thread | None = None  # reads the worker's events, then joins (reaps) it
     done: threading.Event = field(default_factory=threading.Event)
+    learner_code: tuple[str, ...] = ()
 
 
 class _Publisher:
@@ -133,6 +137,25 @@ class _Publisher:
         self.publish({"type": "eval", **event})
 
 
+@contextlib.contextmanager
+def _learner_functions(sources: dict[str, str]):
+    """The learner's functions (minitx.labs) in place of minitx's for the whole run, in this
+    worker process, never the server's; their allocations capped so that a runaway one fails
+    at once. Yields the notes the run keeps: which functions were the learner's."""
+    if not sources:
+        yield {}
+        return
+    from .labs import get_lab
+    from .labs.checking import load_function
+    from .labs.plug import learner_code
+    from .labs.sandbox import limit_memory
+
+    limit_memory(LEARNER_RUN_MEMORY)
+    functions = {name: load_function(get_lab(name), source, f"{name}.py") for name, source in sources.items()}
+    with learner_code(functions):
+        yield {"learner_code": sorted(sources)}
+
+
 def _worker_main(job: dict, messages, stop_event) -> None:
     """A worker process: train one run, save it, and always send one 'end' message."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the server's Ctrl-C: the server stops us cleanly
@@ -148,9 +171,10 @@ def _worker_main(job: dict, messages, stop_event) -> None:
 
     threading.Thread(target=watch_parent, daemon=True).start()
     try:
-        outcome = run_training(ModelConfig.from_dict(job["model"]), TrainConfig.from_dict(job["train"]),
-                               [_Publisher(messages.put)], stop_event, job["checkpoint_dir"],
-                               job["name"], job["source"])
+        with _learner_functions(job.get("learner_code") or {}) as notes:
+            outcome = run_training(ModelConfig.from_dict(job["model"]), TrainConfig.from_dict(job["train"]),
+                                   [_Publisher(messages.put)], stop_event, job["checkpoint_dir"],
+                                   job["name"], job["source"], notes)
         summary = {k: v for k, v in outcome.metrics.items() if k not in ("history", "attention_snapshots")}
         messages.put({"type": "end", "status": outcome.result.status, "reason": outcome.result.reason,
                       "checkpoint": str(outcome.checkpoint) if outcome.checkpoint else None,
@@ -206,8 +230,18 @@ class RunRegistry:
         return (f"run {other.name} is {other.status} ({where}); only one run trains at a time: "
                 f"stop it or wait for it to finish.")
 
-    def start(self, model_cfg: ModelConfig, train_cfg: TrainConfig, name: str | None = None) -> str:
-        """Start training in the background and return the run's id; RunBusyError if one is going."""
+    def start(self, model_cfg: ModelConfig, train_cfg: TrainConfig, name: str | None = None,
+              learner_code: dict[str, str] | None = None) -> str:
+        """Start training in the background and return the run's id; RunBusyError if one is going.
+        learner_code ({lab name: the learner's file}) trains with the learner's functions in place
+        of minitx's (minitx.labs.plug); they run in the run's worker process only."""
+        learner_code = dict(learner_code or {})
+        if learner_code:
+            from .labs.plug import PLUGS
+
+            unknown = sorted(set(learner_code) - set(PLUGS))
+            if unknown:
+                raise ValueError(f"a run cannot train with a learner's {', '.join(unknown)}.")
         model_cfg.validate()
         train_cfg.validate()
         check_run(model_cfg, train_cfg)
@@ -228,11 +262,12 @@ class RunRegistry:
             try:
                 messages, stop_event = self._context.Queue(), self._context.Event()
                 job = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "name": name,
-                       "checkpoint_dir": str(self.checkpoint_dir), "source": self.source}
+                       "checkpoint_dir": str(self.checkpoint_dir), "source": self.source,
+                       "learner_code": learner_code}
                 process = self._context.Process(target=_worker_main, args=(job, messages, stop_event),
                                                 name=f"minitx-{name}", daemon=True)
                 run = _Run(f"run-{next(self._ids)}-{name}", name, model_cfg, train_cfg, process,
-                           messages, stop_event)
+                           messages, stop_event, learner_code=tuple(sorted(learner_code)))
                 process.start()
             except BaseException:                      # no run: the machine is free again
                 self.training_lock.release()
@@ -302,7 +337,7 @@ class RunRegistry:
                 run.run_id, run.name, run.status, run.reason, run.phase, run.step, run.total_steps,
                 run.epoch, run.train_config.epochs, now - run.started, self._eta(run, now),
                 run.tokens_per_second, run.lr, list(run.steps), list(run.evals), run.checkpoint,
-                run.summary, run.model_config, run.train_config)
+                run.summary, run.model_config, run.train_config, run.learner_code)
 
     @staticmethod
     def _eta(run: _Run, now: float) -> float | None:

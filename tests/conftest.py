@@ -30,6 +30,8 @@ def _small_and_seeded(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("MINITX_CACHE", str(tmp_path_factory.getbasetemp() / "minitx-cache"))
     # one run at a time on the machine: each test has its own lock, apart from the user's app
     monkeypatch.setenv("MINITX_TRAINING_LOCK", str(tmp_path_factory.mktemp("lock") / "training.lock"))
+    # the learner's lab files: each test its own, never the user's my_labs/
+    monkeypatch.setenv("MINITX_LABS", str(tmp_path_factory.mktemp("labs")))
 
 
 @pytest.fixture(scope="session")

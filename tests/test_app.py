@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import ui.pages
+
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 
@@ -168,9 +170,7 @@ def test_positional_page_shows_order_blindness(app):
         assert not at.exception
 
 
-PAGES = ["app_pages/home.py", "app_pages/tokenization.py", "app_pages/embeddings.py",
-         "app_pages/positional.py", "app_pages/attention.py", "app_pages/encoder.py",
-         "app_pages/decoder.py", "app_pages/training.py", "app_pages/runs.py"]
+PAGES = [file for file, _, _ in ui.pages.PAGES]
 
 
 @pytest.fixture
@@ -237,8 +237,8 @@ def test_every_page_renders_and_survives_every_control(page, with_run, app, monk
                 break
             widget.set_value(_cast(kind, widget, value)).run()
             assert not at.exception, (page, key, value, at.exception)
-    if with_run or page.endswith(("tokenization.py", "runs.py")):
-        return          # a trained run brings its own architecture; these two pages hardly read the sidebar
+    if with_run or page.endswith(("tokenization.py", "runs.py", "build.py")):
+        return          # a trained run brings its own architecture; these pages hardly read the sidebar
     # the sidebar's extremes on this page, ending at the smallest head (d_model 32, 16 heads: 2
     # dimensions each, the edge for RoPE) with one KV head and 6 layers, where every option is
     # tried: the smallest model keeps the Training page's timed estimate cheap

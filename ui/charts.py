@@ -57,6 +57,23 @@ def bars(frame: pd.DataFrame, x: str, y: str, title: str = "", height: int = 240
     ).properties(height=height)
 
 
+def paired_bars(labels: list[str], target: list[float], yours: list[float], x_title: str, y_title: str,
+                height: int = 200) -> alt.VConcatChart:
+    """minitx's value and the learner's side by side for every label, and yours − minitx's below."""
+    pairs = pd.DataFrame([{x_title: label, "who": who, y_title: value}
+                          for label, t, y in zip(labels, target, yours) for who, value in (("minitx", t), ("yours", y))])
+    difference = pd.DataFrame({x_title: labels, "yours − minitx": [y - t for t, y in zip(target, yours)]})
+    x = alt.X(f"{x_title}:N", sort=None, axis=alt.Axis(labelAngle=0, labelOverlap=True))
+    side_by_side = alt.Chart(pairs).mark_bar().encode(
+        x=x, xOffset=alt.XOffset("who:N"), y=alt.Y(f"{y_title}:Q"),
+        color=alt.Color("who:N", scale=alt.Scale(domain=["minitx", "yours"], range=["#4c78a8", "#f58518"])),
+        tooltip=tips(x_title, "who") + [alt.Tooltip(f"{y_title}:Q", format=".4f")]).properties(height=height)
+    apart = alt.Chart(difference).mark_bar(color="#e45756").encode(
+        x=x, y=alt.Y("yours − minitx:Q"),
+        tooltip=tips(x_title) + [alt.Tooltip("yours − minitx:Q", format=".4f")]).properties(height=height // 2)
+    return alt.vconcat(side_by_side, apart)
+
+
 def _step_axis(total_steps: int | None) -> alt.X:
     scale = alt.Scale(domain=[0, total_steps]) if total_steps else alt.Undefined
     return alt.X("step:Q", title="training step", scale=scale)

@@ -19,12 +19,17 @@ def _source(module: str, qualname: str) -> str:
     return inspect.getsource(obj)
 
 
+def source_code(*objects) -> None:
+    """The source of minitx functions and classes, each under its full name."""
+    for obj in objects:
+        st.caption(f"`{obj.__module__}.{obj.__qualname__}`")
+        st.code(_source(obj.__module__, obj.__qualname__), language="python")
+
+
 def show_source(*objects, title: str = "The minitx code behind this page") -> None:
     """An expander with the source of the minitx functions and classes the page used."""
     with st.expander(title):
-        for obj in objects:
-            st.caption(f"`{obj.__module__}.{obj.__qualname__}`")
-            st.code(_source(obj.__module__, obj.__qualname__), language="python")
+        source_code(*objects)
 
 
 def check_yourself(question: str, answer: str) -> None:

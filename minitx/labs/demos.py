@@ -48,7 +48,7 @@ def _first_experts(model) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def in_model(lab: Lab, fn, request: dict) -> dict:
+def in_model(lab: Lab, functions: dict, request: dict) -> dict:
     """A review (classifier) or a prompt (language model) through the model with minitx's
     function, then with the learner's: the logits' largest difference, what each predicts or
     writes (greedy), and the last layer's attention of each."""
@@ -56,7 +56,7 @@ def in_model(lab: Lab, fn, request: dict) -> dict:
     ids = torch.tensor([request["ids"]])                                      # (1, T)
     ours_logits, ours_attention = _forward(model, ids)
     experts_ours = _first_experts(model)
-    with learner_code({lab.name: fn}):
+    with learner_code(functions):
         yours_logits, yours_attention = _forward(model, ids)
         experts_yours = _first_experts(model)
     answer = {"task": model.cfg.task, "largest_difference": float((ours_logits - yours_logits).abs().max()),
@@ -66,7 +66,7 @@ def in_model(lab: Lab, fn, request: dict) -> dict:
         n_new = min(int(request.get("new_tokens", 20)), MAX_NEW_TOKENS, model.cfg.max_len - ids.size(1))
         eos = request.get("eos_id")
         answer["new_ids_ours"] = generate(model, ids[0].tolist(), n_new, temperature=0, eos_id=eos).new_ids
-        with learner_code({lab.name: fn}):
+        with learner_code(functions):
             answer["new_ids_yours"] = generate(model, ids[0].tolist(), n_new, temperature=0, eos_id=eos).new_ids
     else:
         answer["probabilities_ours"] = ours_logits.softmax(-1)[0]
@@ -75,37 +75,37 @@ def in_model(lab: Lab, fn, request: dict) -> dict:
 
 
 @torch.no_grad()
-def attention_heads(lab: Lab, fn, request: dict) -> dict:
+def attention_heads(lab: Lab, functions: dict, request: dict) -> dict:
     """The attention page's heads (one seeded attention layer on the page's embeddings), with
     the learner's attention or repeat_kv: their weights, and how far they are from minitx's."""
     cfg = ModelConfig.from_dict(request["config"])
     x, key_padding_mask = request["x"], request.get("key_padding_mask")
     walk = gqa_walkthrough(cfg, x, key_padding_mask, causal=request.get("causal", False))
     mask = attention_mask(key_padding_mask, x.size(1), request.get("causal", False))
-    with learner_code({lab.name: fn}):
+    with learner_code(functions):
         out, weights = attention_module.explicit_attention(walk.q, walk.k, walk.v, mask)
     return encode({"weights": weights, "largest_difference": float((weights - walk.weights).abs().max()),
                    "output_difference": float((out - walk.explicit).abs().max())})
 
 
 @torch.no_grad()
-def sampled(lab: Lab, fn, request: dict) -> dict:
+def sampled(lab: Lab, functions: dict, request: dict) -> dict:
     """The same generation (prompt, settings, seed) with minitx's sampler or cache step, then the
     learner's: the tokens each wrote."""
     model = load_model(request["model"])
     settings = {k: request[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed")}
     settings["max_new_tokens"] = min(settings["max_new_tokens"], MAX_NEW_TOKENS)
     ours = generate(model, request["ids"], eos_id=request.get("eos_id"), **settings)
-    with learner_code({lab.name: fn}):
+    with learner_code(functions):
         yours = generate(model, request["ids"], eos_id=request.get("eos_id"), **settings)
     return encode({"new_ids_ours": ours.new_ids, "new_ids_yours": yours.new_ids,
                    "probabilities_ours": ours.probabilities, "probabilities_yours": yours.probabilities})
 
 
-def merges(lab: Lab, fn, request: dict) -> dict:
+def merges(lab: Lab, functions: dict, request: dict) -> dict:
     """The first n BPE merges learned with the learner's merge step from the page's word counts."""
     words = {tuple(symbols): int(count) for symbols, count in request["words"]}
-    return encode({"merges": learn_merges(words, int(request["n"]), merge=fn)})
+    return encode({"merges": learn_merges(words, int(request["n"]), merge=functions[lab.name])})
 
 
 DEMOS = {
@@ -122,9 +122,12 @@ DEMOS = {
 }
 
 
-def run(lab: Lab, fn, request: dict) -> dict:
-    """The demo `request["kind"]` of this lab, with the learner's function."""
+def run(lab: Lab, functions, request: dict) -> dict:
+    """The demo `request["kind"]` of this lab, with the learner's functions ({lab name: function}:
+    this lab's, and any others to put in the model at the same time; or this lab's alone)."""
     kinds = DEMOS.get(lab.name, {})
     if request.get("kind") not in kinds:
         raise ValueError(f"lab {lab.name} has no demo {request.get('kind')!r}; it has {', '.join(kinds) or 'none'}.")
-    return kinds[request["kind"]](lab, fn, request)
+    if callable(functions):
+        functions = {lab.name: functions}
+    return kinds[request["kind"]](lab, functions, request)

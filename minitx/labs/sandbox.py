@@ -106,6 +106,20 @@ def _address_space() -> int:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def limit_memory(extra_bytes: int) -> bool:
+    """Let this process's address space grow by extra_bytes at most (RLIMIT_AS): past that an
+    allocation fails at once, torch's included, instead of swapping the machine to a halt.
+    False where the platform cannot (no resource module, no /proc)."""
+    try:
+        import resource
+
+        memory = _address_space() + extra_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        return True
+    except (ImportError, OSError, ValueError):
+        return False
+
+
 def _limit_child(limits: Limits) -> None:
     import resource
 
@@ -116,11 +130,7 @@ def _limit_child(limits: Limits) -> None:
     used = resource.getrusage(resource.RUSAGE_SELF)
     cpu = int(used.ru_utime + used.ru_stime + limits.cpu_seconds)   # a fork starts near 0 s
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    try:
-        memory = _address_space() + limits.memory_bytes
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    except (OSError, ValueError):                  # no /proc (macOS): the wall clock still holds
-        pass
+    limit_memory(limits.memory_bytes)              # where it cannot, the wall clock still holds
 
 
 def run_limited(job, limits: Limits = LIMITS) -> dict:

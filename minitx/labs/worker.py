@@ -29,8 +29,13 @@ def job_for(request: dict):
         return lambda: check(lab, source, filename).to_dict()
     if op == "call":
         return lambda: encode(load_function(lab, source, filename)(*decode(request["args"])))
-    if op == "demo":
-        return lambda: demos.run(lab, load_function(lab, source, filename), decode(request["request"]))
+    if op == "demo":            # "with": other labs' files, in the model at the same time
+        def demo():
+            functions = {lab.name: load_function(lab, source, filename)}
+            for other, text in (request.get("with") or {}).items():
+                functions[other] = load_function(get_lab(other), text, f"{other}.py")
+            return demos.run(lab, functions, decode(request["request"]))
+        return demo
     raise ValueError(f"unknown op {op!r}")
 
 

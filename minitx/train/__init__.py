@@ -107,8 +107,9 @@ class RunOutcome:
 
 def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Iterable = (),
                  stop=None, checkpoint_dir: str | os.PathLike | None = "checkpoints",
-                 run_name: str | None = None, source: str | None = None) -> RunOutcome:
+                 run_name: str | None = None, source: str | None = None, notes: dict | None = None) -> RunOutcome:
     """Everything a run needs, in order; the model is saved unless the run failed or never stepped.
+    `notes` are kept with its metrics (which of its functions a learner wrote, say).
 
     Under torchrun (minitx.train.distributed) every rank runs this; rank 0 alone hears the
     callbacks and saves, and the others return an outcome without a checkpoint."""
@@ -116,13 +117,14 @@ def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Iter
     ranks = multi.from_environment(train_cfg.device)
     try:
         return _run(model_cfg, train_cfg, list(callbacks), stop, checkpoint_dir, run_name, source, ranks,
-                    wall_start)
+                    wall_start, notes or {})
     finally:
         if ranks is not None:
             ranks.close()
 
 
-def _run(model_cfg, train_cfg, callbacks, stop, checkpoint_dir, run_name, source, ranks, wall_start) -> RunOutcome:
+def _run(model_cfg, train_cfg, callbacks, stop, checkpoint_dir, run_name, source, ranks, wall_start,
+         notes) -> RunOutcome:
     world = ranks.world_size if ranks else 1
     torch.set_num_threads(train_cfg.threads or max(1, available_cores() // world))
     device = ranks.device if ranks else resolve_device(train_cfg.device)
@@ -152,7 +154,7 @@ def _run(model_cfg, train_cfg, callbacks, stop, checkpoint_dir, run_name, source
         "parameters": count_parameters(model), "device": str(device), "processes": world,
         "threads": torch.get_num_threads(), "created": datetime.now().isoformat(timespec="seconds"),
         **(task.report(model, result.kept) if result.status != "failed" else {}),
-        "history": result.history,
+        **notes, "history": result.history,
     }
     for name in ("test_accuracy", "val_accuracy") if not model_cfg.is_lm else ():
         metrics.setdefault(name, None)           # never evaluated: said, not missing

@@ -163,7 +163,7 @@ class LanguageModelTask:
         return {"train_size": self.n_train_reviews + self.val.n_reviews, "val_size": self.val.n_reviews,
                 "test_size": self.test.n_reviews, "test_subset": f"{self.test.n_reviews:,} test reviews, "
                 f"{self.test.n_chars:,} characters", "train_tokens": int(self.train_blocks[:, 1:].numel()),
-                "test_chars": self.test.n_chars}
+                "test_chars": self.test.n_chars, "test_tokens": self.test.n_tokens}
 
     def report(self, model, kept) -> dict:
         return {"baselines": self.baselines, "sample": write_sample(model, self.tokenizer)}
