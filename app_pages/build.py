@@ -16,7 +16,8 @@ from ui.live import registry
 from ui.model_sidebar import model_sidebar
 from ui.pages import page_file, page_title
 
-STATUS_MARKS = {"passed": "✅", "failing": "❌", "changed": "✏️", "new": "○"}
+STATUS_MARKS = {"passed": ":green[:material/check_circle:]", "failing": ":red[:material/cancel:]",
+                "changed": ":orange[:material/edit:]", "new": ":gray[:material/radio_button_unchecked:]"}
 TRAIN_PRESETS = {"Quick (about 2 minutes)": "quick", "Tiny (seconds)": "tiny"}
 CHECK_BUTTON = [{"name": "Check", "feather": "Play", "primary": True, "hasText": True, "showWithIcon": True,
                  "commands": ["submit"], "alwaysOn": True, "style": {"bottom": "0.46rem", "right": "0.4rem"}}]
@@ -67,7 +68,8 @@ if asked in names:
 passed = sum(status == "passed" for status in statuses.values())
 st.progress(passed / len(LABS), text=f"{passed} of {len(LABS)} labs passed")
 st.caption("  ·  ".join(f"{STATUS_MARKS[statuses[n]]} {n}" for n in names)
-           + "  (✅ passed, ❌ not yet, ✏️ changed since its check, ○ not started)")
+           + f"  ({STATUS_MARKS['passed']} passed, {STATUS_MARKS['failing']} not yet, {STATUS_MARKS['changed']} "
+             f"changed since its check, {STATUS_MARKS['new']} not started)")
 # the labels stay the same whatever a lab's status: a label that changes loses the selection
 name = st.selectbox("lab", names, key="build_lab",
                     format_func=lambda n: f"{n}: {get_lab(n).title} ({page_title(get_lab(n).page)})")

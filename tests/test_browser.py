@@ -11,6 +11,7 @@ import base64
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,12 @@ import pytest
 from streamlit_app import ICON
 from tests.browser_support import CHROMIUM_ARGS, ROOT, settle, start_server
 from tests.conftest import skip_or_fail
+from tests.lab_sources import LOOPS_FOREVER, RIGHT, WRONG
 
 SHOTS = ROOT / "artifacts" / "browser"
 PAGES = {"home": "", "tokenization": "tokenization", "embeddings": "embeddings",
          "positional": "positional", "attention": "attention", "encoder": "encoder",
-         "decoder": "decoder", "training": "training", "runs": "runs"}
+         "decoder": "decoder", "build": "build", "training": "training", "runs": "runs"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,8 @@ def browser(imdb):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, imdb):
     """A fresh server with no trained run, so pages show random-init weights."""
-    env = {**os.environ, "MINITX_CHECKPOINTS": str(tmp_path_factory.mktemp("no-runs"))}
+    env = {**os.environ, "MINITX_CHECKPOINTS": str(tmp_path_factory.mktemp("no-runs")),
+           "MINITX_LABS": str(tmp_path_factory.mktemp("my-labs"))}
     try:
         process, url = start_server(env)
     except RuntimeError as error:
@@ -275,3 +278,61 @@ def test_a_language_model_trained_from_the_page_writes_on_the_decoder_page(brows
     _screenshot(page, "lm-3-decoder")
     assert not page.locator("[data-testid=stException]").count()
     assert not errors, errors
+
+
+def _type_into_editor(page, code: str) -> None:
+    """Select everything in the lab's editor (Ace, in the component's iframe) and type code in its
+    place, as a paste does (typed key by key, Ace would indent every line again), then Ctrl+Enter."""
+    editor = page.frame_locator("iframe[title*=code_editor]")
+    editor.locator(".ace_content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    page.keyboard.insert_text(code)
+    page.keyboard.press("Control+Enter")
+
+
+def test_build_attention_in_the_editor_and_draw_the_attention_page_with_it(browser, server):
+    """Type an attention that never ends, and the server still serves other pages; type a right
+    one, see it pass; then the attention page draws its heatmaps with it."""
+    import urllib.request
+
+    page, errors = _new_page(browser)
+    page.goto(f"{server}/build?lab=attention")
+    _settle(page)
+    page.frame_locator("iframe[title*=code_editor]").locator(".ace_content").wait_for(timeout=30_000)
+    assert page.get_by_role("heading", name="Scaled dot-product attention").is_visible()
+
+    _type_into_editor(page, LOOPS_FOREVER.format(function="attention"))
+    page.wait_for_selector("[data-testid=stSpinner]", timeout=10_000)      # the check is running
+    other, other_errors = _new_page(browser)
+    started = time.monotonic()
+    other.goto(f"{server}/positional")                                      # meanwhile, another tab
+    _settle(other)
+    assert other.get_by_role("heading", name="Positional encoding").is_visible()
+    assert urllib.request.urlopen(f"{server}/_stcore/health", timeout=5).read() == b"ok"
+    assert time.monotonic() - started < 20
+    other.close()
+    page.get_by_text("of processor time and was stopped").wait_for(timeout=30_000)
+    _screenshot(page, "build-1-endless-loop")
+
+    _type_into_editor(page, WRONG["attention"][0][1])                      # no 1/sqrt(Dh)
+    page.get_by_text("No 1/√Dh").wait_for(timeout=30_000)
+    _settle(page)
+    assert _heatmaps(page) == 3                                             # target, yours, difference
+    _screenshot(page, "build-2-attention-no-scale")
+
+    _type_into_editor(page, RIGHT["attention"])
+    page.get_by_text("Passed: 7 cases").wait_for(timeout=30_000)
+    _settle(page)
+    assert page.get_by_text("1 of 12 labs passed").is_visible()
+    _screenshot(page, "build-3-attention-passed")
+
+    _nav(page, "4 · Grouped-query attention", "Grouped-query attention")
+    page.locator("[data-testid=stCheckbox]").filter(has_text="use my").first.click()
+    page.get_by_text("Drawn with your").first.wait_for(timeout=30_000)
+    _settle(page)
+    assert page.get_by_text("largest |logit difference|").is_visible()
+    assert _heatmaps(page) >= 4 + 3          # a heatmap per head, drawn with the learner's weights, and the model's
+    assert not page.locator("[data-testid=stException]").count()
+    _screenshot(page, "build-4-attention-page-with-my-attention")
+    assert not errors and not other_errors, (errors, other_errors)

@@ -112,7 +112,7 @@ def test_what_was_written_and_passed_is_there_after_a_restart(build, labs_dir):
     again.switch_page("app_pages/build.py").run()
     assert "1 of 12 labs passed" in again.get("progress")[0].proto.text
     marks = " ".join(c.value for c in again.caption)
-    assert "✅ attention" in marks and "❌ rope" in marks
+    assert ":material/check_circle:] attention" in marks and ":material/cancel:] rope" in marks
     again.selectbox(key="build_lab").set_value("rope").run()
     assert any("RoPE ignored `start`" in i.value for i in again.info)
     assert LabBook(labs_dir).source("rope") == WRONG["rope"][0][1]

@@ -122,11 +122,12 @@ def draw_picture(picture: dict | None, key: str) -> None:
         finite = torch.cat([target[target.isfinite()], yours[yours.isfinite()]])
         domain = (float(finite.min()), float(finite.max())) if finite.numel() else None
         cell = max(8, min(22, 360 // max(1, target.size(1))))
+        largest = float(difference.clamp(max=1e30).max()) if difference.numel() else 0.0
         columns = st.columns(3)
-        for column, (title, matrix, scheme, shared) in zip(columns, (
-                ("minitx (target)", target, "blues", domain), ("yours", yours, "blues", domain),
-                ("|yours − target|", difference.clamp(max=1e30), "reds", None))):
-            column.altair_chart(charts.heatmap(matrix, picture["rows"], picture["cols"], value=title.split()[0],
+        for column, (title, value, matrix, scheme, shared) in zip(columns, (
+                ("minitx (target)", "value", target, "blues", domain), ("yours", "value", yours, "blues", domain),
+                ("|yours − target|", "difference", difference.clamp(max=1e30), "reds", (0.0, max(largest, 1e-6))))):
+            column.altair_chart(charts.heatmap(matrix, picture["rows"], picture["cols"], value=value,
                                                row_title=picture["row_title"], col_title=picture["col_title"],
                                                title=title, scheme=scheme, cell=cell, domain=shared),
                                 key=f"{key}-{title}", width="content")
