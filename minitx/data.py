@@ -227,6 +227,17 @@ class TextSplit:
     labels: list[int]
 
 
+def column(split, name: str, rows: list[int] | None = None) -> list:
+    """One column of a split (only `rows` of it, in that order) as a Python list, read through
+    Arrow: reading a datasets Column row by row costs about a second per 25,000 reviews."""
+    table = split.with_format("arrow")
+    if rows is not None:
+        if not rows:
+            return []
+        table = table.select(rows)
+    return table[name].to_pylist()
+
+
 def imdb_subsets(train_size: int | None, test_size: int | None, val_fraction: float,
                  seed: int, source: str | None = None) -> dict[str, TextSplit]:
     """Balanced, seeded train / validation / test reviews.
@@ -235,15 +246,14 @@ def imdb_subsets(train_size: int | None, test_size: int | None, val_fraction: fl
     selection looks at it and never at the test set.
     """
     imdb = load_imdb(source)
-    train_labels = list(imdb["train"]["label"])
-    test_labels = list(imdb["test"]["label"])
+    train_labels = column(imdb["train"], "label")
+    test_labels = column(imdb["test"], "label")
     train_rows = balanced_indices(train_labels, train_size, seed)
     train_rows, val_rows = split_validation(train_rows, train_labels, val_fraction, seed)
     test_rows = balanced_indices(test_labels, test_size, seed)
 
     def take(split: str, rows: list[int], labels: list[int]) -> TextSplit:
-        texts = imdb[split].select(rows)["text"] if rows else []
-        return TextSplit(list(texts), [labels[r] for r in rows])
+        return TextSplit(column(imdb[split], "text", rows), [labels[r] for r in rows])
 
     return {"train": take("train", train_rows, train_labels),
             "val": take("train", val_rows, train_labels),
@@ -269,14 +279,14 @@ def lm_texts(train_size: int | None, test_size: int | None, val_fraction: float,
         out, offset = {}, 0
         for name, size in zip(LM_SPLITS, sizes):
             mine = sorted(r for r in rows if offset <= r < offset + size)
-            out.update(zip(mine, imdb[name].select([r - offset for r in mine])["text"] if mine else []))
+            out.update(zip(mine, column(imdb[name], "text", [r - offset for r in mine])))
             offset += size
         return [out[r] for r in rows]
 
     n_test = len(imdb["test"])
     test_rows = rng.sample(range(n_test), test_size) if test_size else list(range(n_test))
     return {"train": texts(pool[n_val:]), "val": texts(pool[:n_val]),
-            "test": list(imdb["test"].select(test_rows)["text"])}
+            "test": column(imdb["test"], "text", test_rows)}
 
 
 def token_stream(sequences: Sequence[Sequence[int]], eos_id: int) -> list[int]:
