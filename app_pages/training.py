@@ -294,7 +294,7 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
             epochs = st.slider("epochs", 1, 10, **knob("epochs"))
             batch_size = st.select_slider("batch size", [8, 16, 32, 64, 128], **knob("batch_size"))
             lr = st.number_input("peak learning rate", 1e-6, 100.0, format="%.1e", step=1e-4, **knob("lr"),
-                                 help="Try 10 to see a run fail: the loss becomes NaN and the run says so.")
+                                 help="Far too high (try 10) and the loss may become NaN: the run then stops and says so.")
             warmup = st.slider("warmup (share of steps)", 0.0, 0.5, step=0.05, **knob("warmup_fraction"))
             weight_decay = st.number_input("weight decay", 0.0, 1.0, step=0.01, **knob("weight_decay"))
             dropout = st.slider("dropout", 0.0, 0.6, step=0.05, **knob("dropout"))

@@ -635,3 +635,21 @@ import torch
 def {function}(*args):
     return torch.ones(50 * 10**9 // 4)
 '''
+
+# A learner's attention that turns NaN on its third call: a run with it fails on every machine,
+# which no learning rate guarantees (whether lr 10 diverges is the processor's rounding).
+NAN_FROM_THE_THIRD_CALL = """
+import math
+
+calls = 0
+
+
+def attention(q, k, v, mask=None):
+    global calls
+    calls += 1
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(-1) * (float("nan") if calls >= 3 else 1.0)
+    return weights @ v, weights
+"""

@@ -13,8 +13,8 @@ import pytest
 
 from minitx.checkpoint import load_run, run_folders
 from minitx.config import ModelConfig, TrainConfig
-from minitx.presets import PRESETS
 from minitx.runs import WORKER_NICENESS, RunBusyError, RunRegistry, format_duration
+from tests.lab_sources import NAN_FROM_THE_THIRD_CALL
 
 TINY_MODEL = ModelConfig(d_model=32, n_heads=2, n_kv_heads=1, n_layers=1, d_ff=64, max_len=64)
 TINY_TRAIN = TrainConfig(train_size=400, test_size=200, vocab_size=2000, epochs=2, batch_size=32,
@@ -106,8 +106,8 @@ def test_a_second_start_here_or_in_a_second_server_is_refused_while_a_run_trains
 
 
 def test_nan_loss_fails_with_the_reason_saves_nothing_and_frees_the_machine(registry, monkeypatch):
-    quick_model = PRESETS["quick"][0]           # at lr 10 its loss is NaN by step 5 (seed 0)
-    run_id = registry.start(quick_model, TINY_TRAIN.replace(lr=10.0), name="nan")
+    # a learner's attention that turns NaN on its third call: the NaN is forced, on any processor
+    run_id = registry.start(TINY_MODEL, TINY_TRAIN, name="nan", learner_code={"attention": NAN_FROM_THE_THIRD_CALL})
     final = registry.wait(run_id, timeout=120)
     assert final.status == "failed"
     assert "loss became nan" in final.reason and "lower the learning rate" in final.reason
