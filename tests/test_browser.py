@@ -118,7 +118,8 @@ def test_click_through_the_app(browser, server):
 
     # 3) every page, through the navigation
     for n, (name, path) in enumerate(PAGES.items()):
-        page.goto(f"{server}/{path}")
+        sidebar.locator("[data-testid=stSidebarNav] a").nth(n).click()
+        page.wait_for_url(f"{server}/{path}", timeout=60_000)
         _settle(page)
         assert not page.locator("[data-testid=stException]").count(), name
         assert sidebar.get_by_text("Your model").is_visible(), name
