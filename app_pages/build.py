@@ -82,8 +82,9 @@ st.caption(f"Write `{lab.function}` and press **Check** (or Ctrl+Enter). It is s
 
 response = code_editor(book.source(name), lang="python", key=editor_key(name), height=[16, 40],
                        buttons=CHECK_BUTTON, options={"showLineNumbers": True, "tabSize": 4, "useSoftTabs": True},
+                       # no scroll margin: with one, Ace draws the line numbers 15 px below their lines
                        props={"enableLiveAutocompletion": False, "enableBasicAutocompletion": False,
-                              "enableSnippets": False})
+                              "enableSnippets": False, "scrollMargin": [0, 0, 0, 0]})
 seen = f"build_seen_{name}"
 if response and response.get("type") == "submit" and response.get("id") != st.session_state.get(seen):
     st.session_state[seen] = response.get("id")

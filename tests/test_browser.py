@@ -168,10 +168,10 @@ def test_live_training_run_stop_and_predict(browser, server):
     page.goto(f"{server}/training")
     _settle(page)
 
-    # the tiny preset, on all 25,000 reviews so that it runs long enough to watch and stop
+    # the tiny preset on 12,000 reviews: about 1,350 steps, long enough to watch, leave, come back and stop
     _choose_preset(page, "Tiny (smoke test)")
     reviews = page.get_by_role("spinbutton", name="training reviews (incl. validation)")
-    reviews.fill("25000")
+    reviews.fill("12000")
     reviews.press("Enter")
     _settle(page)
     page.get_by_text("More knobs").click()          # evaluate every 200 steps: charts mid-run
