@@ -30,8 +30,6 @@ import torch
 from .compare import Comparison, compare_tensors, describe, shape_problem
 from .lab import Case, Lab
 
-STAGES = ("compile", "load", "stub", "error", "type", "shape", "inputs", "diagnosis", "mismatch", "limit", "passed")
-
 
 @dataclass
 class Report:
@@ -40,7 +38,8 @@ class Report:
 
     lab: str
     passed: bool
-    stage: str
+    stage: str                            # compile, load, stub, error, type, shape, inputs, diagnosis,
+                                          # mismatch, limit (the sandbox stopped it) or passed
     title: str
     detail: str = ""
     case: str | None = None               # the case it failed on
