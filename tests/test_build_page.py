@@ -121,6 +121,15 @@ def test_what_was_written_and_passed_is_there_after_a_restart(build, labs_dir):
     st.cache_resource.clear()
 
 
+def test_a_browser_on_this_machine_is_told_from_one_on_another():
+    from ui.labs import is_local
+
+    for local in (None, "127.0.0.1", "127.0.1.1", "::1", "::ffff:127.0.0.1"):
+        assert is_local(local), local
+    for remote in ("203.0.113.7", "192.168.1.20", "::ffff:203.0.113.7", "2001:db8::1", "fe80::1%eth0", "garbage"):
+        assert not is_local(remote), remote
+
+
 def test_a_browser_on_another_machine_may_not_run_code_unless_the_server_allows_it(build, monkeypatch):
     import ui.labs
 

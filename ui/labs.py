@@ -8,6 +8,7 @@ A learner's code never runs in this process: every request goes to the lab worke
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import os
 
 import pandas as pd
@@ -30,10 +31,22 @@ def browser_address() -> str | None:
     return address if isinstance(address, str) else None   # (AppTest's mocked runtime: local)
 
 
+def is_local(address: str | None) -> bool:
+    """Whether a browser at this address is on this machine: a loopback address, also as the
+    IPv4-mapped IPv6 one (::ffff:127.0.0.1) a server listening on every interface sees."""
+    if address is None:
+        return True
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    return (ip.ipv4_mapped or ip).is_loopback if ip.version == 6 else ip.is_loopback
+
+
 def remote_refusal() -> str | None:
     """Why this browser may not run code here (it is not on this machine), or None."""
     address = browser_address()
-    if address is None or os.environ.get(REMOTE_SETTING) == "1":
+    if is_local(address) or os.environ.get(REMOTE_SETTING) == "1":
         return None
     return (f"The labs run the code you write on the machine that serves this page, so anyone who can "
             f"open the page could run code there. They run only for a browser on that machine "
