@@ -119,12 +119,12 @@ def test_values_cross_the_sandbox_as_json_and_back():
 
 @pytest.mark.skipif(not UNIX, reason="the limits need fork and /proc (Linux)")
 def test_an_endless_loop_a_huge_allocation_and_a_sleep_end_with_a_message_within_seconds():
-    limits = Limits(cpu_seconds=1, wall_seconds=2)
+    limits = Limits(cpu_seconds=1, wall_seconds=5)     # the wall clock far behind: this is the CPU limit's
     started = time.monotonic()
     answer = run_limited(lambda: check(get_lab("attention"), LOOPS_FOREVER.format(function="attention")).to_dict(),
                          limits)
     assert answer["status"] == "limit" and "more than 1 s of processor time" in answer["message"]
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 5
 
     answer = run_limited(lambda: check(get_lab("attention"),
                                        ALLOCATES_TOO_MUCH.format(function="attention")).to_dict(), limits)
@@ -132,7 +132,7 @@ def test_an_endless_loop_a_huge_allocation_and_a_sleep_end_with_a_message_within
     assert "more memory than it may have (you asked for 46.6 GiB)" in answer["result"]["title"]
 
     started = time.monotonic()
-    answer = run_limited(lambda: time.sleep(60), limits)
+    answer = run_limited(lambda: time.sleep(60), Limits(cpu_seconds=1, wall_seconds=2))
     assert answer["status"] == "limit" and "ran for more than 2 s" in answer["message"]
     assert time.monotonic() - started < 4
 
