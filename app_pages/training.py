@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+import torch
 
 from minitx.config import LR_SCHEDULES, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig
 from minitx.curves import eval_curve, loss_curve, samples
 from minitx.estimate import describe_lengths, estimate_run, representative_lengths, time_training_step
+from minitx.hardware import bf16_units, cpu_name
 from minitx.presets import PRESETS
 from minitx.runs import RunRegistry, RunSnapshot, format_duration
-from minitx.train import IMDB_SPLIT_SIZE, LM_POOL_SIZE, Trainer, check_run
+from minitx.train import IMDB_SPLIT_SIZE, LM_POOL_SIZE, Trainer, check_run, resolve_device
 from ui import charts
 from ui.common import literal_markdown, remembered, review_text, show_source
 from ui.labs import call_learner, mine_caption, use_my_code
@@ -47,6 +49,26 @@ def knob(name: str):
     quick_model, quick_train = PRESETS["quick"]
     default = getattr(quick_model, name) if name in ("dropout", "task") else getattr(quick_train, name)
     return remembered(TRAIN(name), default)
+
+
+PRECISION_HELP = ("fp32: float32 everywhere. bf16: the matrix products in bfloat16 (autocast), the weights, "
+                  "optimiser, softmax, norms and loss still in float32; fp16 needs a CUDA GPU. bf16 becomes the "
+                  "CPU's default only where it trains at least 1.3x as fast at equal quality; on the CPUs "
+                  "measured so far it does not (benchmarks/README.md).")
+
+
+def precisions_here() -> list[str]:
+    return ["fp32", "bf16", "fp16"] if torch.cuda.is_available() else ["fp32", "bf16"]
+
+
+def precision_line(train_cfg: TrainConfig) -> str:
+    """The device and precision the run will use, and what this processor has for bf16."""
+    device = resolve_device(train_cfg.device)
+    if device.type == "cuda":
+        return f"Trains on {torch.cuda.get_device_name(0)} in {train_cfg.precision}."
+    units = bf16_units()
+    return (f"Trains on the CPU ({cpu_name()}) in {train_cfg.precision}; bf16 units: "
+            f"{', '.join(units) if units else 'none'}.")
 
 
 def press_start() -> None:
@@ -312,6 +334,8 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
             eval_every = m3.number_input("also evaluate every N steps (0 = epoch ends)", 0, 100_000, step=50,
                                          **knob("eval_every"))
             patience = m3.number_input("early-stopping patience (epochs, 0 = off)", 0, 10, **knob("patience"))
+            precision = m3.selectbox("precision", precisions_here(), **knob("precision"),
+                                     help=PRECISION_HELP)
         name = st.text_input("run name (optional)", max_chars=100, placeholder="e.g. quick-mqa-rope",
                              help="Letters, digits, '.', '_' and '-'. Empty: the date and time.",
                              **remembered("train_run_name", ""))
@@ -326,7 +350,7 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
                 lr=float(lr), lr_schedule=schedule, warmup_fraction=float(warmup),
                 weight_decay=float(weight_decay), grad_clip=float(grad_clip), word_dropout=float(word_dropout),
                 eval_every=int(eval_every), patience=int(patience), seed=int(seed),
-                lowercase=not lm, val_fraction=0.01 if lm else 0.1)
+                lowercase=not lm, val_fraction=0.01 if lm else 0.1, precision=precision)
             check_run(model_cfg, train_cfg)
         except ValueError as error:
             problem = f"This run cannot start: {error}"
@@ -337,6 +361,7 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
         elsewhere = registry().busy_reason()     # none trains in this server: another one's run?
         if problem is None:
             show_estimate(model_cfg.replace(vocab_size=train_cfg.vocab_size), train_cfg, elsewhere is not None)
+            st.caption(precision_line(train_cfg))
         else:
             st.error(problem)
         if elsewhere and not st.session_state.get("train_error"):

@@ -22,7 +22,10 @@ def machine() -> dict:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count()
-    return {"cpu_cores": cores, "processor": platform.processor() or platform.machine(),
+    from minitx.hardware import REPORTED_FLAGS, cpu_flags, cpu_name
+
+    return {"cpu_cores": cores, "processor": cpu_name(),
+            "cpu_flags": sorted(set(REPORTED_FLAGS) & cpu_flags()),
             "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "date": datetime.now().isoformat(timespec="seconds")}

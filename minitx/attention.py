@@ -92,11 +92,12 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     # 2) forbidden pairs get -inf, which the softmax turns into weight 0
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    # 3) each row becomes a probability distribution over keys
-    weights = scores.softmax(dim=-1)                               # (B, H, T, S)
+    # 3) each row becomes a probability distribution over keys (in float32: under bf16
+    #    autocast a softmax in bf16 keeps three significant digits)
+    weights = scores.float().softmax(dim=-1)                       # (B, H, T, S)
     dropped = F.dropout(weights, dropout_p, training) if dropout_p else weights
     # 4) the output is the weighted average of the values
-    return dropped @ v, weights                                    # (B, H, T, Dh), (B, H, T, S)
+    return dropped.to(v.dtype) @ v, weights                        # (B, H, T, Dh), (B, H, T, S)
 
 
 def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

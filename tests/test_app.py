@@ -427,6 +427,17 @@ def test_a_run_whose_loss_becomes_nan_ends_as_failed_with_the_reason_on_the_page
     assert any("loss became nan" in e.value for e in at.error), [e.value for e in at.error]
 
 
+def test_the_training_page_says_which_precision_and_processor_a_run_will_use(app):
+    from minitx.hardware import cpu_name
+
+    at = app.run()
+    at.switch_page("app_pages/training.py").run()
+    line = next(c.value for c in at.caption if c.value.startswith("Trains on"))
+    assert line.startswith(f"Trains on the CPU ({cpu_name()}) in fp32; bf16 units: ")
+    at.selectbox(key="w_train_precision").set_value("bf16").run()
+    assert any(c.value.startswith("Trains on the CPU") and " in bf16;" in c.value for c in at.caption)
+
+
 def test_a_hostile_run_name_is_refused_on_the_page(app):
     at = _start(app.run(), name="../escape")
     for name in ("../escape", "/etc/x", "a b"):

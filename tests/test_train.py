@@ -116,6 +116,19 @@ def test_nan_loss_ends_the_run_as_failed_with_a_reason():
     assert recorder.events["on_end"][0]["status"] == "failed"
 
 
+def test_bf16_on_the_cpu_runs_the_matrix_products_in_bf16_keeps_float32_weights_and_still_learns():
+    trainer = make_trainer(precision="bf16")
+    seen = set()
+    trainer.model.classifier.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    result = trainer.fit()
+    assert result.status == "finished" and result.test_accuracy > 0.9
+    assert torch.bfloat16 in seen                                       # the training steps' products
+    assert torch.float32 in seen                                        # evaluation, outside autocast
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+    state = trainer.optimizer.state[next(trainer.model.parameters())]
+    assert state["exp_avg"].dtype == torch.float32
+
+
 def test_a_loss_that_becomes_nan_mid_run_fails_cleanly_and_says_what_to_do():
     """The NaN is forced (its third batch's loss), not hoped for: whether a high learning rate
     diverges depends on the processor's rounding (lr 10 did not on one Intel Xeon)."""
