@@ -18,7 +18,7 @@ import torch
 from minitx.labs import get_lab
 from minitx.labs.book import LabBook
 from minitx.labs.checking import Report
-from minitx.labs.sandbox import LabWorker, decode
+from minitx.labs.sandbox import LabWorker, decode, encode
 from ui import charts
 from ui.common import static_table
 
@@ -90,32 +90,30 @@ def check_and_record(name: str, source: str) -> Report:
     return report
 
 
+def _result(answer: dict) -> tuple[object | None, str | None]:
+    """A worker's answer as (result, None), or (None, why there is none)."""
+    if answer.get("status") == "ok":
+        try:
+            return decode(answer["result"]), None
+        except (ValueError, KeyError, TypeError):
+            return None, "what came back was not well formed."
+    if answer.get("status") == "learner_error":
+        return None, answer["error"]["title"]
+    return None, answer.get("message") or "It did not finish."
+
+
 def run_demo(name: str, source: str, request: dict, others: dict[str, str] | None = None
              ) -> tuple[dict | None, str | None]:
     """A demo (minitx.labs.demos) with the learner's function (and the files of `others`, labs
     to put into the model at the same time): its answer, or None and why not."""
-    from minitx.labs.sandbox import encode
-
-    answer = run_job({"op": "demo", "lab": name, "source": source, "request": encode(request),
-                      "with": others or {}}, "Running your code in a separate process...")
-    if answer.get("status") == "ok":
-        return decode(answer["result"]), None
-    if answer.get("status") == "learner_error":
-        return None, answer["error"]["title"]
-    return None, answer.get("message") or "It did not finish."
+    return _result(run_job({"op": "demo", "lab": name, "source": source, "request": encode(request),
+                            "with": others or {}}, "Running your code in a separate process..."))
 
 
 def call_learner(name: str, source: str, *args) -> tuple[object | None, str | None]:
     """The learner's function on these arguments, in the sandbox: its result, or None and why not."""
-    from minitx.labs.sandbox import encode
-
-    answer = run_job({"op": "call", "lab": name, "source": source, "args": encode(list(args))},
-                     "Running your code in a separate process...")
-    if answer.get("status") == "ok":
-        return decode(answer["result"]), None
-    if answer.get("status") == "learner_error":
-        return None, answer["error"]["title"]
-    return None, answer.get("message") or "It did not finish."
+    return _result(run_job({"op": "call", "lab": name, "source": source, "args": encode(list(args))},
+                           "Running your code in a separate process..."))
 
 
 # -- pictures ------------------------------------------------------------------------------
@@ -128,6 +126,13 @@ def draw_picture(picture: dict | None, key: str) -> None:
     """minitx's answer, the learner's and their difference, side by side (minitx.labs.pictures)."""
     if not picture:
         return
+    try:
+        _draw(picture, key)
+    except (KeyError, TypeError, ValueError, RuntimeError):      # it came from the sandbox: check, not trust
+        st.caption("The picture of this check could not be drawn.")
+
+
+def _draw(picture: dict, key: str) -> None:
     st.markdown(f"**{picture['title']}**")
     if picture["kind"] == "heatmap":
         target, yours = _matrix(picture["target"]), _matrix(picture["yours"])
