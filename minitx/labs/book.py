@@ -90,10 +90,10 @@ class LabBook:
                               "checked": datetime.now().isoformat(timespec="seconds")}
             write_atomically(self.progress_path, json.dumps(progress, indent=2))
 
-    def status(self, name: str) -> str:
+    def status(self, name: str, progress: dict | None = None) -> str:
         """new (never checked), passed or failing (the file as it is now was checked), or
-        changed (edited since its last check)."""
-        entry = self.progress().get(name)
+        changed (edited since its last check). `progress`: the progress file, already read."""
+        entry = (self.progress() if progress is None else progress).get(name)
         if not entry:
             return "new"
         if entry.get("sha256") != digest(self.source(name)):
@@ -105,4 +105,5 @@ class LabBook:
         return self.source(name) if self.status(name) == "passed" else None
 
     def statuses(self) -> dict[str, str]:
-        return {lab.name: self.status(lab.name) for lab in LABS}
+        progress = self.progress()                   # read once, not once a lab
+        return {lab.name: self.status(lab.name, progress) for lab in LABS}

@@ -313,15 +313,14 @@ class LabWorker:
         """Send one job and wait for its answer: {"status": "ok" | "error" | "limit", ...}."""
         with self._lock:
             self._ensure_started()
+            line = json.dumps(payload).encode() + b"\n"
             try:
-                self._process.stdin.write(json.dumps(payload).encode() + b"\n")
-                self._process.stdin.flush()
-            except OSError:
+                self._send(line)
+            except OSError:                        # it died since the last job: once more, on a new one
                 self._kill()
                 self.restarts += 1
                 self._ensure_started()
-                self._process.stdin.write(json.dumps(payload).encode() + b"\n")
-                self._process.stdin.flush()
+                self._send(line)
             # the worker kills a child at wall_seconds; a worker silent for longer is stuck
             answer = self._next_line(self.limits.wall_seconds + self.reply_margin)
             if answer is None:
@@ -330,6 +329,10 @@ class LabWorker:
                 return {"status": "limit", "output": "",
                         "message": "The process running your code stopped answering and was started again."}
             return answer
+
+    def _send(self, line: bytes) -> None:
+        self._process.stdin.write(line)
+        self._process.stdin.flush()
 
     def _kill(self) -> None:
         process, self._process = self._process, None
