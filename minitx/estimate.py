@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .config import ModelConfig, TrainConfig
 from .model import build_model
 from .train import IMDB_SPLIT_SIZE, LM_POOL_SIZE
+from .train.loop import make_optimizer
 
 # an evaluation forward pass (no dropout, no backward, no AdamW) against a training step, per
 # review, as measured on a 2-core CPU
@@ -90,7 +91,7 @@ def time_training_step(model_cfg: ModelConfig, batch_size: int, lengths: Sequenc
     longest = max(lengths)
     cfg = model_cfg                          # dropout included: it costs time too
     model = build_model(cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = make_optimizer(model, 1e-4, 0.01, torch.device("cpu"))   # the trainer's
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(3, cfg.vocab_size, (batch_size, longest), generator=generator)  # (B, T)
     labels = torch.randint(0, cfg.n_classes, (batch_size,), generator=generator)       # (B,)

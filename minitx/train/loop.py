@@ -57,6 +57,19 @@ def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str 
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                   device: torch.device) -> torch.optim.AdamW:
+    """AdamW that decays the matrices (and the embedding table), not biases or norm gains.
+
+    Fused on a CPU or a GPU: one pass over each parameter per step instead of a dozen, the
+    same arithmetic (tests/test_train.py holds it equal to the plain loop).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda"))
+
+
 class Task(Protocol):
     """What the trainer needs to know about what it trains."""
 
@@ -132,15 +145,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = round(cfg.warmup_fraction * self.total_steps)
-        self.optimizer = self._make_optimizer()
+        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, device)
         self.history = {"steps": [], "evals": [], "epochs": []}
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        # decay matrices (and the embedding table), not biases or norm gains
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.cfg.weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.cfg.lr)
 
     def _emit(self, name: str, event: dict) -> None:
         notify(self.callbacks, name, event)
