@@ -23,6 +23,7 @@ from torch import nn
 
 from .attention import GroupedQueryAttention
 from .config import ModelConfig
+from .dropout import Dropout
 from .feedforward import FeedForward
 from .moe import MixtureOfExperts
 from .positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
@@ -99,7 +100,7 @@ class TransformerBlock(nn.Module):
         self.attention_norm = make_norm(cfg)
         self.feed_forward = MixtureOfExperts(cfg) if cfg.ffn == "moe" else FeedForward(cfg)
         self.ffn_norm = make_norm(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                 need_weights: bool = False, causal: bool = False, cache=None,

@@ -34,6 +34,7 @@ from torch import nn
 
 from .block import TransformerBlock, embed_ids, init_embedding, make_norm, make_positional
 from .config import ModelConfig
+from .dropout import Dropout
 
 
 class LayerCache:
@@ -90,7 +91,7 @@ class CausalLM(nn.Module):
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.embed_scale = init_embedding(self.embedding)
         self.positional = make_positional(cfg)
-        self.embedding_dropout = nn.Dropout(cfg.dropout)
+        self.embedding_dropout = Dropout(cfg.dropout)
         self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = make_norm(cfg) if cfg.norm_position == "pre" else nn.Identity()
 

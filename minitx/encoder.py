@@ -22,6 +22,7 @@ from torch import nn
 
 from .block import TransformerBlock, embed_ids, init_embedding, make_norm, make_positional
 from .config import ModelConfig
+from .dropout import Dropout
 
 
 class Encoder(nn.Module):
@@ -70,9 +71,9 @@ class SentimentClassifier(nn.Module):
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
         self.embed_scale = init_embedding(self.embedding, cfg.pad_id)
         self.positional = make_positional(cfg)
-        self.embedding_dropout = nn.Dropout(cfg.dropout)
+        self.embedding_dropout = Dropout(cfg.dropout)
         self.encoder = Encoder(cfg)
-        self.head_dropout = nn.Dropout(cfg.dropout)
+        self.head_dropout = Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.d_model, cfg.n_classes)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:

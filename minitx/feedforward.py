@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .dropout import Dropout
 
 
 class FeedForward(nn.Module):
@@ -28,7 +29,7 @@ class FeedForward(nn.Module):
         self.up = nn.Linear(cfg.d_model, cfg.d_ff)
         self.gate = nn.Linear(cfg.d_model, cfg.d_ff) if self.kind == "swiglu" else None
         self.down = nn.Linear(cfg.d_ff, cfg.d_model)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D), or (N, D) for an expert's tokens
         if self.kind == "relu":
