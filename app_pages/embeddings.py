@@ -33,7 +33,7 @@ else:
     from ui.resources import playground_tokenizer
 
     st.info(f"{why_not.capitalize()}: showing random-init weights. Train one with "
-            "`python -m minitx.train --preset quick` (about 80 s on 2 CPU cores) and reload.")
+            "`python -m minitx.train --preset quick` (under 2 minutes on 2 CPU cores) and reload.")
     tokenizer, _ = playground_tokenizer()
     if tokenizer is None:
         st.stop()

@@ -38,7 +38,7 @@ else:
     model_cfg = cfg.replace(vocab_size=tokenizer.vocab_size)
     model = random_model(model_cfg)
     st.caption("Random-init weights of the sidebar model" + (
-        f" ({why_not}: train one with `python -m minitx.train --preset quick`, about 80 s)." if why_not else "."))
+        f" ({why_not}: train one with `python -m minitx.train --preset quick`, under 2 minutes)." if why_not else "."))
 
 parts = parameter_breakdown(model)
 frame = pd.DataFrame({"part": list(parts), "parameters": list(parts.values())})

@@ -288,7 +288,7 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
     with st.container(border=True):
         st.selectbox("start from a preset", list(PRESET_LABELS),
                      **{**remembered("train_preset", "Quick"), "on_change": apply_preset, "args": ()},
-                     help="Sets the sidebar's model and every knob below. Quick: 0.86 in about 80 s; "
+                     help="Sets the sidebar's model and every knob below. Quick: about 0.86 in under 2 minutes; "
                           "Full IMDB: 0.88 in about 4 minutes; Seed recipe: the original write-up, 12 minutes; "
                           "Language model, quick: about 2 bits per character in under 5 minutes.")
         task = st.radio("train", list(TASK_LABELS), format_func=TASK_LABELS.get, horizontal=True, **knob("task"),
