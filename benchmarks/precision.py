@@ -105,8 +105,8 @@ def main() -> int:
 
     fast_enough = {preset: s["bf16_speedup"] >= DEFAULT_BAR for preset, s in speed.items()}
     # a speed-only run has its own file, so it never overwrites the last full run's quality rows
-    write_result("precision-speed" if args.speed_only else "precision", {"speed": speed, "quality": quality, "bar": DEFAULT_BAR,
-                               "bf16_at_least_the_bar": fast_enough})
+    write_result("precision-speed" if args.speed_only else "precision",
+                 {"speed": speed, "quality": quality, "bar": DEFAULT_BAR, "bf16_at_least_the_bar": fast_enough})
     return 0
 
 

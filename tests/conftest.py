@@ -12,31 +12,25 @@ import pytest
 import torch
 
 from minitx.config import ModelConfig
+from minitx.train import available_cores
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _cores() -> list[int]:
-    if hasattr(os, "sched_getaffinity"):     # Linux: the cores this process may run on
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
-
-
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (pytest.ini): one test worker per core, at most 4 (each holds IMDB in memory)."""
-    return max(1, min(4, len(_cores())))
+    return max(1, min(4, available_cores()))
 
 
 def _keep_to_my_share_of_the_cores() -> None:
     """Under pytest-xdist, each worker (and every process it starts: servers, training workers,
-    torchrun's ranks) keeps to its own cores. Without that, a training worker, niced below its
-    server as the app runs it, gets a tenth of a core shared with the other test worker, and
-    its two torch threads wait for each other: four times slower, not twice."""
+    torchrun's ranks) keeps to its own cores: a training worker, niced below its server as the
+    app runs it, would otherwise get a sliver of a core shared with the other test worker while
+    its torch threads wait for each other."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    cores = _cores()
-    if not worker or count < 2 or len(cores) < count or not hasattr(os, "sched_setaffinity"):
+    if not worker or count < 2 or available_cores() < count or not hasattr(os, "sched_setaffinity"):
         return
-    share = cores[int(worker.removeprefix("gw")) % count::count]
+    share = sorted(os.sched_getaffinity(0))[int(worker.removeprefix("gw")) % count::count]
     for thread in os.listdir("/proc/self/task"):    # every thread: xdist's own started before this
         os.sched_setaffinity(int(thread), share)
     torch.set_num_threads(len(share))

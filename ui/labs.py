@@ -40,7 +40,7 @@ def is_local(address: str | None) -> bool:
         ip = ipaddress.ip_address(address.split("%")[0])
     except ValueError:
         return False
-    return (ip.ipv4_mapped or ip).is_loopback if ip.version == 6 else ip.is_loopback
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
 
 
 def remote_refusal() -> str | None:
