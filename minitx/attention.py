@@ -120,11 +120,12 @@ class GroupedQueryAttention(nn.Module):
         self.head_dim = cfg.head_dim
         self.attention_dropout = cfg.attention_dropout
         self.use_rope = cfg.pos_encoding == "rope"
+        self.rope_base = cfg.rope_base
         # K and V are smaller than Q when G < H: that is the whole saving of GQA
-        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim)
-        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim)
-        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim)
-        self.out_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model)
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=cfg.bias)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.bias)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.bias)
+        self.out_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=cfg.bias)
 
     def project(self, x: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, T, D) -> q (B, H, T, Dh), k and v (B, G, T, Dh), rotated (RoPE) at positions start, ..."""
@@ -133,7 +134,7 @@ class GroupedQueryAttention(nn.Module):
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, Dh)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, Dh)
         if self.use_rope:       # each position rotated by its own absolute index
-            q, k = rope(q, start), rope(k, start)
+            q, k = rope(q, start, self.rope_base), rope(k, start, self.rope_base)
         return q, k, v
 
     def merge(self, out: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ class RMSNorm(nn.Module):
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
-    return nn.LayerNorm(cfg.d_model) if cfg.norm == "layernorm" else RMSNorm(cfg.d_model)
+    return nn.LayerNorm(cfg.d_model) if cfg.norm == "layernorm" else RMSNorm(cfg.d_model, cfg.rms_norm_eps)
 
 
 def make_positional(cfg: ModelConfig) -> nn.Module | None:
@@ -68,15 +68,16 @@ def make_positional(cfg: ModelConfig) -> nn.Module | None:
     return None
 
 
-def init_embedding(embedding: nn.Embedding, pad_id: int | None = None) -> float:
+def init_embedding(embedding: nn.Embedding, pad_id: int | None = None, scale: bool = True) -> float:
     """N(0, 1/D) entries, to be scaled by sqrt(D): unit-size token vectors, the size of the
-    positional table. Returns the scale."""
+    positional table. Returns the scale (1 with scale=False: a pretrained Llama-family table
+    comes in the size it was trained at)."""
     d_model = embedding.embedding_dim
     nn.init.normal_(embedding.weight, std=d_model ** -0.5)
     if pad_id is not None:
         with torch.no_grad():
             embedding.weight[pad_id].zero_()
-    return math.sqrt(d_model)
+    return math.sqrt(d_model) if scale else 1.0
 
 
 def embed_ids(ids: torch.Tensor, embedding: nn.Embedding, scale: float, positional: nn.Module | None,
@@ -86,7 +87,9 @@ def embed_ids(ids: torch.Tensor, embedding: nn.Embedding, scale: float, position
     if start + ids.size(1) > max_len:
         raise ValueError(f"a sequence of {start + ids.size(1)} tokens is longer than max_len {max_len}; "
                          f"truncate it first.")
-    x = embedding(ids) * scale
+    x = embedding(ids)
+    if scale != 1.0:
+        x = x * scale
     return x if positional is None else positional(x, start)
 
 

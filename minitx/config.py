@@ -20,7 +20,8 @@ FFNS = ("relu", "gelu", "swiglu", "moe")
 TASKS = ("classify", "lm")
 POOLINGS = ("mean", "cls")
 
-TOKENIZER_KINDS = ("bpe", "wordpiece", "unigram", "word", "char")
+TOKENIZER_KINDS = ("bpe", "bytebpe", "wordpiece", "unigram", "word", "char")
+BYTE_LEVEL_MIN_VOCAB = 256 + 4 + 1   # bytebpe: every byte is a token, then the special tokens, then a merge
 TRUNCATIONS = ("head", "head_tail")
 LR_SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -36,7 +37,9 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
 # (None: no upper limit). The command line and its tests read the same table.
 MODEL_LIMITS = {"vocab_size": (3, 1_000_000), "d_model": (1, 8192), "n_heads": (1, 1024),
                 "n_kv_heads": (1, 1024), "n_layers": (1, 96), "d_ff": (1, 65_536),
-                "max_len": (2, 16_384), "n_experts": (1, 64), "experts_per_token": (1, 64)}
+                "max_len": (2, 16_384), "n_experts": (1, 64), "experts_per_token": (1, 64),
+                "rms_norm_eps": (1e-12, 1.0), "rope_base": (1.0, 1e9)}
+MODEL_REALS = ("rms_norm_eps", "rope_base")      # real numbers; the rest of MODEL_LIMITS are whole
 TRAIN_LIMITS = {"train_size": (2, None), "test_size": (2, None), "vocab_size": (10, 1_000_000),
                 "epochs": (1, 1000), "batch_size": (1, 4096), "patience": (0, None),
                 "eval_every": (0, None), "seed": (0, 2**32 - 1), "threads": (1, 1024),
@@ -115,6 +118,12 @@ class ModelConfig(_Config):
     pooling: str = "mean"        # classify only
     n_classes: int = 2           # classify only
     pad_id: int = 0
+    # What a pretrained Llama-family checkpoint fixes differently (minitx.pretrained); the
+    # defaults are minitx's own, so every preset and saved run builds exactly as before.
+    rms_norm_eps: float = 1e-6   # inside RMSNorm's root; Llama-family models use 1e-5
+    rope_base: float = 10_000.0  # RoPE's slowest wavelength is 2π x base; SmolLM2 uses 100,000
+    bias: bool = True            # biases on the linear layers; Llama-family models have none
+    scale_embeddings: bool = True  # token vectors times sqrt(D); Llama does not scale them
 
     def __post_init__(self) -> None:
         self.validate()
@@ -149,7 +158,10 @@ class ModelConfig(_Config):
 
     def validate(self) -> None:
         for name in MODEL_LIMITS:          # max_len 2 at least: [CLS] and one token
-            _within(name, getattr(self, name), MODEL_LIMITS)
+            _within(name, getattr(self, name), MODEL_LIMITS, whole=name not in MODEL_REALS)
+        for name in ("bias", "scale_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}.")
         if not isinstance(self.n_classes, int) or isinstance(self.n_classes, bool) or self.n_classes < 2:
             raise ValueError(f"n_classes must be a whole number of at least 2, not {self.n_classes!r}.")
         if not isinstance(self.pad_id, int) or isinstance(self.pad_id, bool) \
@@ -233,6 +245,9 @@ class TrainConfig(_Config):
                     f"{n_val} validation and {self.train_size - n_val} training reviews; "
                     f"each needs at least 2.")
         _one_of("tokenizer", self.tokenizer, TOKENIZER_KINDS)
+        if self.tokenizer == "bytebpe" and self.vocab_size < BYTE_LEVEL_MIN_VOCAB:
+            raise ValueError(f"vocab_size {self.vocab_size} is too small for bytebpe: each of the 256 bytes "
+                             f"is a token from the start, so it needs at least {BYTE_LEVEL_MIN_VOCAB}.")
         _one_of("truncation", self.truncation, TRUNCATIONS)
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("device", self.device, DEVICES)

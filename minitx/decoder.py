@@ -89,16 +89,17 @@ class CausalLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.embed_scale = init_embedding(self.embedding)
+        self.embed_scale = init_embedding(self.embedding, scale=cfg.scale_embeddings)
         self.positional = make_positional(cfg)
         self.embedding_dropout = Dropout(cfg.dropout)
         self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = make_norm(cfg) if cfg.norm_position == "pre" else nn.Identity()
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None, start: int = 0,
-                need_weights: bool = False) -> LMOutput:
+                need_weights: bool = False, last_only: bool = False) -> LMOutput:
         """ids (B, T) are the tokens at positions start, start + 1, ...; with a cache, the
-        keys and values of the positions before start come from it."""
+        keys and values of the positions before start come from it. last_only: logits for the
+        last position alone, (B, 1, V), all that generating needs (a V x D product per position saved)."""
         x = embed_ids(ids, self.embedding, self.embed_scale, self.positional, self.cfg.max_len, start)
         x = self.embedding_dropout(x)                                              # (B, T, D)
         states, attentions = [], []
@@ -107,5 +108,7 @@ class CausalLM(nn.Module):
                                cache=cache.layers[index] if cache is not None else None)
             states.append(x)
             attentions.append(weights)
+        if last_only:
+            x = x[:, -1:]
         logits = self.final_norm(x) @ self.embedding.weight.T                      # (B, T, V)
         return LMOutput(logits, states, attentions)

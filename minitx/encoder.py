@@ -69,7 +69,7 @@ class SentimentClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
-        self.embed_scale = init_embedding(self.embedding, cfg.pad_id)
+        self.embed_scale = init_embedding(self.embedding, cfg.pad_id, cfg.scale_embeddings)
         self.positional = make_positional(cfg)
         self.embedding_dropout = Dropout(cfg.dropout)
         self.encoder = Encoder(cfg)

@@ -26,9 +26,9 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig, kind: str | None = None):
         super().__init__()
         self.kind = kind or cfg.ffn
-        self.up = nn.Linear(cfg.d_model, cfg.d_ff)
-        self.gate = nn.Linear(cfg.d_model, cfg.d_ff) if self.kind == "swiglu" else None
-        self.down = nn.Linear(cfg.d_ff, cfg.d_model)
+        self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias) if self.kind == "swiglu" else None
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
         self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D), or (N, D) for an expert's tokens

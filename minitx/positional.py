@@ -64,7 +64,7 @@ def rope_angles(seq_len: int, head_dim: int, base: float = 10_000.0,
     if head_dim % 2:
         raise ValueError(f"RoPE rotates pairs of dimensions, so head_dim must be even, not {head_dim}.")
     pair = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)   # (Dh/2,)
-    theta = base ** (-pair / head_dim)                                         # (Dh/2,)
+    theta = 1.0 / base ** (pair / head_dim)    # (Dh/2,); written as Llama's code does, to its last bit
     position = torch.arange(start, start + seq_len, dtype=torch.float32, device=device)   # (T,)
     angle = torch.outer(position, theta)                                       # (T, Dh/2)
     return angle.cos(), angle.sin()
@@ -86,11 +86,12 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.flatten(-2).type_as(x)                # (B, heads, T, Dh)
 
 
-def rope(x: torch.Tensor, start: int = 0) -> torch.Tensor:
+def rope(x: torch.Tensor, start: int = 0, base: float = 10_000.0) -> torch.Tensor:
     """x (B, heads, T, Dh) rotated as the tokens at positions start, start + 1, ... are.
 
     With a KV cache a step's tokens do not start at 0: each is rotated by its own absolute
-    position, so that it meets the keys already in the cache at the right distance.
+    position, so that it meets the keys already in the cache at the right distance. A larger
+    base turns the slow pairs more slowly still, for longer contexts (SmolLM2: 100,000).
     """
-    cos, sin = rope_angles(x.size(-2), x.size(-1), device=x.device, start=start)   # (T, Dh/2)
+    cos, sin = rope_angles(x.size(-2), x.size(-1), base, device=x.device, start=start)   # (T, Dh/2)
     return apply_rope(x, cos, sin)                                                 # (B, heads, T, Dh)

@@ -58,6 +58,15 @@ def _causal_mask(fn):
     return [(attention_module, "causal_mask", mask), (attention_module, "fused_attention", fused)]
 
 
+def _rope(fn):
+    """The learner's rope(x, start), which turns pairs at minitx's usual base of 10,000; a model
+    with another base (SmolLM2's 100,000) passes it on as a third argument."""
+    def rotated(x, start=0, base=10_000.0):
+        return fn(x, start) if base == 10_000.0 else fn(x, start, base)
+
+    return [(attention_module, "rope", rotated)]
+
+
 def _sinusoidal(fn):
     return [(positional_module, "sinusoidal_table", lambda max_len, d_model, base=10_000.0: fn(max_len, d_model))]
 
@@ -109,7 +118,7 @@ def _top_p(fn):
 PLUGS = {
     "attention": _attention,
     "repeat_kv": lambda fn: [(attention_module, "repeat_kv", fn)],
-    "rope": lambda fn: [(attention_module, "rope", fn)],
+    "rope": _rope,
     "causal_mask": _causal_mask,
     "rms_norm": lambda fn: [(block_module, "rms_norm", fn)],
     "block": _block,
