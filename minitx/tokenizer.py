@@ -6,6 +6,8 @@ in Rust. Five kinds, from coarse to fine:
 - word:      one id per word or run of punctuation; unseen words become [UNK]
 - wordpiece: words split into pieces, later pieces marked "##" (BERT, Schuster & Nakajima 2012)
 - bpe:       start from characters, repeatedly merge the most frequent pair (Sennrich et al. 2016)
+- bytebpe:   BPE on the text's UTF-8 bytes (GPT-2, Radford et al. 2019): nothing is ever
+             unknown, and decoding gives back the very text, newlines and emoji included
 - unigram:   keep the pieces that best explain the text under a unigram model (Kudo 2018)
 - char:      one id per character
 
@@ -14,8 +16,13 @@ Every kind shares three special tokens, always with the same ids:
 [CLS] = 2 starts every sequence (its final state can summarise the review).
 A language model's tokenizer has a fourth, [EOS] = 3, the end of a review
 (and so the start of the next one).
-Text is cleaned the same way by every kind: IMDB's `<br />` tags become
-spaces, Unicode is NFKC-normalised and, optionally, lowercased.
+Text is cleaned the same way by every kind but bytebpe: IMDB's `<br />` tags
+become spaces, Unicode is NFKC-normalised, runs of white space become one
+space and, optionally, letters are lowercased. bytebpe keeps the text as it
+is (lowercasing only if asked), so `decode(encode(text)) == text`.
+
+A pretrained model's tokenizer (SmolLM2's, from minitx.pretrained) is wrapped
+by the same class with its own special tokens, named by role.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from pathlib import Path
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as BackendTokenizer
 
-from .config import TOKENIZER_KINDS
+from .config import BYTE_LEVEL_MIN_VOCAB, TOKENIZER_KINDS
 
 PAD, UNK, CLS, EOS = "[PAD]", "[UNK]", "[CLS]", "[EOS]"
 SPECIAL_TOKENS = [PAD, UNK, CLS]          # trainers give them ids 0, 1, 2 in this order (and [EOS] 3)
@@ -48,7 +55,9 @@ class Encoded:
     offsets: list[tuple[int, int]]        # character span (start, end) in the original text
 
 
-def _normalizer(lowercase: bool) -> normalizers.Normalizer:
+def _normalizer(kind: str, lowercase: bool) -> normalizers.Normalizer | None:
+    if kind == "bytebpe":                     # the text as it is: nothing to lose on the way back
+        return normalizers.Lowercase() if lowercase else None
     steps = [normalizers.Replace(Regex(r"<br\s*/?>"), " "), normalizers.NFKC(),
              normalizers.Replace(Regex(r"\s+"), " ")]
     if lowercase:
@@ -77,6 +86,14 @@ def _build(kind: str, vocab_size: int, specials: list[str]) -> tuple[BackendToke
         tok.pre_tokenizer = pre_tokenizers.Metaspace()        # a word's start is marked "▁"
         tok.decoder = decoders.Metaspace()
         trainer = trainers.BpeTrainer(min_frequency=2, limit_alphabet=1000, **common)
+    elif kind == "bytebpe":
+        # every byte has a token from the start (a printable stand-in each, "Ġ" for a space),
+        # so any text can be spelled; merges are learnt within the words GPT-2's rule splits off
+        tok = BackendTokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(min_frequency=2, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      **common)
     elif kind == "unigram":
         tok = BackendTokenizer(models.Unigram())
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -88,27 +105,47 @@ def _build(kind: str, vocab_size: int, specials: list[str]) -> tuple[BackendToke
 
 
 def _kind_of(backend: BackendTokenizer) -> str:
-    """Recover our kind name from a saved tokenizer (word and char share the WordLevel model)."""
+    """Recover our kind name from a saved tokenizer (word and char share the WordLevel model,
+    bpe and bytebpe the BPE model)."""
     spec = json.loads(backend.to_str())
     model = spec["model"]["type"]
     if model == "WordLevel":
         return "char" if spec["pre_tokenizer"]["type"] == "Split" else "word"
-    return {"WordPiece": "wordpiece", "BPE": "bpe", "Unigram": "unigram"}[model]
+    if model == "BPE" and (spec.get("decoder") or {}).get("type") == "ByteLevel":
+        return "bytebpe"
+    kind = {"WordPiece": "wordpiece", "BPE": "bpe", "Unigram": "unigram"}.get(model)
+    if kind is None:
+        raise ValueError(f"a {model} tokenizer is not one minitx knows.")
+    return kind
 
 
 class Tokenizer:
-    """Text to ids and back, with our special tokens at fixed ids."""
+    """Text to ids and back, with our special tokens at fixed ids (or a pretrained model's, by role)."""
 
-    pad_id, unk_id, cls_id = PAD_ID, UNK_ID, CLS_ID
-
-    def __init__(self, backend: BackendTokenizer):
-        for token, expected in zip(SPECIAL_TOKENS, (PAD_ID, UNK_ID, CLS_ID)):
-            if backend.token_to_id(token) != expected:
-                raise ValueError(f"this tokenizer does not have {token} at id {expected}.")
-        if backend.token_to_id(EOS) not in (None, EOS_ID):
-            raise ValueError(f"this tokenizer has {EOS} at id {backend.token_to_id(EOS)}, not {EOS_ID}.")
+    def __init__(self, backend: BackendTokenizer, specials: dict[str, str] | None = None,
+                 start: Sequence[str] = ()):
+        """specials is None for minitx's own tokenizers: [PAD], [UNK], [CLS] must sit at ids 0, 1, 2,
+        and [EOS], if there, at 3; a language model's text then starts after an [EOS]. A pretrained
+        model's tokenizer names its own by role instead ({"eos": "<|im_end|>", ...}: roles pad,
+        unk, cls, eos, end_of_text) and the tokens every text starts with (none for SmolLM2)."""
+        if specials is None:
+            for token, expected in zip(SPECIAL_TOKENS, (PAD_ID, UNK_ID, CLS_ID)):
+                if backend.token_to_id(token) != expected:
+                    raise ValueError(f"this tokenizer does not have {token} at id {expected}.")
+            if backend.token_to_id(EOS) not in (None, EOS_ID):
+                raise ValueError(f"this tokenizer has {EOS} at id {backend.token_to_id(EOS)}, not {EOS_ID}.")
+            specials = {"pad": PAD, "unk": UNK, "cls": CLS}
+            if backend.token_to_id(EOS) is not None:
+                specials["eos"], start = EOS, (EOS,)
+        for role, token in specials.items():
+            if backend.token_to_id(token) is None:
+                raise ValueError(f"this tokenizer has no {token!r} for its {role} token.")
+        backend.encode_special_tokens = True     # "[PAD]" or "<|im_end|>" typed in a text is text
         self.backend = backend
         self.kind = _kind_of(backend)
+        self.specials = dict(specials)
+        self.pad_id, self.unk_id, self.cls_id = (self._id_of(role) for role in ("pad", "unk", "cls"))
+        self.start_ids = [backend.token_to_id(token) for token in start]
 
     # -- making one ---------------------------------------------------------------
 
@@ -120,8 +157,11 @@ class Tokenizer:
         if vocab_size < len(specials) + 1:
             raise ValueError(f"vocab_size {vocab_size} leaves no room beside the "
                              f"{len(specials)} special tokens.")
+        if kind == "bytebpe" and vocab_size < BYTE_LEVEL_MIN_VOCAB:
+            raise ValueError(f"vocab_size {vocab_size} is too small for bytebpe: each of the 256 bytes is a "
+                             f"token from the start, so it needs at least {BYTE_LEVEL_MIN_VOCAB}.")
         backend, trainer = _build(kind, vocab_size, specials)
-        backend.normalizer = _normalizer(lowercase)
+        backend.normalizer = _normalizer(kind, lowercase)
         backend.train_from_iterator(texts, trainer)
         return cls(backend)
 
@@ -157,18 +197,32 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size()
 
+    def _id_of(self, role: str) -> int | None:
+        token = self.specials.get(role)
+        return None if token is None else self.backend.token_to_id(token)
+
     @property
     def eos_id(self) -> int | None:
-        """The id of [EOS] (3), or None for a tokenizer without one (a classifier's)."""
-        return self.backend.token_to_id(EOS)
+        """The id that ends a text: [EOS] (3), a pretrained model's end of turn, or None for a
+        tokenizer without one (a classifier's)."""
+        return self._id_of("eos")
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """Every id that ends a generation: the end of a text, and a pretrained model's end of
+        document if it has one besides."""
+        ids = [self._id_of(role) for role in ("eos", "end_of_text")]
+        return list(dict.fromkeys(i for i in ids if i is not None))
 
     @property
     def lowercase(self) -> bool:
         steps = json.loads(self.to_str()).get("normalizer") or {}
-        return any(step.get("type") == "Lowercase" for step in steps.get("normalizers", []))
+        steps = steps.get("normalizers", [steps])
+        return any(step.get("type") == "Lowercase" for step in steps)
 
     def encode(self, text: str) -> Encoded:
-        """Tokens of one text, with ids and character offsets; no special tokens added."""
+        """Tokens of one text, with ids and character offsets; no special tokens added, and none
+        read from the text (a special token's name in it is spelled like any other text)."""
         enc = self.backend.encode(text, add_special_tokens=False)
         return Encoded(list(enc.ids), list(enc.tokens), [tuple(o) for o in enc.offsets])
 
@@ -176,20 +230,25 @@ class Tokenizer:
         """Ids of many texts at once, in parallel; the fast path for whole datasets."""
         return [enc.ids for enc in self.backend.encode_batch_fast(list(texts), add_special_tokens=False)]
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.backend.decode(list(ids))
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """The text of ids; special tokens are left out unless asked for."""
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def normalize(self, text: str) -> str:
         """The text as the model sees it: `<br />` as spaces, NFKC, runs of spaces as one (and
-        lowercased, if this tokenizer lowercases)."""
-        return self.backend.normalizer.normalize_str(text)
+        lowercased, if this tokenizer lowercases); bytebpe's is the text itself."""
+        normalizer = self.backend.normalizer
+        return text if normalizer is None else normalizer.normalize_str(text)
 
     def piece(self, token_id: int) -> str:
         """How a token reads in running text: BPE's and Unigram's "▁" is a space, WordPiece's "##"
-        joins the word before, a word is preceded by a space, a character is itself."""
+        joins the word before, a word is preceded by a space, a character is itself; a byte-level
+        token is its bytes as text ("\ufffd" for part of a character that other tokens finish)."""
         token = self.backend.id_to_token(token_id) or ""
         if token == EOS:
             return "\n"
+        if self.kind == "bytebpe":
+            return self.backend.decode([token_id], skip_special_tokens=False)
         if self.kind in ("bpe", "unigram"):
             return token.replace("▁", " ")
         if self.kind == "wordpiece":
@@ -214,10 +273,11 @@ def texts_fingerprint(texts: Iterable[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_dir() -> Path:
-    """Where trained tokenizers are kept: $MINITX_CACHE, else ~/.cache/minitx."""
+def cache_dir(kind: str = "tokenizers") -> Path:
+    """Where minitx keeps what it made once (trained tokenizers, a pretrained model's float32
+    weights): a folder per kind in $MINITX_CACHE, else in ~/.cache/minitx."""
     root = os.environ.get("MINITX_CACHE") or Path.home() / ".cache" / "minitx"
-    return Path(root) / "tokenizers"
+    return Path(root) / kind
 
 
 def cached_tokenizer(kind: str, texts: Sequence[str], vocab_size: int, lowercase: bool = True,
