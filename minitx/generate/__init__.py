@@ -11,17 +11,21 @@ Without a cache every step runs the whole sequence through the model again.
 With the KV cache (minitx.decoder.KVCache) the prompt goes through once and
 each later step feeds only the newest token: its query attends to the keys
 and values every earlier step left in the cache. Same tokens, far less work.
-(nanoGPT's `generate` is the dozen-line version of this loop.)
+(nanoGPT's `generate` is the dozen-line version of this loop.) A model with a
+minitx.fast_decode.FastDecoder (a pretrained one) takes those one-token steps
+through it: the same numbers, arranged for the CPU's memory.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
 
-from .decoder import CausalLM, KVCache
+from ..decoder import CausalLM, KVCache
+from ..fast_decode import decoder_of
 
 MAX_TEMPERATURE = 100.0
 
@@ -36,17 +40,23 @@ class Generation:
     top: list[list[tuple[int, float]]]    # per step, the model's n most likely next tokens and their probabilities
     notes: list[str] = field(default_factory=list)   # what was clamped or cut, in words
     stopped_at_eos: bool = False
-    seconds: float = 0.0
+    seconds: float = 0.0                  # the whole call: the prompt's pass and every new token
     cache_bytes: int | None = None        # the KV cache's size, read from its tensors (None: no cache)
+    prefill_seconds: float = 0.0          # the prompt's pass through the model, which gives the first token
 
     @property
     def tokens_per_second(self) -> float:
         return len(self.new_ids) / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def prefill_tokens_per_second(self) -> float:
+        return len(self.prompt_ids) / self.prefill_seconds if self.prefill_seconds > 0 else 0.0
+
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
-    """The ids a generation starts from: the end-of-review token (a review begins), then the prompt's."""
-    return [tokenizer.eos_id] + tokenizer.encode(prompt).ids
+    """The ids a generation starts from: what starts a text (for minitx's language models the
+    end-of-review token: a review begins; nothing for SmolLM2), then the prompt's."""
+    return tokenizer.start_ids + tokenizer.encode(prompt).ids
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
@@ -93,9 +103,14 @@ def next_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: floa
 @torch.inference_mode()
 def generate(model: CausalLM, prompt_ids: list[int], max_new_tokens: int = 50, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, seed: int = 0, use_cache: bool = True,
-             eos_id: int | None = None, n_top: int = 10) -> Generation:
-    """Continue prompt_ids (which should start with the end-of-review token) for up to
-    max_new_tokens tokens. The same seed gives the same text, with or without the cache.
+             eos_id: int | Collection[int] | None = None, n_top: int = 10, fast: bool = True,
+             on_token: Callable[[int], None] | None = None) -> Generation:
+    """Continue prompt_ids (for minitx's own language models, starting with the end-of-review
+    token) for up to max_new_tokens tokens, stopping after eos_id (one id or several). The same
+    seed gives the same text, with or without the cache. on_token(id) is called as each token
+    comes; n_top candidates of every step are kept for the pages (0: none). fast=False keeps
+    every step in CausalLM.forward even where a FastDecoder could take it (the labs put the
+    learner's functions there).
 
     Everything must fit the model's context (max_len): more new tokens than it holds are cut to
     max_len - 1, and a prompt too long for the rest keeps its last tokens; `notes` says so.
@@ -122,28 +137,37 @@ def generate(model: CausalLM, prompt_ids: list[int], max_new_tokens: int = 50, t
     generator = torch.Generator(device=device).manual_seed(seed)
     ids = torch.tensor([prompt_ids], device=device)                               # (1, T)
     cache = KVCache.for_model(model, batch=1, length=len(prompt_ids) + max_new_tokens) if use_cache else None
+    decoder = decoder_of(model) if use_cache and fast else None
+    stop = {eos_id} if isinstance(eos_id, int) else set(eos_id or ())
     new_ids, probabilities, top, stopped = [], [], [], False
     started = time.perf_counter()
     # the prompt, whole: with a cache its keys and values are kept for every later step
-    logits = model(ids, cache=cache, start=0).logits[0, -1]                       # (V,)
+    logits = model(ids, cache=cache, start=0, last_only=True).logits[0, -1]      # (V,)
+    prefill_seconds = time.perf_counter() - started
     for step in range(max_new_tokens):
         probs = logits.float().softmax(-1)                                        # the model's own view
         token = next_token(logits, temperature, top_k, top_p, generator)
-        best = probs.topk(min(n_top, probs.numel()))
         new_ids.append(token)
         probabilities.append(float(probs[token]))
-        top.append(list(zip(best.indices.tolist(), best.values.tolist())))
-        if token == eos_id:
+        if n_top:
+            best = probs.topk(min(n_top, probs.numel()))
+            top.append(list(zip(best.indices.tolist(), best.values.tolist())))
+        if on_token is not None:
+            on_token(token)
+        if token in stop:
             stopped = True
             break
         if step + 1 == max_new_tokens:
             break
         ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)                  # (1, T + 1)
-        if cache is not None:       # only the new token: the cache holds the rest
-            logits = model(ids[:, -1:], cache=cache, start=ids.size(1) - 1).logits[0, -1]
+        position = ids.size(1) - 1
+        if decoder is not None:     # the same step, in the layout a CPU streams fastest
+            logits = decoder.step(token, cache, position)
+        elif cache is not None:     # only the new token: the cache holds the rest
+            logits = model(ids[:, -1:], cache=cache, start=position).logits[0, -1]
         else:                       # the whole sequence again
-            logits = model(ids).logits[0, -1]
+            logits = model(ids, last_only=True).logits[0, -1]
     seconds = time.perf_counter() - started
     model.train(was_training)
     return Generation(list(prompt_ids), new_ids, probabilities, top, notes, stopped, seconds,
-                      cache.nbytes if cache is not None else None)
+                      cache.nbytes if cache is not None else None, prefill_seconds)

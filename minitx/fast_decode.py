@@ -1,0 +1,236 @@
+r"""Writing one token at a time at the speed of memory: the decode step of a CausalLM, arranged for a CPU.
+
+Each new token multiplies one vector by every weight matrix of the model: for
+SmolLM2-135M, 135 M weights (538 MB in float32), each read from memory for a
+single multiply-add. The processor waits on memory, not on arithmetic, so a
+step can take no less than the time to read the weights once.
+`CausalLM.forward` with a KV cache computes exactly this step, written to be
+read; on a 2-core CPU it reaches about a third of that bound: `nn.Linear`
+streams a one-row product on one core, and the ~170 small operations a layer
+takes (each a few microseconds of Python and dispatch) add up to more than the
+products themselves. This module computes the same step for one sequence:
+
+1) the weights are read in a layout made for one row: every matrix is kept
+   transposed, (D_in, D_out), and cut into S slabs along D_in, one per core;
+   `torch.bmm` multiplies each slab by its share of the vector in parallel and
+   the S partial results are added (`matvec`);
+2) a layer's query, key and value matrices are one matrix, and so are the gate
+   and up matrices of its feed-forward network: one pass over memory serves
+   all of them, and a layer is about 35 operations instead of 170;
+3) the model's own `nn.Linear` and embedding weights become views of these
+   tensors, so the model is stored once and the two paths read the same numbers
+   (a pretrained model's cache keeps this layout: loading it copies nothing).
+
+`generate` uses it for every new token when the model has one (the pretrained
+loader attaches it; `attach(model)` does it for any supported model). A test
+holds `FastDecoder.step` equal to `CausalLM.forward` with a cache, and their
+greedy tokens the same.
+
+Notation: D model size, H query heads, G key/value heads, Dh head size,
+F feed-forward size, V vocabulary, S slabs (cores), N = (H + 2G) * Dh.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .block import RMSNorm, embed_ids
+from .decoder import CausalLM, KVCache
+from .positional import rope_angles
+
+
+# Each fused matrix of a layer, and the nn.Linear layers whose weights it holds side by side, in order.
+GROUPS = {"qkv": ("attention.q_proj", "attention.k_proj", "attention.v_proj"), "out": ("attention.out_proj",),
+          "gate_up": ("feed_forward.gate", "feed_forward.up"), "down": ("feed_forward.down",)}
+
+
+def _groups(layer: nn.Module) -> dict[str, list[tuple[str, nn.Linear]]]:
+    """GROUPS with the layer's modules ("gate_up" is the up matrix alone in a feed-forward without a gate)."""
+    def module(name):
+        owner, attribute = name.split(".")
+        return getattr(getattr(layer, owner), attribute)
+
+    return {group: [(name, module(name)) for name in names if module(name) is not None]
+            for group, names in GROUPS.items()}
+
+
+def decode_layout(model: CausalLM) -> dict[str, torch.Tensor]:
+    """Every weight of the model in the decode step's layout: per layer "qkv", "out", "gate_up" and
+    "down" fused and transposed, (D_in, D_out) contiguous; "head" the embedding transposed, (D, V);
+    everything else (norms, biases) under its own name. New tensors: the model is left as it is."""
+    layout = {"head": model.embedding.weight.detach().t().contiguous()}                   # (D, V)
+    fused = {"embedding.weight"}
+    for index, layer in enumerate(model.layers):
+        for group, members in _groups(layer).items():
+            weights = [module.weight.detach() for _, module in members]                     # (D_out_i, D_in)
+            matrix = weights[0].new_empty(weights[0].size(1), sum(w.size(0) for w in weights))   # (D_in, D_out)
+            torch.cat([w.t() for w in weights], dim=1, out=matrix)
+            layout[f"layers.{index}.{group}"] = matrix
+            fused.update(f"layers.{index}.{name}.weight" for name, _ in members)
+            if members[0][1].bias is not None:                                              # (sum of D_out_i,)
+                layout[f"layers.{index}.{group}.bias"] = torch.cat([m.bias.detach() for _, m in members])
+                fused.update(f"layers.{index}.{name}.bias" for name, _ in members)
+    layout.update({name: tensor.detach() for name, tensor in model.state_dict().items() if name not in fused})
+    return layout
+
+
+def model_state(model: CausalLM, layout: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state dict as views of the layout's tensors: no copy."""
+    state = {"embedding.weight": layout["head"].t()}                                       # (V, D)
+    for index, layer in enumerate(model.layers):
+        for group, members in _groups(layer).items():
+            fused, first = layout[f"layers.{index}.{group}"], 0                            # (D_in, D_out)
+            bias = layout.get(f"layers.{index}.{group}.bias")
+            for name, module in members:
+                last = first + module.out_features
+                state[f"layers.{index}.{name}.weight"] = fused[:, first:last].t()          # (D_out_i, D_in)
+                if bias is not None:
+                    state[f"layers.{index}.{name}.bias"] = bias[first:last]
+                first = last
+    names = model.state_dict().keys()
+    state.update({name: tensor for name, tensor in layout.items() if name in names})
+    return state
+
+
+def slab_count(d_in: int, cores: int | None = None) -> int:
+    """How many slabs a D_in-row matrix is cut into: one per core, as many as divide D_in evenly."""
+    cores = max(1, cores or torch.get_num_threads())
+    return next(s for s in range(min(cores, d_in), 0, -1) if d_in % s == 0)
+
+
+def slabs(matrix: torch.Tensor, cores: int | None = None) -> torch.Tensor:
+    """A (D_in, D_out) contiguous matrix cut along D_in into a slab per core: a view.  -> (S, D_in / S, D_out)"""
+    d_in, d_out = matrix.shape
+    count = slab_count(d_in, cores)
+    return matrix.view(count, d_in // count, d_out)
+
+
+def matvec(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """One row times a matrix cut into slabs, a slab per core.  (1, D_in) -> (1, D_out)"""
+    count, part, _ = packed.shape
+    return torch.bmm(x.view(count, 1, part), packed).sum(0)              # (S, 1, D_out) -> (1, D_out)
+
+
+class PackedLayer:
+    """One block's four fused matrices, cut into slabs, their biases (None without) and its activation."""
+
+    def __init__(self, layer: nn.Module, index: int, layout: dict[str, torch.Tensor], cores: int | None):
+        self.qkv, self.out, self.gate_up, self.down = (slabs(layout[f"layers.{index}.{group}"], cores)
+                                                       for group in GROUPS)
+        self.biases = [layout.get(f"layers.{index}.{group}.bias") for group in GROUPS]
+        self.activation = layer.feed_forward.kind
+
+
+def _norm(module: nn.Module):
+    """The norm as one fused call (RMSNorm's formula is minitx.block.rms_norm; tested equal)."""
+    if isinstance(module, RMSNorm):
+        return lambda x: F.rms_norm(x, (x.size(-1),), module.weight, module.eps)
+    return module
+
+
+def supports(model: nn.Module) -> str | None:
+    """None if FastDecoder can run this model, else why not, in a few words."""
+    if not isinstance(model, CausalLM):
+        return "it is not a CausalLM"
+    cfg = model.cfg
+    if cfg.norm_position != "pre":
+        return "its blocks are post-norm"
+    if cfg.ffn == "moe":
+        return "its feed-forward is a mixture of experts"
+    if next(model.parameters()).device.type not in ("cpu", "meta"):     # meta: weights still to come
+        return "it is not on the CPU"
+    return None
+
+
+class FastDecoder:
+    """The decode step of one sequence through a CausalLM, in matvec's layout (see the module docstring)."""
+
+    def __init__(self, model: CausalLM, layout: dict[str, torch.Tensor] | None = None, cores: int | None = None):
+        """Give the model's weights the decode layout: `layout` (from decode_layout, or read back from a
+        cache) or, by default, the model's own weights rearranged. The model's weights then are views of
+        it; the model must be done training (its parameters are new objects)."""
+        why = supports(model)
+        if why is not None:
+            raise ValueError(f"FastDecoder cannot run this model: {why}.")
+        self.model, self.cfg = model, model.cfg
+        self.layout = decode_layout(model) if layout is None else layout
+        model.load_state_dict(model_state(model, self.layout), assign=True)
+        self.layers = [PackedLayer(layer, i, self.layout, cores) for i, layer in enumerate(model.layers)]
+        self.head = slabs(self.layout["head"], cores)                                          # (S, D / S, V)
+        self.attention_norms = [_norm(layer.attention_norm) for layer in model.layers]
+        self.ffn_norms = [_norm(layer.ffn_norm) for layer in model.layers]
+        self.final_norm = _norm(model.final_norm)
+        self._rope_cos = self._rope_sin = None
+        self._pointers = self._model_pointers()
+
+    def _model_pointers(self) -> list[int]:
+        return [parameter.data_ptr() for parameter in self.model.parameters()]
+
+    def is_current(self) -> bool:
+        """False once the model's weights were replaced (model.to(), load_state_dict, ...): the
+        layout this decoder reads no longer holds them."""
+        return self._model_pointers() == self._pointers
+
+    def _rope(self, position: int):
+        """cos and sin for position, laid out for rotate(): each of a pair's two slots gets its pair's angle,
+        the sine with the sign of its slot's term.  -> (Dh,), (Dh,)"""
+        if self._rope_cos is None or position >= self._rope_cos.size(0):
+            length = min(self.cfg.max_len, max(2 * position + 1, 256))
+            cos, sin = rope_angles(length, self.cfg.head_dim, self.cfg.rope_base)         # (T, Dh/2)
+            self._rope_cos = cos.repeat_interleave(2, dim=-1).to(self.head.dtype)       # (T, Dh): c0 c0 c1 c1 ...
+            self._rope_sin = torch.stack((-sin, sin), dim=-1).flatten(-2).to(self.head.dtype)   # -s0 s0 -s1 s1 ...
+        return self._rope_cos[position], self._rope_sin[position]
+
+    def _rotate(self, x: torch.Tensor, position: int) -> torch.Tensor:
+        """RoPE on every head of x at once: (a, b) -> (a cos - b sin, a sin + b cos).  (heads, Dh) -> (heads, Dh)"""
+        cos, sin = self._rope(position)
+        swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)                          # (b, a) per pair
+        return x * cos + swapped * sin
+
+    @torch.inference_mode()
+    def step(self, token: int, cache: KVCache, position: int) -> torch.Tensor:
+        """The logits for the token after `token`, which sits at `position`; its keys and values are
+        written into the cache, as CausalLM.forward(ids, cache, start=position) does.  -> (V,)"""
+        cfg, model = self.cfg, self.model
+        H, G, Dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        ids = torch.tensor([[token]])
+        x = embed_ids(ids, model.embedding, model.embed_scale, model.positional, cfg.max_len, position)[0]  # (1, D)
+        for index, packed in enumerate(self.layers):
+            # 1) attention: q, k and v from one product; RoPE on the q and k heads together
+            qkv = _plus(matvec(self.attention_norms[index](x), packed.qkv), packed.biases[0])   # (1, N)
+            qk, v = qkv[0, :(H + G) * Dh].view(H + G, Dh), qkv[0, (H + G) * Dh:]
+            if cfg.pos_encoding == "rope":
+                qk = self._rotate(qk, position)
+            q = qk[:H].view(1, H, 1, Dh)
+            k, v = qk[H:].view(1, G, 1, Dh), v.view(1, G, 1, Dh)
+            keys, values = cache.layers[index].update(k, v, position)                        # (1, G, S, Dh)
+            out = F.scaled_dot_product_attention(q, keys, values, enable_gqa=H != G)         # (1, H, 1, Dh)
+            x = x + _plus(matvec(out.view(1, H * Dh), packed.out), packed.biases[1])
+            # 2) feed-forward: gate and up from one product
+            hidden = _plus(matvec(self.ffn_norms[index](x), packed.gate_up), packed.biases[2])
+            if packed.activation == "swiglu":
+                gate, up = hidden.chunk(2, dim=-1)
+                hidden = F.silu(gate) * up
+            else:
+                hidden = F.relu(hidden) if packed.activation == "relu" else F.gelu(hidden)
+            x = x + _plus(matvec(hidden, packed.down), packed.biases[3])
+        return matvec(self.final_norm(x), self.head)[0]                                       # (V,)
+
+
+def _plus(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x if bias is None else x + bias
+
+
+def attach(model: CausalLM, layout: dict[str, torch.Tensor] | None = None, cores: int | None = None) -> FastDecoder:
+    """Give a model that is done training a FastDecoder (its weights become views of the decoder's
+    layout); generate() then takes every one-token step through it."""
+    model.fast_decoder = FastDecoder(model, layout, cores)
+    return model.fast_decoder
+
+
+def decoder_of(model: nn.Module) -> FastDecoder | None:
+    """The model's FastDecoder if it has one that still holds its weights, else None."""
+    decoder = getattr(model, "fast_decoder", None)
+    return decoder if decoder is not None and decoder.is_current() else None
