@@ -1,0 +1,40 @@
+"""What every source of pretrained weights gives minitx: the config, the weights, the tokenizer, the chat template."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import MODEL_LIMITS, ModelConfig
+from ..tokenizer import Tokenizer
+from .catalog import llama_config
+
+
+@dataclass
+class PretrainedCheckpoint:
+    """A Llama-family checkpoint read into minitx's terms, before the model is built."""
+
+    name: str                                  # how the source calls itself, for the pages
+    config: ModelConfig
+    state: dict[str, torch.Tensor]             # minitx's state dict, float32 (or its decode layout, below)
+    tokenizer: Tokenizer
+    chat_template: str | None                  # Jinja, as the model was fine-tuned to read
+    in_decode_layout: bool = False             # state is minitx.fast_decode's layout (as the cache keeps it)
+
+
+def context_length(value: int) -> int:
+    """A model's context, at most the longest minitx's config takes (generation never holds more)."""
+    return min(int(value), MODEL_LIMITS["max_len"][1])
+
+
+def checked_llama_config(where: str, head_dim: int | None = None, **numbers) -> ModelConfig:
+    """llama_config with a sentence naming the file when minitx cannot build the model."""
+    try:
+        cfg = llama_config(**numbers)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where} describes a model minitx cannot build: {error}") from None
+    if head_dim is not None and head_dim != cfg.head_dim:
+        raise ValueError(f"{where} gives heads of {head_dim} dimensions, not d_model / n_heads = {cfg.head_dim}: "
+                         f"minitx's heads split the model's width evenly.")
+    return cfg

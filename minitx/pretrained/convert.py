@@ -1,0 +1,106 @@
+r"""From a Llama-family checkpoint's tensors to minitx's `CausalLM`: the names, and one order of rows.
+
+A Llama block is minitx's pre-norm block with RMSNorm, RoPE, grouped-query
+attention and a SwiGLU feed-forward, without biases. Each source names the
+same tensors its own way; one table per source maps them onto minitx's names.
+
+The one surprise is the order of a head's rows in the query and key
+projections. RoPE turns pairs of a head's dimensions, and the sources disagree
+on which dimensions pair up. For one head of size Dh = 8 (x_i, y_i is pair i):
+
+    Hugging Face (rotate_half):     x0 x1 x2 x3 y0 y1 y2 y3     pair i = rows i and i + Dh/2
+    llama.cpp's GGUF, and minitx:   x0 y0 x1 y1 x2 y2 x3 y3     pair i = rows 2i and 2i + 1
+
+Both turn pair i by the angle position x base^(-2i/Dh), so the two are the same
+weights in another order: `interleave_rope_rows` moves a Hugging Face head's
+rows into minitx's (llama.cpp's converter does the same when it writes a GGUF
+file, which is why a GGUF file's rows need no change). Values are not rotated:
+their rows stay where they are.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import ModelConfig
+
+# minitx's name: (Hugging Face's name, GGUF's name); {i} is the layer
+LAYER_NAMES = {
+    "attention_norm.weight": ("input_layernorm.weight", "attn_norm.weight"),
+    "attention.q_proj.weight": ("self_attn.q_proj.weight", "attn_q.weight"),
+    "attention.k_proj.weight": ("self_attn.k_proj.weight", "attn_k.weight"),
+    "attention.v_proj.weight": ("self_attn.v_proj.weight", "attn_v.weight"),
+    "attention.out_proj.weight": ("self_attn.o_proj.weight", "attn_output.weight"),
+    "ffn_norm.weight": ("post_attention_layernorm.weight", "ffn_norm.weight"),
+    "feed_forward.gate.weight": ("mlp.gate_proj.weight", "ffn_gate.weight"),
+    "feed_forward.up.weight": ("mlp.up_proj.weight", "ffn_up.weight"),
+    "feed_forward.down.weight": ("mlp.down_proj.weight", "ffn_down.weight"),
+}
+MODEL_NAMES = {
+    "embedding.weight": ("model.embed_tokens.weight", "token_embd.weight"),
+    "final_norm.weight": ("model.norm.weight", "output_norm.weight"),
+}
+HEAD_NAMES = ("lm_head.weight", "output.weight")     # a separate output head: minitx ties it to the embedding
+SOURCES = ("hf", "gguf")
+
+
+def interleave_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """A Hugging Face query or key projection with each head's rows in minitx's RoPE order (above).
+    # (heads * Dh, D) -> (heads * Dh, D)"""
+    out_features, d_in = weight.shape
+    head_dim = out_features // n_heads
+    halves = weight.reshape(n_heads, 2, head_dim // 2, d_in)            # (heads, x|y, Dh/2, D)
+    return halves.transpose(1, 2).reshape(out_features, d_in)           # x0 y0 x1 y1 ... per head
+
+
+def source_names(cfg: ModelConfig, source: str) -> dict[str, str]:
+    """{minitx's name: the source's name} for every tensor of a model of this shape."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}.")
+    which = SOURCES.index(source)
+    names = {ours: theirs[which] for ours, theirs in MODEL_NAMES.items()}
+    prefix = "model.layers.{i}." if source == "hf" else "blk.{i}."
+    for i in range(cfg.n_layers):
+        for ours, theirs in LAYER_NAMES.items():
+            names[f"layers.{i}.{ours}"] = prefix.format(i=i) + theirs[which]
+    return names
+
+
+def to_minitx(tensors: dict[str, torch.Tensor], cfg: ModelConfig, source: str) -> dict[str, torch.Tensor]:
+    """minitx's state dict from a source's tensors, in float32, with the query/key rows of a Hugging
+    Face checkpoint put in minitx's order. A missing tensor, an untied output head or a tensor
+    minitx has no place for raises ValueError naming it."""
+    left = dict(tensors)
+    state = {}
+    for ours, theirs in source_names(cfg, source).items():
+        if theirs not in left:
+            raise ValueError(f"the checkpoint has no tensor {theirs!r}, which minitx's {ours} needs.")
+        tensor = left.pop(theirs).float()
+        if source == "hf" and ours.endswith(("q_proj.weight", "k_proj.weight")):
+            tensor = interleave_rope_rows(tensor, cfg.n_heads if "q_proj" in ours else cfg.n_kv_heads)
+        state[ours] = tensor
+    for head in HEAD_NAMES:
+        if head in left and not torch.equal(left.pop(head).float(), state["embedding.weight"]):
+            raise ValueError(f"the checkpoint's output head {head!r} is not its embedding table: minitx's "
+                             f"CausalLM ties the two, so it cannot run this model.")
+    if left:
+        extra = ", ".join(sorted(left)[:5])
+        raise ValueError(f"minitx has no place for {len(left)} of the checkpoint's tensors ({extra}): "
+                         f"it is not a plain Llama-family model.")
+    return state
+
+
+def empty_model(cfg: ModelConfig):
+    """A CausalLM of this shape whose weights are still to come: on the meta device, no memory, no
+    random numbers drawn only to be replaced."""
+    from ..decoder import CausalLM
+
+    with torch.device("meta"):
+        return CausalLM(cfg).eval()
+
+
+def load_into_model(state: dict[str, torch.Tensor], cfg: ModelConfig):
+    """A CausalLM holding these weights (the very tensors), in eval mode."""
+    model = empty_model(cfg)
+    model.load_state_dict(state, assign=True)
+    return model
