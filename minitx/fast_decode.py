@@ -13,7 +13,7 @@ products themselves. This module computes the same step for one sequence:
 1) the weights are read in a layout made for one row: every matrix is kept
    transposed, (D_in, D_out), and cut into S slabs along D_in, one per core;
    `torch.bmm` multiplies each slab by its share of the vector in parallel and
-   the S partial results are added (`matvec`);
+   the S partial results are added (`project`);
 2) a layer's query, key and value matrices are one matrix, and so are the gate
    and up matrices of its feed-forward network: one pass over memory serves
    all of them, and a layer is about 35 operations instead of 170;
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .block import RMSNorm, embed_ids
+from .attention import causal_mask
 from .decoder import CausalLM, KVCache
 from .positional import rope_angles
 
@@ -107,9 +108,12 @@ def slabs(matrix: torch.Tensor, cores: int | None = None) -> torch.Tensor:
     return matrix.view(count, d_in // count, d_out)
 
 
-def matvec(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    """One row times a matrix cut into slabs, a slab per core.  (1, D_in) -> (1, D_out)"""
-    count, part, _ = packed.shape
+def project(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """Rows times a matrix cut into slabs. One row: a slab per core, multiplied in parallel and the
+    partial results added; several: one matrix product, which every core shares anyway.  (T, D_in) -> (T, D_out)"""
+    count, part, d_out = packed.shape
+    if x.size(0) > 1:
+        return x @ packed.view(count * part, d_out)
     return torch.bmm(x.view(count, 1, part), packed).sum(0)              # (S, 1, D_out) -> (1, D_out)
 
 
@@ -145,7 +149,8 @@ def supports(model: nn.Module) -> str | None:
 
 
 class FastDecoder:
-    """The decode step of one sequence through a CausalLM, in matvec's layout (see the module docstring)."""
+    """The decode step (and a prompt's pass) of one sequence through a CausalLM, in the decode layout (see the
+    module docstring)."""
 
     def __init__(self, model: CausalLM, layout: dict[str, torch.Tensor] | None = None, cores: int | None = None):
         """Give the model's weights the decode layout: `layout` (from decode_layout, or read back from a
@@ -162,7 +167,7 @@ class FastDecoder:
         self.attention_norms = [_norm(layer.attention_norm) for layer in model.layers]
         self.ffn_norms = [_norm(layer.ffn_norm) for layer in model.layers]
         self.final_norm = _norm(model.final_norm)
-        self._rope_cos = self._rope_sin = None
+        self._turns = None
         self._pointers = self._model_pointers()
 
     def _model_pointers(self) -> list[int]:
@@ -173,50 +178,53 @@ class FastDecoder:
         layout this decoder reads no longer holds them."""
         return self._model_pointers() == self._pointers
 
-    def _rope(self, position: int):
-        """cos and sin for position, laid out for rotate(): each of a pair's two slots gets its pair's angle,
-        the sine with the sign of its slot's term.  -> (Dh,), (Dh,)"""
-        if self._rope_cos is None or position >= self._rope_cos.size(0):
-            length = min(self.cfg.max_len, max(2 * position + 1, 256))
-            cos, sin = rope_angles(length, self.cfg.head_dim, self.cfg.rope_base)         # (T, Dh/2)
-            self._rope_cos = cos.repeat_interleave(2, dim=-1).to(self.head.dtype)       # (T, Dh): c0 c0 c1 c1 ...
-            self._rope_sin = torch.stack((-sin, sin), dim=-1).flatten(-2).to(self.head.dtype)   # -s0 s0 -s1 s1 ...
-        return self._rope_cos[position], self._rope_sin[position]
+    def _rope(self, start: int, length: int) -> torch.Tensor:
+        """The turn of positions start ... start + length - 1 as complex numbers cos + i sin.  -> (T, 1, Dh/2)"""
+        end = start + length
+        if self._turns is None or end > self._turns.size(0):
+            size = min(self.cfg.max_len, max(2 * end, 256))
+            cos, sin = rope_angles(size, self.cfg.head_dim, self.cfg.rope_base)             # (T, Dh/2)
+            self._turns = torch.complex(cos, sin)[:, None]                                   # (T, 1, Dh/2)
+        return self._turns[start:end]
 
-    def _rotate(self, x: torch.Tensor, position: int) -> torch.Tensor:
-        """RoPE on every head of x at once: (a, b) -> (a cos - b sin, a sin + b cos).  (heads, Dh) -> (heads, Dh)"""
-        cos, sin = self._rope(position)
-        swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)                          # (b, a) per pair
-        return x * cos + swapped * sin
+    def _rotate(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """RoPE on every head at once, each pair (a, b) read as a + ib: times cos + i sin it becomes
+        (a cos - b sin) + i (a sin + b cos), the rotation of minitx.positional.apply_rope (and of
+        Meta's Llama code).  (T, heads, Dh) -> (T, heads, Dh)"""
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))                     # (T, heads, Dh/2)
+        return torch.view_as_real(pairs * self._rope(start, x.size(0))).flatten(-2).type_as(x)
 
     @torch.inference_mode()
-    def step(self, token: int, cache: KVCache, position: int) -> torch.Tensor:
-        """The logits for the token after `token`, which sits at `position`; its keys and values are
-        written into the cache, as CausalLM.forward(ids, cache, start=position) does.  -> (V,)"""
+    def step(self, ids: list[int], cache: KVCache, start: int) -> torch.Tensor:
+        """The logits for the token after the last of `ids`, which sit at positions start, start + 1, ...;
+        their keys and values are written into the cache, as CausalLM.forward(ids, cache, start) does.
+        One id is a decode step; many are a prompt's pass (matrix products instead of vector ones).  -> (V,)"""
         cfg, model = self.cfg, self.model
-        H, G, Dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        ids = torch.tensor([[token]])
-        x = embed_ids(ids, model.embedding, model.embed_scale, model.positional, cfg.max_len, position)[0]  # (1, D)
+        H, G, Dh, T = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, len(ids)
+        x = embed_ids(torch.tensor([ids]), model.embedding, model.embed_scale, model.positional, cfg.max_len,
+                      start)[0]                                                                # (T, D)
         for index, packed in enumerate(self.layers):
             # 1) attention: q, k and v from one product; RoPE on the q and k heads together
-            qkv = _plus(matvec(self.attention_norms[index](x), packed.qkv), packed.biases[0])   # (1, N)
-            qk, v = qkv[0, :(H + G) * Dh].view(H + G, Dh), qkv[0, (H + G) * Dh:]
+            qkv = _plus(project(self.attention_norms[index](x), packed.qkv), packed.biases[0])  # (T, N)
+            qk, v = qkv[:, :(H + G) * Dh].view(T, H + G, Dh), qkv[:, (H + G) * Dh:].view(T, G, Dh)
             if cfg.pos_encoding == "rope":
-                qk = self._rotate(qk, position)
-            q = qk[:H].view(1, H, 1, Dh)
-            k, v = qk[H:].view(1, G, 1, Dh), v.view(1, G, 1, Dh)
-            keys, values = cache.layers[index].update(k, v, position)                        # (1, G, S, Dh)
-            out = F.scaled_dot_product_attention(q, keys, values, enable_gqa=H != G)         # (1, H, 1, Dh)
-            x = x + _plus(matvec(out.view(1, H * Dh), packed.out), packed.biases[1])
+                qk = self._rotate(qk, start)
+            q = qk[:, :H].transpose(0, 1)[None]                                               # (1, H, T, Dh)
+            k, v = qk[:, H:].transpose(0, 1)[None], v.transpose(0, 1)[None]                   # (1, G, T, Dh)
+            keys, values = cache.layers[index].update(k, v, start)                            # (1, G, S, Dh)
+            mask = None if T == 1 or start == 0 else causal_mask(T, start + T)               # a new token sees all
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=T > 1 and start == 0,
+                                                 enable_gqa=H != G)                          # (1, H, T, Dh)
+            x = x + _plus(project(out[0].transpose(0, 1).reshape(T, H * Dh), packed.out), packed.biases[1])
             # 2) feed-forward: gate and up from one product
-            hidden = _plus(matvec(self.ffn_norms[index](x), packed.gate_up), packed.biases[2])
+            hidden = _plus(project(self.ffn_norms[index](x), packed.gate_up), packed.biases[2])
             if packed.activation == "swiglu":
                 gate, up = hidden.chunk(2, dim=-1)
                 hidden = F.silu(gate) * up
             else:
                 hidden = F.relu(hidden) if packed.activation == "relu" else F.gelu(hidden)
-            x = x + _plus(matvec(hidden, packed.down), packed.biases[3])
-        return matvec(self.final_norm(x), self.head)[0]                                       # (V,)
+            x = x + _plus(project(hidden, packed.down), packed.biases[3])
+        return project(self.final_norm(x[-1:]), self.head)[0]                                 # (V,)
 
 
 def _plus(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -34,14 +34,14 @@ def test_each_step_equals_the_model_with_a_cache(variant, cores):
     reference = model_of(**VARIANTS[variant])
     fast = model_of(**VARIANTS[variant])
     decoder = attach(fast, cores=cores)
-    ids = random_ids(1, 14)                                                       # (1, T)
+    ids = random_ids(1, 16)                                                       # (1, T)
     with torch.inference_mode():
-        expected_cache, cache = KVCache.for_model(reference, 1, 14), KVCache.for_model(fast, 1, 14)
-        reference(ids[:, :4], cache=expected_cache)
-        fast(ids[:, :4], cache=cache)                                             # the prompt: the model's own pass
-        for t in range(4, 14):
-            expected = reference(ids[:, t:t + 1], cache=expected_cache, start=t).logits[0, -1]
-            torch.testing.assert_close(decoder.step(int(ids[0, t]), cache, t), expected, atol=1e-5, rtol=0)
+        expected_cache, cache = KVCache.for_model(reference, 1, 16), KVCache.for_model(fast, 1, 16)
+        # the prompt's pass, then one token at a time, then three at once after the cache's start
+        for first, last in [(0, 5)] + [(t, t + 1) for t in range(5, 13)] + [(13, 16)]:
+            expected = reference(ids[:, first:last], cache=expected_cache, start=first).logits[0, -1]
+            got = decoder.step(ids[0, first:last].tolist(), cache, first)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(cache.layers[-1].keys, expected_cache.layers[-1].keys, atol=1e-5, rtol=0)
 
 

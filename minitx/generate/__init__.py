@@ -142,7 +142,10 @@ def generate(model: CausalLM, prompt_ids: list[int], max_new_tokens: int = 50, t
     new_ids, probabilities, top, stopped = [], [], [], False
     started = time.perf_counter()
     # the prompt, whole: with a cache its keys and values are kept for every later step
-    logits = model(ids, cache=cache, start=0, last_only=True).logits[0, -1]      # (V,)
+    if decoder is not None:
+        logits = decoder.step(prompt_ids, cache, 0)                                # (V,)
+    else:
+        logits = model(ids, cache=cache, start=0, last_only=True).logits[0, -1]  # (V,)
     prefill_seconds = time.perf_counter() - started
     for step in range(max_new_tokens):
         probs = logits.float().softmax(-1)                                        # the model's own view
@@ -162,7 +165,7 @@ def generate(model: CausalLM, prompt_ids: list[int], max_new_tokens: int = 50, t
         ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)                  # (1, T + 1)
         position = ids.size(1) - 1
         if decoder is not None:     # the same step, in the layout a CPU streams fastest
-            logits = decoder.step(token, cache, position)
+            logits = decoder.step([token], cache, position)
         elif cache is not None:     # only the new token: the cache holds the rest
             logits = model(ids[:, -1:], cache=cache, start=position).logits[0, -1]
         else:                       # the whole sequence again
