@@ -159,8 +159,10 @@ def load_pretrained(source: str | os.PathLike | None = None, dtype: str = "fp32"
     if keep_in is not None:
         write_cached(keep_in, checkpoint, decoder.layout)
         _release_freed_memory()
-    if dtype != "fp32":
-        attach(model, {name: tensor.to(DTYPES[dtype]) for name, tensor in decoder.layout.items()})
+    if dtype != "fp32":     # bf16 products are fast only in PyTorch's usual row-major layout: the plain forward
+        model.fast_decoder = decoder = None
+        model.load_state_dict({name: tensor.to(DTYPES[dtype]).contiguous()
+                               for name, tensor in model.state_dict().items()}, assign=True)
     known = KNOWN_MODELS.get(str(source or os.environ.get(ENVIRONMENT) or DEFAULT_MODEL).lower())
     name = known.title if known is not None else checkpoint.name
     chat = ChatTemplate(checkpoint.chat_template, checkpoint.tokenizer) if checkpoint.chat_template else None
