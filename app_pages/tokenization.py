@@ -39,7 +39,9 @@ st.markdown(
     "pieces from a fixed **vocabulary** and gives each piece its id. *Word* tokenizers keep "
     "whole words and turn anything unseen into `[UNK]`; *char* tokenizers never meet an unknown "
     "piece but make sequences long. *BPE*, *WordPiece* and *Unigram* sit between: frequent "
-    "words stay whole, rare ones are built from pieces. Here a tokenizer is trained live on "
+    "words stay whole, rare ones are built from pieces. *bytebpe* runs BPE on the text's UTF-8 "
+    "bytes, as GPT-2 and SmolLM2 do: every byte is in the vocabulary from the start, so nothing is "
+    f"ever unknown and decoding gives back the exact text. Here a tokenizer is trained live on "
     f"{SAMPLE_REVIEWS:,} IMDB reviews.")
 
 c1, c2, c3 = st.columns([1, 2, 1])
@@ -77,6 +79,9 @@ else:
     unknown = enc.ids.count(tokenizer.unk_id)
     if unknown:
         notes.append(f"{unknown} piece(s) are unknown to this vocabulary ([UNK]).")
+    if tokenizer.kind == "bytebpe":
+        notes.append("Byte-level tokens are written with a printable stand-in for each byte: Ġ is a space, "
+                     "Ċ a newline; an emoji's four bytes may take several tokens.")
     st.caption(" ".join(notes))
 
 st.subheader("On real reviews")

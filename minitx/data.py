@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ from .tokenizer import CLS_ID, PAD_ID, Tokenizer
 DEFAULT_SOURCE = "stanfordnlp/imdb"
 LABEL_NAMES = ("negative", "positive")
 LM_SPLITS = ("unsupervised", "train")    # what a language model learns from: 75,000 reviews
+LINE_BREAK = re.compile(r"<br\s*/?>")
 
 
 class DataUnavailableError(RuntimeError):
@@ -285,8 +287,10 @@ def lm_texts(train_size: int | None, test_size: int | None, val_fraction: float,
 
     n_test = len(imdb["test"])
     test_rows = rng.sample(range(n_test), test_size) if test_size else list(range(n_test))
-    return {"train": texts(pool[n_val:]), "val": texts(pool[:n_val]),
-            "test": column(imdb["test"], "text", test_rows)}
+    splits = {"train": texts(pool[n_val:]), "val": texts(pool[:n_val]), "test": column(imdb["test"], "text", test_rows)}
+    # IMDB's paragraph breaks are <br /> tags: a language model reads them as the newlines they stand for
+    # (the normalising tokenizers turn either into one space; a byte-level one keeps the newline)
+    return {name: [LINE_BREAK.sub("\n", text) for text in split] for name, split in splits.items()}
 
 
 def token_stream(sequences: Sequence[Sequence[int]], eos_id: int) -> list[int]:

@@ -255,6 +255,13 @@ class Tokenizer:
             return token[2:] if token.startswith("##") else " " + token
         return " " + token if self.kind == "word" else token
 
+    def text_of(self, ids: Sequence[int]) -> str:
+        """Ids as running text, each token read as `piece` says; a byte-level token's bytes are read
+        together with its neighbours', so a character split over several tokens comes out whole."""
+        if self.kind == "bytebpe":
+            return self.decode(ids, skip_special_tokens=False)
+        return "".join(self.piece(i) for i in ids)
+
     def id_to_token(self, token_id: int) -> str | None:
         return self.backend.id_to_token(token_id)
 

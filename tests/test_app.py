@@ -125,7 +125,7 @@ def test_tokenization_page_shows_one_chip_per_token(app):
     at = app.run()
     at.switch_page("app_pages/tokenization.py").run()
     assert not at.exception
-    for kind in ("word", "char", "bpe"):
+    for kind in ("word", "char", "bpe", "bytebpe"):
         at.selectbox(key="tok_kind").set_value(kind).run()
         at.text_area(key="tok_text").set_value("A truly great film").run()
         assert not at.exception
@@ -135,6 +135,11 @@ def test_tokenization_page_shows_one_chip_per_token(app):
             assert chips == expected, (kind, chips)
         else:
             assert 4 <= chips <= 18
+    # a byte-level vocabulary holds every byte first: asked for 100 pieces, it gets them all
+    at.select_slider(key="tok_vocab").set_value(100).run()
+    assert not at.exception
+    assert any("Ġ is a space" in c.value for c in at.caption)
+    assert any("asked: 100" in c.value and "reached: 261" in c.value for c in at.caption), [c.value for c in at.caption]
 
 
 def test_tokenization_page_handles_bad_input_with_a_message(app):

@@ -11,6 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from minitx.checkpoint import LoadedRun, load_run, read_run_configs, run_folders
+from minitx.config import BYTE_LEVEL_MIN_VOCAB
 from minitx.data import DataUnavailableError, imdb_subsets
 from minitx.tokenizer import Tokenizer, cached_tokenizer
 
@@ -138,10 +139,13 @@ def sentence_or_stop(text: str, max_tokens: int = 24, tokenizer: Tokenizer | Non
 def trained_tokenizer(kind: str, vocab_size: int, lowercase: bool, sample_size: int = SAMPLE_REVIEWS,
                       eos: bool = False):
     """A tokenizer of this kind trained on the IMDB sample (cached in memory and on disk); eos
-    adds the end-of-review token a language model needs."""
+    adds the end-of-review token a language model needs. A byte-level BPE has every byte from the
+    start, so its vocabulary is never smaller than BYTE_LEVEL_MIN_VOCAB."""
     sample = imdb_sample(sample_size)
     if sample is None:
         return None
+    if kind == "bytebpe":
+        vocab_size = max(vocab_size, BYTE_LEVEL_MIN_VOCAB)
     return cached_tokenizer(kind, sample[0], vocab_size, lowercase, eos=eos)
 
 

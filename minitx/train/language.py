@@ -86,7 +86,7 @@ def write_sample(model, tokenizer: Tokenizer, prompt: str = SAMPLE_PROMPT, max_n
     what the model learnt), ending at the end of a review."""
     out = generate(model, prompt_ids(tokenizer, prompt), max_new_tokens, temperature, top_k, 1.0, seed,
                    eos_id=tokenizer.eos_id)
-    return prompt + "".join(tokenizer.piece(t) for t in out.new_ids if t != tokenizer.eos_id)
+    return prompt + tokenizer.text_of([t for t in out.new_ids if t != tokenizer.eos_id])
 
 
 class LanguageModelTask:
