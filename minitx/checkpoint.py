@@ -74,11 +74,16 @@ def _write_json(path: Path, data) -> None:
 
 
 def save_run(directory: str | os.PathLike, name: str, model: torch.nn.Module,
-             train_config: TrainConfig, tokenizer: Tokenizer, metrics: dict) -> Path:
-    """Write a run folder atomically and return its path. An existing run is never overwritten."""
+             train_config: TrainConfig, tokenizer: Tokenizer, metrics: dict, resume=None,
+             replace: bool = False) -> Path:
+    """Write a run folder atomically and return its path; with `resume` (a minitx.train.resume
+    ResumeState), also what continuing it needs. An existing run is overwritten only with replace=True
+    (a continued run saving over itself), and then only once the new folder is written whole."""
+    from .train.resume import write_resume_state
+
     directory = Path(directory)
     final = directory / check_run_name(name)
-    if final.exists():
+    if final.exists() and not replace:
         raise ValueError(f"a run named {name!r} already exists in {directory}.")
     directory.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".saving-{name}-", dir=directory))
@@ -88,7 +93,15 @@ def save_run(directory: str | os.PathLike, name: str, model: torch.nn.Module,
         _write_json(staging / CONFIG_FILE, {"model": model.cfg.to_dict(), "train": train_config.to_dict()})
         tokenizer.save(staging / TOKENIZER_FILE)
         _write_json(staging / METRICS_FILE, metrics)
-        os.rename(staging, final)   # one step: the run appears whole, or not at all
+        if resume is not None:
+            write_resume_state(staging, resume)
+        if final.exists():          # the old folder steps aside, the new one takes its place, the old goes
+            old = Path(tempfile.mkdtemp(prefix=f".replaced-{name}-", dir=directory))
+            os.rename(final, old / name)
+            os.rename(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, final)   # one step: the run appears whole, or not at all
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -229,15 +242,20 @@ def run_zip(directory: str | os.PathLike, name: str) -> bytes:
 
 
 def clean_stale_saves(directory: str | os.PathLike, older_than: float = 600.0) -> list[str]:
-    """Remove hidden half-written saves (left by a killed process) older than older_than seconds."""
+    """Remove hidden half-written saves (left by a killed process) older than older_than seconds.
+    A run that a killed save had moved aside to replace it, and that nothing replaced, goes back."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
     removed = []
-    for path in directory.glob(".saving-*"):
-        if path.is_dir() and time.time() - path.stat().st_mtime > older_than:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path.name)
+    for path in [*directory.glob(".saving-*"), *directory.glob(".replaced-*")]:
+        if not path.is_dir() or time.time() - path.stat().st_mtime <= older_than:
+            continue
+        for run in path.iterdir() if path.name.startswith(".replaced-") else ():
+            if run.is_dir() and not (directory / run.name).exists():
+                os.rename(run, directory / run.name)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
     return removed
 
 

@@ -3,13 +3,16 @@
     python -m minitx.train --preset quick
     python -m minitx.train --preset quick --n-kv-heads 1 --pos-encoding rope --json
     python -m minitx.train --preset lm-quick --json
+    python -m minitx.train --resume my-run [--epochs 5]                       # go on where it stopped
     torchrun --standalone --nproc_per_node 2 -m minitx.train --preset tiny    # several processes
 
 Every field of ModelConfig and TrainConfig has a flag that overrides the
 preset, except the three the data decides (vocab_size of the model, pad_id,
-n_classes). Ctrl-C once stops after the current step and still saves the run;
-twice quits at once. Like the app, it trains only when no other run trains on
-this machine (`minitx.training_lock`), and says which one does.
+n_classes). Ctrl-C once (or SIGTERM) stops after the current step and saves the
+run, with what continuing it needs; twice quits at once. --resume continues a
+saved run as if it had never stopped; only --epochs (more of them), --threads
+and --device may change. Like the app, it trains only when no other run trains
+on this machine (`minitx.training_lock`), and says which one does.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ from pathlib import Path
 from .arguments import OneLineArgumentParser
 from .config import (DEVICES, FFNS, LR_SCHEDULES, NORM_POSITIONS, NORMS, POOLINGS, POS_ENCODINGS,
                      PRECISIONS, TASKS, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig)
-from .checkpoint import check_run_name
+from .checkpoint import check_run_name, run_path
 from .data import DataUnavailableError
 from .presets import PRESETS
-from .train import check_run, default_run_name, resolve_device, run_training
+from .train import RESUMABLE_CHANGES, check_run, default_run_name, resolve_device, resume_configs, run_training
 from .training_lock import TrainingLock, default_lock_path, describe_holder
 
 # Fields the tokenizer and the dataset decide, so no flag sets them.
@@ -52,6 +55,8 @@ HELP = {
     "vocab_size": "vocabulary size asked of the tokenizer",
     "truncation": "which tokens a long review keeps",
     "warmup_fraction": "share of all steps spent warming the learning rate up",
+    "min_lr_fraction": "where the cosine schedule ends, as a share of the learning rate (0: at 0)",
+    "random_windows": "language models: each batch takes windows at random places in the text, not fixed blocks",
     "grad_clip": "max gradient norm, 0 = off",
     "word_dropout": "share of training tokens replaced by [UNK]",
     "patience": "epochs without a better validation accuracy before stopping; 0 = never",
@@ -101,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object with the results as the last line of stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--resume", metavar="RUN", default=None,
+                        help="continue a saved run (its name in --checkpoint-dir, or its folder) where it stopped")
+    parser.add_argument("--stop-after-steps", type=int, metavar="N", default=None,
+                        help="stop after N steps in all and save, so that --resume can go on")
     _add_field_flags(parser.add_argument_group("model (overrides the preset)"), ModelConfig,
                      DERIVED_MODEL_FIELDS)
     _add_field_flags(parser.add_argument_group("training (overrides the preset)"), TrainConfig)
@@ -166,15 +175,30 @@ class ConsoleProgress:
 
 
 def _graceful_interrupt(stop: threading.Event) -> None:
-    """First Ctrl-C: stop after this step (the run is still saved). Second: quit now."""
+    """First Ctrl-C or SIGTERM: stop after this step and save the run, to be continued. Second: quit now."""
 
     def handler(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print("\nstopping after this step (Ctrl-C again to quit at once)...", file=sys.stderr)
+        print("\nstopping after this step and saving (Ctrl-C again to quit at once)...", file=sys.stderr)
 
     signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _resume_target(args, parser) -> Path | None:
+    """The run folder --resume names, or None; a flag that would change the run is refused."""
+    if args.resume is None:
+        return None
+    given = {f.name for f in (*fields(ModelConfig), *fields(TrainConfig)) if f.name in vars(args)}
+    changed = sorted(given - set(RESUMABLE_CHANGES) - {"preset"})
+    if changed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+        parser.error(f"--resume continues a run as it was: {flags} would make it another run "
+                     f"(only --epochs, --threads and --device may change)")
+    folder = Path(args.resume)
+    return folder if (folder / "config.json").is_file() else run_path(args.checkpoint_dir, args.resume)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,16 +206,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        model_cfg, train_cfg = configs_from_args(args)
+        resume = _resume_target(args, parser)
+        if resume is not None:
+            model_cfg, train_cfg = resume_configs(resume, getattr(args, "epochs", None))
+            train_cfg = train_cfg.replace(**{k: vars(args)[k] for k in ("threads", "device") if k in vars(args)})
+            if args.run_name is not None or args.no_save:
+                raise ValueError("--resume saves the run over itself: leave out --run-name and --no-save")
+        else:
+            model_cfg, train_cfg = configs_from_args(args)
         if args.run_name is not None:
             check_run_name(args.run_name)
+        if args.stop_after_steps is not None and args.stop_after_steps < 1:
+            raise ValueError(f"--stop-after-steps must be at least 1, not {args.stop_after_steps}")
         resolve_device(train_cfg.device)
         check_run(model_cfg, train_cfg)
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(str(error).rstrip("."))
 
-    run_name = args.run_name or default_run_name(args.preset)
-    checkpoint_dir = None if args.no_save else args.checkpoint_dir
+    run_name = resume.name if resume is not None else args.run_name or default_run_name(args.preset)
+    checkpoint_dir = None if args.no_save else str(resume.parent) if resume is not None else args.checkpoint_dir
     # under torchrun, rank 0 speaks for the job: it takes the lock, reports and saves
     main_rank = int(os.environ.get("RANK", "0")) == 0
     # one run at a time on this machine, the app's included: two would each train at half speed
@@ -211,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     _graceful_interrupt(stop)
     try:
         outcome = run_training(model_cfg, train_cfg, callbacks=[ConsoleProgress(args.quiet)], stop=stop,
-                               checkpoint_dir=checkpoint_dir, run_name=run_name)
+                               checkpoint_dir=checkpoint_dir, run_name=run_name, resume=resume,
+                               stop_after_steps=args.stop_after_steps)
     except DataUnavailableError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1

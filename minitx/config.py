@@ -47,7 +47,7 @@ TRAIN_LIMITS = {"train_size": (2, None), "test_size": (2, None), "vocab_size": (
 
 
 # Fields that are shares, from 0 up to (not including) 1.
-FRACTIONS = ("dropout", "attention_dropout", "val_fraction", "warmup_fraction", "word_dropout")
+FRACTIONS = ("dropout", "attention_dropout", "val_fraction", "warmup_fraction", "word_dropout", "min_lr_fraction")
 
 
 def _within(name: str, value, limits: dict, whole: bool = True) -> None:
@@ -217,6 +217,8 @@ class TrainConfig(_Config):
     lr: float = 1e-3
     lr_schedule: str = "cosine"
     warmup_fraction: float = 0.1     # of all steps, linear from 0 to lr
+    min_lr_fraction: float = 0.0     # the cosine's floor, a share of lr
+    random_windows: bool = False     # language models: batches of windows at random places, not fixed blocks
     weight_decay: float = 0.01
     grad_clip: float = 1.0           # max gradient norm; 0 turns clipping off
     word_dropout: float = 0.0        # training tokens replaced by [UNK] at this rate
@@ -262,4 +264,5 @@ class TrainConfig(_Config):
                 or not 0 < self.lr < math.inf:       # NaN fails this too
             raise ValueError(f"lr must be a positive, finite number, not {self.lr!r}.")
         _fraction("warmup_fraction", self.warmup_fraction)
+        _fraction("min_lr_fraction", self.min_lr_fraction)
         _fraction("word_dropout", self.word_dropout)

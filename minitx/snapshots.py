@@ -71,3 +71,7 @@ class AttentionSnapshots:
 
     def to_dict(self) -> dict:
         return {"tokens": self.tokens, "steps": list(self.steps), "maps": list(self.maps)}
+
+    def restore(self, saved: dict) -> None:
+        """Go on from a stopped run's snapshots (its to_dict), which began with the same review."""
+        self.steps, self.maps = list(saved["steps"]), list(saved["maps"])

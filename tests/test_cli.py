@@ -42,6 +42,8 @@ def limits(field: str) -> tuple:
         return 0.0, None
     if field == "lr":
         return None, None                       # any positive, finite number
+    if field == "stop_after_steps":
+        return 1, None
     return TRAIN_LIMITS.get(field) or MODEL_LIMITS[field]
 
 
@@ -138,7 +140,8 @@ def test_json_run_end_to_end(imdb, tmp_path):
     assert (summary["train_size"], summary["test_size"], summary["epochs"]) == (400, 200, 1)
     assert summary["checkpoint"] == str(tmp_path / "cli-run")
     assert sorted(p.name for p in (tmp_path / "cli-run").iterdir()) == [
-        "config.json", "metrics.json", "model.safetensors", "tokenizer.json"]
+        "config.json", "last.safetensors", "metrics.json", "model.safetensors", "optimizer.safetensors",
+        "resume.json", "tokenizer.json"]
     assert "epoch 1/1" in done.stdout
 
 

@@ -10,7 +10,7 @@ import torch
 from minitx.config import ModelConfig, TrainConfig
 from minitx.data import EncodedSplit
 from minitx.encoder import SentimentClassifier
-from minitx.train import (ClassificationTask, Trainer, apply_word_dropout, lr_multiplier, resolve_device,
+from minitx.train import (ClassificationTask, Trainer, apply_word_dropout, lr_multiplier, lr_schedule, resolve_device,
                           run_training)
 from minitx.train.loop import make_optimizer
 from tests.conftest import tiny_config
@@ -191,12 +191,26 @@ def test_early_stopping_uses_patience(monkeypatch):
     assert result.status == "finished" and result.best["val_accuracy"] == 0.7
 
 
-def test_learning_rate_schedule_warms_up_then_decays_to_zero():
-    values = [lr_multiplier(s, 100, 10) for s in range(100)]
-    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(values[10:], values[11:]))
-    assert values[-1] < 0.01
+def reference_lr(it: int, max_lr: float, min_lr: float, warmup_iters: int, cosine_cycle_iters: int) -> float:
+    """The reference schedule, as a CS336-style test suite writes it."""
+    if it < warmup_iters:
+        return it * max_lr / warmup_iters
+    if it > cosine_cycle_iters:
+        return min_lr
+    decay = (it - warmup_iters) / (cosine_cycle_iters - warmup_iters)
+    return min_lr + 0.5 * (1 + math.cos(decay * math.pi)) * (max_lr - min_lr)
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.1])
+def test_learning_rate_schedule_is_the_reference_warmup_and_cosine_to_a_floor(floor):
+    max_lr, total, warmup = 3e-3, 100, 10
+    ours = [max_lr * lr_multiplier(t, total, warmup, "cosine", floor) for t in range(total + 5)]
+    theirs = [reference_lr(t, max_lr, floor * max_lr, warmup, total) for t in range(total + 5)]
+    assert ours == pytest.approx(theirs, abs=1e-12)
+    assert ours[0] == 0.0 and ours[warmup] == max_lr and ours[total] == pytest.approx(floor * max_lr)
     assert lr_multiplier(50, 100, 10, "constant") == 1.0
+    cfg = TrainConfig(lr=max_lr, warmup_fraction=0.1, min_lr_fraction=floor)
+    assert lr_schedule(cfg, total) == pytest.approx(theirs[:total], abs=1e-12)
 
 
 def test_word_dropout_only_touches_real_tokens():

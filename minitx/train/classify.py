@@ -101,13 +101,14 @@ class ClassificationTask:
         self.distributed: Distributed | None = None       # set under torchrun: evaluation is sharded
 
     @classmethod
-    def prepare(cls, model_cfg: ModelConfig, train_cfg: TrainConfig, source: str | None = None
-                ) -> "ClassificationTask":
-        """Balanced subsets, a tokenizer trained (or cached) on the training reviews, encoded splits."""
+    def prepare(cls, model_cfg: ModelConfig, train_cfg: TrainConfig, source: str | None = None,
+                tokenizer: Tokenizer | None = None) -> "ClassificationTask":
+        """Balanced subsets, a tokenizer trained (or cached) on the training reviews (or the one
+        given: a continued run's own), encoded splits."""
         subsets = imdb_subsets(train_cfg.train_size, train_cfg.test_size, train_cfg.val_fraction,
                                train_cfg.seed, source)
-        tokenizer = cached_tokenizer(train_cfg.tokenizer, subsets["train"].texts,
-                                     train_cfg.vocab_size, train_cfg.lowercase)
+        tokenizer = tokenizer or cached_tokenizer(train_cfg.tokenizer, subsets["train"].texts,
+                                                  train_cfg.vocab_size, train_cfg.lowercase)
         encoded = {name: encode_split(tokenizer, split.texts, split.labels, model_cfg.max_len,
                                       train_cfg.truncation)
                    for name, split in subsets.items()}

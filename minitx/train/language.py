@@ -1,7 +1,8 @@
 """The language-modelling task: learn to write IMDB reviews, one next token at a time.
 
 The same loop as classification (`minitx.train.loop`), another task. A batch is
-B blocks of T + 1 tokens cut from the stream of packed reviews; the model reads
+B windows of T + 1 tokens from the stream of packed reviews, at random places
+(or the stream's fixed blocks); the model reads
 the first T and is scored, by cross-entropy, on predicting each next one
 (plus, for a mixture-of-experts model, the load-balancing loss times
 `moe_loss_weight`). An evaluation scores every token of the validation and
@@ -101,13 +102,14 @@ class LanguageModelTask:
         self.distributed: Distributed | None = None       # set under torchrun: evaluation is sharded
 
     @classmethod
-    def prepare(cls, model_cfg: ModelConfig, train_cfg: TrainConfig, source: str | None = None
-                ) -> "LanguageModelTask":
-        """Reviews, a tokenizer with an end-of-review token, packed blocks of max_len + 1 tokens,
-        and what the baselines (a unigram model, zlib, bz2, xz) need on the test text."""
+    def prepare(cls, model_cfg: ModelConfig, train_cfg: TrainConfig, source: str | None = None,
+                tokenizer: Tokenizer | None = None) -> "LanguageModelTask":
+        """Reviews, a tokenizer with an end-of-review token (or the one given: a continued run's own),
+        packed blocks of max_len + 1 tokens, and what the baselines (a unigram model, zlib, bz2, xz)
+        need on the test text."""
         texts = lm_texts(train_cfg.train_size, train_cfg.test_size, train_cfg.val_fraction, train_cfg.seed, source)
-        tokenizer = cached_tokenizer(train_cfg.tokenizer, texts["train"][:TOKENIZER_REVIEWS], train_cfg.vocab_size,
-                                     train_cfg.lowercase, eos=True)
+        tokenizer = tokenizer or cached_tokenizer(train_cfg.tokenizer, texts["train"][:TOKENIZER_REVIEWS],
+                                                  train_cfg.vocab_size, train_cfg.lowercase, eos=True)
         train_stream = token_stream(tokenizer.encode_batch(texts["train"]), tokenizer.eos_id)
         blocks = pack_blocks(train_stream, model_cfg.max_len)
         train_blocks = torch.stack(blocks) if blocks else torch.empty(0, model_cfg.max_len + 1, dtype=torch.long)
@@ -124,9 +126,19 @@ class LanguageModelTask:
         return math.ceil(len(self.train_blocks) / batch_size)
 
     def batches(self, epoch: int, batch_size: int) -> list[torch.Tensor]:
-        order = torch.randperm(len(self.train_blocks), generator=torch.Generator().manual_seed(
-            self.cfg.seed * 1000 + epoch))
-        return [self.train_blocks[order[i:i + batch_size]] for i in range(0, len(order), batch_size)]
+        """An epoch's batches, each (B, T + 1): windows starting anywhere in the training text
+        (random_windows; nanoGPT's get_batch), so every token is seen in ever new contexts, or the
+        fixed blocks in a shuffled order. As many windows as blocks; seeded by the run's seed and
+        the epoch, so a resumed run takes the very same ones."""
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+        count, span = self.train_blocks.shape                                     # blocks, T + 1
+        if self.cfg.random_windows and count:
+            text = torch.cat([self.train_blocks[:, :-1].flatten(), self.train_blocks[-1, -1:]])   # the blocks' text
+            starts = torch.randint(0, len(text) - span + 1, (count,), generator=generator)        # (N,)
+            windows = starts[:, None] + torch.arange(span)                                        # (N, T + 1)
+            return [text[windows[i:i + batch_size]] for i in range(0, count, batch_size)]
+        order = torch.randperm(count, generator=generator)
+        return [self.train_blocks[order[i:i + batch_size]] for i in range(0, count, batch_size)]
 
     def loss(self, model, batch: torch.Tensor, device) -> tuple[torch.Tensor, int]:
         batch = batch.to(device, non_blocking=device.type == "cuda")           # (B, T + 1)

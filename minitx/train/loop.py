@@ -11,7 +11,7 @@ callback object that has a method of that name:
     on_epoch_end  after every epoch
     on_end        once, with the status: finished, stopped or failed (and why)
 
-The recipe: AdamW; learning rate warmed up linearly, then cosine decay;
+The recipe: AdamW; learning rate warmed up linearly, then cosine decay to a floor;
 gradient-norm clipping; evaluation at every epoch end (and every `eval_every`
 steps). Model selection and early stopping look at the validation split only:
 the reported test score is that of the model chosen on validation.
@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config import TrainConfig
 from .distributed import Distributed
+from .resume import Position, ResumeState, random_states, set_random_states
 
 EVENTS = ("on_phase", "on_step", "on_eval", "on_epoch_end", "on_end")
 # what an evaluation event holds besides the task's metrics
@@ -47,14 +48,29 @@ def notify(callbacks: Iterable, name: str, event: dict) -> None:
             handler(event)
 
 
-def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str = "cosine") -> float:
-    """The factor on the peak learning rate at a step: linear warmup, then cosine to 0 (or flat)."""
+def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str = "cosine",
+                  min_fraction: float = 0.0) -> float:
+    """The factor on the peak learning rate at step t (0: the first optimiser step).
+
+        t < warmup:   t / warmup                                  a linear warmup from 0
+        after:        floor + (1 - floor) * (1 + cos(pi * p)) / 2  p from 0 at the warmup's end to 1 at the
+                                                                   last step: a cosine from 1 down to the floor
+    (or 1 throughout the "constant" schedule). The usual schedule of LLM training (nanoGPT's get_lr,
+    CS336's get_lr_cosine_schedule with min_lr = floor x max_lr).
+    """
     if step < warmup_steps:
-        return (step + 1) / warmup_steps
+        return step / warmup_steps
     if schedule == "constant":
         return 1.0
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return min_fraction + (1.0 - min_fraction) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def lr_schedule(cfg: TrainConfig, total_steps: int) -> list[float]:
+    """The learning rate of every step of a run, as the trainer will set it (for a chart before Start)."""
+    warmup = round(cfg.warmup_fraction * total_steps)
+    return [cfg.lr * lr_multiplier(step, total_steps, warmup, cfg.lr_schedule, cfg.min_lr_fraction)
+            for step in range(total_steps)]
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
@@ -110,6 +126,7 @@ class TrainResult:
     train_seconds: float
     tokens_per_second: float
     kept: object = None              # what the task kept with the chosen evaluation
+    resume: ResumeState | None = None  # what continuing the run needs (None if it failed)
 
     @property
     def test_accuracy(self) -> float | None:
@@ -184,14 +201,43 @@ class Trainer:
             self.optimizer.step()
         return value, n_tokens, False
 
-    def fit(self) -> TrainResult:
+    def _epoch_summary(self, epoch: int, step: int, start: float, train_tokens: int, train_seconds: float) -> dict:
+        losses = [event["loss"] for event in self.history["steps"] if event["epoch"] == epoch + 1]
+        return {"epoch": epoch + 1, "epochs": self.cfg.epochs, "step": step,
+                "train_loss": sum(losses) / max(1, len(losses)), **scores(self.history["evals"][-1]),
+                "tokens_per_second": round(train_tokens / max(train_seconds, 1e-9), 1),
+                "elapsed": round(time.perf_counter() - start, 3)}
+
+    def _restore(self, resume: ResumeState) -> None:
+        """The model, optimizer, scaler and random generators as they were when the run stopped."""
+        self.model.load_state_dict(resume.weights)
+        self.optimizer.load_state_dict(resume.optimizer)
+        if self.scaler is not None and resume.scaler:
+            self.scaler.load_state_dict(resume.scaler)
+        set_random_states(resume.rng)
+
+    def _capture(self, position: Position) -> ResumeState:
+        """What continuing needs, taken before the chosen weights replace the model's."""
+        return ResumeState(position, {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                           self.optimizer.state_dict(), random_states(),
+                           self.scaler.state_dict() if self.scaler is not None else None)
+
+    def fit(self, resume: ResumeState | None = None, stop_after_steps: int | None = None) -> TrainResult:
+        """Train to the end, or to a stop: a stop request, or stop_after_steps steps taken in all. With
+        `resume`, go on from where that run stopped, as if it never had (self.history must then hold
+        its history)."""
         cfg, model = self.cfg, self.model
         model.train()
-        start = time.perf_counter()
-        train_seconds, train_tokens, step = 0.0, 0, 0
+        at = resume.position if resume is not None else Position()
+        start = time.perf_counter() - at.elapsed
+        train_seconds, train_tokens, step = at.train_seconds, at.train_tokens, at.step
         status, reason = "finished", None
-        best, best_state, best_kept = None, None, None
-        epochs_without_improvement = 0
+        best, best_state, best_kept = at.best, None, None
+        if resume is not None:
+            best_state, best_kept = resume.best_weights, resume.kept
+            self._restore(resume)
+        epochs_without_improvement = at.epochs_without_improvement
+        position = Position(**{**vars(at), "pending_eval": None})
 
         def record_eval(epoch_position: float) -> bool | None:
             """Evaluate and keep the model if validation says it is the best; None if stopped."""
@@ -210,21 +256,43 @@ class Trainer:
             self._emit("on_eval", event)
             return event["best"]
 
-        if getattr(self.task, "evaluate_at_start", False) and record_eval(0) is None:
-            status, reason = "stopped", "stopped by request before the first step"
-        for epoch in range(cfg.epochs if status == "finished" else 0):
-            epoch_losses = []
+        def end_epoch(epoch: int, improved: bool) -> str | None:
+            """The epoch's summary, and the reason to stop early, if there is one."""
+            nonlocal epochs_without_improvement
+            epochs_without_improvement = 0 if improved else epochs_without_improvement + 1
+            summary = self._epoch_summary(epoch, step, start, train_tokens, train_seconds)
+            self.history["epochs"].append(summary)
+            self._emit("on_epoch_end", summary)
+            if cfg.patience and epochs_without_improvement >= cfg.patience and epoch + 1 < cfg.epochs:
+                return (f"stopped early after epoch {epoch + 1}: the validation score "
+                        f"did not improve for {cfg.patience} epoch(s)")
+            return None
+
+        pending = at.pending_eval
+        if pending is None and resume is None and getattr(self.task, "evaluate_at_start", False):
+            pending = {"epoch_position": 0, "epoch_end": False}
+        if pending is not None:          # an evaluation due before the next step (one a stop cut short)
+            improved = record_eval(pending["epoch_position"])
+            if improved is None:
+                status, reason = "stopped", f"stopped by request at step {step}, during an evaluation"
+                position.pending_eval = pending
+            elif pending["epoch_end"]:
+                reason = end_epoch(at.epoch - 1, improved)
+        first_epoch = cfg.epochs if status != "finished" or reason else at.epoch
+        for epoch in range(first_epoch, cfg.epochs):
             batches = self.task.batches(epoch, cfg.batch_size)
             if self.distributed is not None:
                 batches = self.distributed.share(batches)
-            for index, batch in enumerate(batches):
-                if self.distributed is None and self._stop_requested():
+            for index in range(at.batch if epoch == at.epoch else 0, len(batches)):
+                position.epoch, position.batch = epoch, index       # the next batch to take
+                if (self.distributed is None and self._stop_requested()) or \
+                        (stop_after_steps is not None and step >= stop_after_steps):
                     status, reason = "stopped", f"stopped by request at step {step}"
                     break
                 tick = time.perf_counter()
-                lr = cfg.lr * lr_multiplier(step, self.total_steps, self.warmup_steps, cfg.lr_schedule)
-                if self.device.type == "cuda":
-                    batch = pinned(batch)
+                lr = cfg.lr * lr_multiplier(step, self.total_steps, self.warmup_steps, cfg.lr_schedule,
+                                            cfg.min_lr_fraction)
+                batch = pinned(batches[index]) if self.device.type == "cuda" else batches[index]
                 loss_value, n_tokens, stop = self._train_step(batch, lr)
                 if stop:
                     status, reason = "stopped", f"stopped by request at step {step}"
@@ -236,7 +304,7 @@ class Trainer:
                               + (" or turn gradient clipping on." if cfg.grad_clip == 0 else "."))
                     break
                 step += 1
-                epoch_losses.append(loss_value)
+                position.step, position.batch = step, index + 1
                 train_seconds += time.perf_counter() - tick
                 train_tokens += n_tokens
                 event = {"step": step, "total_steps": self.total_steps, "epoch": epoch + 1,
@@ -247,34 +315,37 @@ class Trainer:
                 self._emit("on_step", event)
                 mid_epoch = index + 1 < len(batches)
                 if cfg.eval_every and step % cfg.eval_every == 0 and mid_epoch:
-                    if record_eval(epoch + (index + 1) / len(batches)) is None:
+                    epoch_position = epoch + (index + 1) / len(batches)
+                    if record_eval(epoch_position) is None:
                         status, reason = "stopped", f"stopped by request at step {step}, during an evaluation"
+                        position.pending_eval = {"epoch_position": epoch_position, "epoch_end": False}
                         break
             if status != "finished":
                 break
+            position.epoch, position.batch = epoch + 1, 0
             improved = record_eval(epoch + 1)
             if improved is None:
                 status, reason = "stopped", f"stopped by request at step {step}, during an evaluation"
+                position.pending_eval = {"epoch_position": epoch + 1, "epoch_end": True}
                 break
-            epochs_without_improvement = 0 if improved else epochs_without_improvement + 1
-            summary = {"epoch": epoch + 1, "epochs": cfg.epochs, "step": step,
-                       "train_loss": sum(epoch_losses) / max(1, len(epoch_losses)),
-                       **scores(self.history["evals"][-1]),
-                       "tokens_per_second": round(train_tokens / max(train_seconds, 1e-9), 1),
-                       "elapsed": round(time.perf_counter() - start, 3)}
-            self.history["epochs"].append(summary)
-            self._emit("on_epoch_end", summary)
-            if cfg.patience and epochs_without_improvement >= cfg.patience and epoch + 1 < cfg.epochs:
-                reason = (f"stopped early after epoch {epoch + 1}: the validation score "
-                          f"did not improve for {cfg.patience} epoch(s)")
+            reason = end_epoch(epoch, improved)
+            if reason:
                 break
 
+        position.epochs_without_improvement = epochs_without_improvement
+        position.elapsed, position.train_seconds, position.train_tokens = (
+            time.perf_counter() - start, train_seconds, train_tokens)
+        position.best = best
+        resume_state = None
+        if status != "failed":
+            resume_state = self._capture(position)
+            resume_state.kept = best_kept if isinstance(best_kept, torch.Tensor) else None
         if best_state is not None and status != "failed":
             model.load_state_dict(best_state)     # model selection: keep the validation-best weights
         if status == "failed":
             best, best_kept = None, None
         result = TrainResult(status, reason, best, self.history, step, train_seconds,
-                             train_tokens / max(train_seconds, 1e-9), best_kept)
+                             train_tokens / max(train_seconds, 1e-9), best_kept, resume_state)
         self._emit("on_end", {"status": status, "reason": reason, "steps": step,
                               "total_steps": self.total_steps, **scores(best or {}),
                               "best_step": best["step"] if best else None,
