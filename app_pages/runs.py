@@ -15,9 +15,10 @@ from minitx.checkpoint import delete_run, rename_run, run_zip
 from minitx.curves import epoch_curves, samples
 from minitx.predict import METHOD, predict
 from minitx.runs import format_duration
+from minitx.train import can_resume
 from ui import charts, generation
 from ui.common import review_text, show_source, table_height, token_labels
-from ui.live import loaded_run, registry, saved_runs
+from ui.live import continue_button, loaded_run, registry, saved_runs
 from ui.model_sidebar import model_sidebar
 from ui.resources import checkpoints_dir, imdb_test_sample
 
@@ -174,6 +175,13 @@ if st.session_state.get("runs_confirm_delete") == target:
 else:
     c3.button("Delete…", key="runs_delete",
               on_click=lambda: st.session_state.update(runs_confirm_delete=target))
+chosen_info = by_name[target]
+status = (chosen_info.metrics or {}).get("status")
+if chosen_info.readable and status in ("stopped", "finished"):
+    if can_resume(chosen_info.path):
+        continue_button(target, status, chosen_info.train_config.epochs, key="runs", then="app_pages/training.py")
+    else:
+        st.caption(f"Run {target} was saved before runs could be continued (it has no resume.json).")
 
 if not readable:
     st.stop()

@@ -13,11 +13,11 @@ from minitx.estimate import describe_lengths, estimate_run, representative_lengt
 from minitx.hardware import bf16_units, cpu_name
 from minitx.presets import PRESETS
 from minitx.runs import RunRegistry, RunSnapshot, format_duration
-from minitx.train import IMDB_SPLIT_SIZE, LM_POOL_SIZE, Trainer, check_run, resolve_device
+from minitx.train import IMDB_SPLIT_SIZE, LM_POOL_SIZE, Trainer, check_run, lr_schedule, resolve_device
 from ui import charts
 from ui.common import literal_markdown, remembered, review_text, show_source
 from ui.labs import call_learner, mine_caption, use_my_code
-from ui.live import POLL_SECONDS, current_run_id, registry
+from ui.live import POLL_SECONDS, continue_button, current_run_id, registry
 from ui.model_sidebar import KEY, model_sidebar
 from ui.resources import imdb_sample, sample_lengths
 
@@ -121,6 +121,19 @@ def show_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, machine_busy: 
         f"each: the mean of steps timed just now on this machine {where}{what}; "
         f"{estimate.evaluations} evaluations {format_duration(estimate.eval_seconds)}; "
         f"data {format_duration(estimate.prepare_seconds)}).")
+    draw_schedule(train_cfg, estimate.steps)
+
+
+def draw_schedule(train_cfg: TrainConfig, total_steps: int) -> None:
+    """The learning rate at every step of the run to come, as the trainer will set it."""
+    rates = lr_schedule(train_cfg, total_steps)
+    every = max(1, total_steps // 300)                    # a few hundred points draw the same line
+    rows = pd.DataFrame({"step": range(0, total_steps, every), "learning rate": rates[::every]})
+    st.altair_chart(charts.schedule(rows), key="train_schedule")
+    floor = f"down to {train_cfg.min_lr_fraction:g} of it" if train_cfg.min_lr_fraction else "down to 0"
+    st.caption(f"The learning rate of each step: up from 0 over the first {train_cfg.warmup_fraction:.0%} of the "
+               f"steps, then " + (f"a cosine from {train_cfg.lr:.1e} {floor}." if train_cfg.lr_schedule == "cosine"
+                                  else f"{train_cfg.lr:.1e} to the end."))
 
 
 def status_line(snap: RunSnapshot) -> str:
@@ -145,11 +158,14 @@ def draw_status(snap: RunSnapshot) -> None:
                    f"not minitx's.")
     if snap.status in ("queued", "running"):
         st.button("Stop", key="train_stop", on_click=stop, args=(snap.run_id,), icon=":material/stop:",
-                  help="Stops after the current step and saves the model chosen on validation so far.")
+                  help="Stops after the current step and saves the run: the model chosen on validation so "
+                       "far, and all that Continue needs to go on from there.")
     if snap.status == "failed":
         st.error(f"The run failed: {snap.reason}")
     elif snap.reason:
         st.info(snap.reason)
+    if snap.status in ("stopped", "finished") and snap.checkpoint:
+        continue_button(snap.name, snap.status, snap.epochs, key="train")
 
 
 def draw_progress(snap: RunSnapshot) -> None:
@@ -327,6 +343,8 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
                                       help="head: keep the start; head_tail: the start and the end "
                                            "(a language model reads whole reviews, in blocks).")
             schedule = m1.selectbox("learning-rate schedule", LR_SCHEDULES, **knob("lr_schedule"))
+            floor = m1.slider("learning-rate floor (share of the peak)", 0.0, 0.5, step=0.05,
+                              **knob("min_lr_fraction"), help="Where the cosine ends: 0 decays to nothing.")
             grad_clip = m2.number_input("gradient clipping (max norm, 0 = off)", 0.0, 100.0, step=0.5,
                                         **knob("grad_clip"))
             word_dropout = m2.slider("word dropout", 0.0, 0.5, step=0.05, **knob("word_dropout"), disabled=lm,
@@ -334,6 +352,9 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
             eval_every = m3.number_input("also evaluate every N steps (0 = epoch ends)", 0, 100_000, step=50,
                                          **knob("eval_every"))
             patience = m3.number_input("early-stopping patience (epochs, 0 = off)", 0, 10, **knob("patience"))
+            windows = m2.toggle("windows at random places", **knob("random_windows"), disabled=not lm,
+                                help="Language model only: each batch takes windows starting anywhere in the "
+                                     "text (nanoGPT's way) instead of the same fixed blocks every epoch.")
             precision = m3.selectbox("precision", precisions_here(), **knob("precision"),
                                      help=PRECISION_HELP)
         name = st.text_input("run name (optional)", max_chars=100, placeholder="e.g. quick-mqa-rope",
@@ -347,7 +368,8 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
                 train_size=None if train_size >= most else int(train_size),
                 test_size=None if test_size >= IMDB_SPLIT_SIZE else int(test_size), tokenizer=tokenizer,
                 vocab_size=int(vocab_size), truncation=truncation, epochs=int(epochs), batch_size=batch_size,
-                lr=float(lr), lr_schedule=schedule, warmup_fraction=float(warmup),
+                lr=float(lr), lr_schedule=schedule, warmup_fraction=float(warmup), min_lr_fraction=float(floor),
+                random_windows=bool(windows),
                 weight_decay=float(weight_decay), grad_clip=float(grad_clip), word_dropout=float(word_dropout),
                 eval_every=int(eval_every), patience=int(patience), seed=int(seed),
                 lowercase=not lm, val_fraction=0.01 if lm else 0.1, precision=precision)
@@ -401,4 +423,4 @@ else:
         st.subheader("Last run")
         live_panel(run_id)
 
-show_source(RunRegistry.start, RunRegistry.snapshot, Trainer.fit, estimate_run)
+show_source(RunRegistry.start, RunRegistry.snapshot, Trainer.fit, lr_schedule, estimate_run)

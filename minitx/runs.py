@@ -3,7 +3,8 @@
     registry = RunRegistry("checkpoints")
     run_id = registry.start(model_cfg, train_cfg)
     registry.snapshot(run_id)      # status, step/total, epoch, ETA, tokens/s, history
-    registry.stop(run_id)          # takes effect within one training step
+    registry.stop(run_id)          # takes effect within one training step; the run is saved
+    registry.resume("my-run")      # goes on where it stopped, as if it never had
 
 Each run trains in a worker process of its own (multiprocessing's `spawn`), at a
 lower OS priority than the server, so that a page the learner opens gets the CPU
@@ -22,7 +23,8 @@ on the command line, is refused with the run in progress named. Statuses:
     stopping  Stop was pressed; the current step finishes, then the run is saved
     stopped | finished | failed (with a reason)
 
-Finished and stopped runs are saved whole or not at all (`minitx.checkpoint`).
+Finished and stopped runs are saved whole or not at all (`minitx.checkpoint`), with
+what continuing them needs (`minitx.train.resume`).
 Nothing is orphaned: the registry stops and joins its worker when the server
 exits, and a worker whose server died stops within a second and saves its run.
 """
@@ -43,9 +45,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import check_run_name, clean_stale_saves, run_path
+from .checkpoint import check_run_name, clean_stale_saves, read_metrics, run_path
 from .config import ModelConfig, TrainConfig
-from .train import check_run, default_run_name, run_training
+from .train import check_run, default_run_name, resume_configs, run_training
 from .training_lock import TrainingLock, default_lock_path, describe_holder
 
 STATUSES = ("queued", "running", "stopping", "stopped", "finished", "failed")
@@ -153,7 +155,7 @@ def _learner_functions(sources: dict[str, str]):
     limit_memory(LEARNER_RUN_MEMORY)
     functions = {name: load_function(get_lab(name), source, f"{name}.py") for name, source in sources.items()}
     with learner_code(functions):
-        yield {"learner_code": sorted(sources)}
+        yield {"learner_code": sorted(sources), "learner_code_sources": dict(sources)}   # to be continued with
 
 
 def _worker_main(job: dict, messages, stop_event) -> None:
@@ -174,7 +176,7 @@ def _worker_main(job: dict, messages, stop_event) -> None:
         with _learner_functions(job.get("learner_code") or {}) as notes:
             outcome = run_training(ModelConfig.from_dict(job["model"]), TrainConfig.from_dict(job["train"]),
                                    [_Publisher(messages.put)], stop_event, job["checkpoint_dir"],
-                                   job["name"], job["source"], notes)
+                                   job["name"], job["source"], notes, resume=job.get("resume"))
         summary = {k: v for k, v in outcome.metrics.items() if k not in ("history", "attention_snapshots")}
         messages.put({"type": "end", "status": outcome.result.status, "reason": outcome.result.reason,
                       "checkpoint": str(outcome.checkpoint) if outcome.checkpoint else None,
@@ -249,6 +251,19 @@ class RunRegistry:
         if run_path(self.checkpoint_dir, name).exists():
             raise ValueError(f"a run named {name!r} already exists in {self.checkpoint_dir}; "
                              f"choose another name.")
+        return self._launch(model_cfg, train_cfg, name, learner_code, None)
+
+    def resume(self, name: str, epochs: int | None = None) -> str:
+        """Continue the saved run `name` in the background where it stopped (with more epochs if given),
+        as if it had never stopped; its charts go on from there. ValueError if it cannot be continued."""
+        path = run_path(self.checkpoint_dir, name)
+        model_cfg, train_cfg = resume_configs(path, epochs)
+        check_run(model_cfg, train_cfg)
+        learner_code = read_metrics(path).get("learner_code_sources") or {}
+        return self._launch(model_cfg, train_cfg, name, learner_code, path)
+
+    def _launch(self, model_cfg: ModelConfig, train_cfg: TrainConfig, name: str, learner_code: dict,
+                resume: Path | None) -> str:
         with self._lock:
             busy = self._busy_here_locked()
             if busy is not None:
@@ -263,11 +278,16 @@ class RunRegistry:
                 messages, stop_event = self._context.Queue(), self._context.Event()
                 job = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "name": name,
                        "checkpoint_dir": str(self.checkpoint_dir), "source": self.source,
-                       "learner_code": learner_code}
+                       "learner_code": learner_code, "resume": str(resume) if resume else None}
                 process = self._context.Process(target=_worker_main, args=(job, messages, stop_event),
                                                 name=f"minitx-{name}", daemon=True)
                 run = _Run(f"run-{next(self._ids)}-{name}", name, model_cfg, train_cfg, process,
                            messages, stop_event, learner_code=tuple(sorted(learner_code)))
+                if resume is not None:          # the charts go on from where the run stopped
+                    history = read_metrics(resume).get("history") or {}
+                    run.steps, run.evals = list(history.get("steps", [])), list(history.get("evals", []))
+                    if run.steps:
+                        run.step, run.epoch = run.steps[-1]["step"], run.steps[-1]["epoch"]
                 process.start()
             except BaseException:                      # no run: the machine is free again
                 self.training_lock.release()

@@ -366,9 +366,37 @@ def test_start_trains_the_knobs_as_pressed_and_a_second_start_while_busy_names_t
     at.session_state["train_start_pressed"] = True     # Start in a tab drawn before this run began
     at.run()
     assert any("Not started: run long-run" in e.value for e in at.error), [e.value for e in at.error]
+    _train_until_step(at, 3)
     at.button(key="train_stop").click().run()
     _train_until_done(at)
     assert "stopped" in _heading(at)
+    run_id = registry().run_ids()[0]
+    stopped_at = registry().snapshot(run_id).step
+    assert stopped_at >= 3
+
+    # Continue: the same run goes on from its step, and its charts go on from there, not from 0
+    at.button(key="train_continue_long-run").click().run()
+    assert not at.exception, at.exception
+    again = registry().snapshot(registry().run_ids()[0])
+    assert again.run_id != run_id and again.name == "long-run" and again.status in ("queued", "running")
+    assert [e["step"] for e in again.steps] == list(range(1, stopped_at + 1))
+    _train_until_done(at)
+    done = registry().snapshot(again.run_id)
+    assert done.status == "finished", done.reason
+    assert [e["step"] for e in done.steps] == list(range(1, done.total_steps + 1))
+    assert "long-run" in _heading(at) and "finished" in _heading(at)
+
+
+def _train_until_step(at, step: int, timeout: float = 120.0) -> None:
+    import time
+
+    from ui.live import registry
+
+    deadline = time.monotonic() + timeout
+    while registry().snapshot(registry().run_ids()[0]).step < step:
+        assert time.monotonic() < deadline, "the run took no steps"
+        time.sleep(0.3)
+    at.run()
 
 
 def test_a_run_in_another_server_is_named_and_start_is_refused(app):
@@ -617,12 +645,13 @@ def test_decoder_page_answers_odd_prompts_with_a_message(app, monkeypatch, train
     for prompt, message in (("", "No prompt: the model starts a review from nothing"),
                             ("   \n\t ", "No prompt: the model starts a review from nothing"),
                             (("word " * 20_000)[:100_000], "tokens were left out"),
-                            ("😀🎬🍿 🤩", "are [UNK]"),
-                            ("bad\x00\x07\x1b\x7fchars", "[UNK]"),
-                            ("הסרט היה נהדר", "[UNK]")):
+                            ("😀🎬🍿 🤩", None), ("bad\x00\x07\x1b\x7fchars", None), ("הסרט היה נהדר", None)):
         at.text_area(key="dec_prompt").set_value(prompt).run()
         assert not at.exception, (prompt[:20], at.exception)
-        assert message in _notes(at), (prompt[:20], _notes(at))
+        if message is None:       # lm-tiny's byte-level tokenizer spells any text: nothing is unknown
+            assert "[UNK]" not in _notes(at), (prompt[:20], _notes(at))
+        else:
+            assert message in _notes(at), (prompt[:20], _notes(at))
         assert any("generated-text" in m.value for m in at.markdown)
 
 

@@ -135,6 +135,12 @@ def _status(page) -> str:
     return page.locator("h4").filter(has_text="browser-run").first.inner_text()
 
 
+def _wait_for_status(page, status: str, timeout_ms: int) -> None:
+    page.wait_for_function("() => [...document.querySelectorAll('h4')].some("
+                           f"h => h.innerText.includes('browser-run') && h.innerText.includes('{status}'))",
+                           timeout=timeout_ms)
+
+
 def _wait_until_training(page, timeout_ms: int) -> None:
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stProgress]')]"
                            ".some(e => e.innerText.includes('tokens/s'))", timeout=timeout_ms)
@@ -223,6 +229,20 @@ def test_live_training_run_stop_and_predict(browser, server):
     _settle(page)
     assert page.get_by_text("stopped by request").first.is_visible()
     _screenshot(page, "live-4-stopped")
+
+    # Continue: the same run goes on from the step it stopped at; its bar and charts go on from there
+    stopped_at = _progress(page)
+    assert stopped_at > 0
+    page.get_by_role("button", name="Continue").click()
+    _wait_for_status(page, "running", 120_000)
+    _wait_until_training(page, 120_000)
+    assert _progress(page) >= stopped_at                  # not from 0
+    page.wait_for_function(f"() => Number(document.querySelector('[data-testid=stProgress] [role=progressbar]')"
+                           f".getAttribute('aria-valuenow')) > {stopped_at}", polling=250, timeout=60_000)
+    _screenshot(page, "live-4b-continued")
+    page.get_by_role("button", name="Stop").click()
+    _wait_for_status(page, "stopped", 60_000)
+    _settle(page)
 
     # the run is saved and listed; ask it about a review
     _nav(page, "9 · Runs & predict", "Runs & predict")

@@ -50,6 +50,14 @@ def lines(frame: pd.DataFrame, x: str, y: str, color: str, title: str = "", heig
     ).properties(height=height)
 
 
+def schedule(frame: pd.DataFrame, height: int = 200) -> alt.Chart:
+    """The learning rate of every step, before a run starts."""
+    return alt.Chart(frame, title="learning-rate schedule").mark_line().encode(
+        x=alt.X("step:Q"), y=alt.Y("learning rate:Q", axis=alt.Axis(format=".1e")),
+        tooltip=[alt.Tooltip("step:Q"), alt.Tooltip("learning rate:Q", format=".2e")],
+    ).properties(height=height)
+
+
 def bars(frame: pd.DataFrame, x: str, y: str, title: str = "", height: int = 240) -> alt.Chart:
     return alt.Chart(frame, title=title).mark_bar().encode(
         x=alt.X(f"{x}:N", sort=None, axis=alt.Axis(labelAngle=0, labelOverlap=True)), y=alt.Y(f"{y}:Q"),

@@ -42,3 +42,36 @@ def _described(directory: str, signature: tuple):
 def loaded_run(path: str, modified: float):
     """A saved run's model and tokenizer, cached until its folder changes."""
     return load_run(path)
+
+
+def _press_continue(name: str, epochs_key: str | None, then: str | None) -> None:
+    """Continue's on_click: the saved run goes on where it stopped (with more epochs, if asked)."""
+    epochs = st.session_state.get(epochs_key) if epochs_key else None
+    st.session_state.pop("continue_error", None)
+    try:
+        registry().resume(name, int(epochs) if epochs else None)
+    except ValueError as error:
+        st.session_state["continue_error"] = f"Not continued: {error}"
+        return
+    if then:
+        st.session_state["continue_then"] = then
+
+
+def continue_button(name: str, status: str, epochs: int, key: str, then: str | None = None) -> None:
+    """Continue a saved run where it stopped, a finished one for more epochs (the Training and Runs
+    pages); `then` is the page to show the run on once it goes."""
+    epochs_key = None
+    if status == "finished":
+        epochs_key = f"{key}_more_epochs_{name}"
+        st.number_input("continue to epoch", epochs + 1, epochs + 20, value=epochs + 1, key=epochs_key,
+                        help="The run goes on from its last step; its learning-rate schedule becomes that of a "
+                             "run of this many epochs.")
+    st.button("Continue" if status == "stopped" else "Continue training", key=f"{key}_continue_{name}",
+              icon=":material/play_circle:", on_click=_press_continue, args=(name, epochs_key, then),
+              disabled=registry().active() is not None,
+              help="Goes on where the run stopped, as if it never had: the same batches, learning rate and "
+                   "random numbers, so it ends with the weights an unstopped run would have.")
+    if st.session_state.get("continue_error"):
+        st.error(st.session_state["continue_error"])
+    if st.session_state.pop("continue_then", None):
+        st.switch_page(then)
