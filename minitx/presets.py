@@ -14,8 +14,11 @@
   trying the live page and for the tests; 0.77 in 8 s here.
 
 The language models (task "lm"), decoder-only: RMSNorm, RoPE and SwiGLU,
-pre-norm, grouped-query attention, a small BPE vocabulary that trains fast and
-keeps the output layer cheap on a CPU.
+pre-norm, grouped-query attention, a small byte-level BPE vocabulary that
+trains fast, keeps the output layer cheap on a CPU and can write any text,
+newlines included (scored on the reviews as they are: bytebpe reached 1.944
+bits per character where the normalising BPE reached 1.950 on its normalised
+text, 2026-12-06).
 
 - lm-quick: learns to write IMDB reviews in a few minutes on a 2-core CPU:
   9,000 reviews (3.5M tokens, one pass), scored in bits per character on 500
@@ -67,13 +70,13 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     ),
     "lm-quick": (
         LM_MODEL,
-        TrainConfig(train_size=9_000, test_size=500, val_fraction=0.01, tokenizer="bpe", vocab_size=2_000,
+        TrainConfig(train_size=9_000, test_size=500, val_fraction=0.01, tokenizer="bytebpe", vocab_size=2_000,
                     lowercase=False, epochs=1, batch_size=32, lr=3e-3, warmup_fraction=0.02,
                     weight_decay=0.01, eval_every=300, seed=0),
     ),
     "lm-tiny": (
         LM_MODEL.replace(d_model=32, n_heads=2, n_kv_heads=1, n_layers=1, d_ff=64, max_len=64),
-        TrainConfig(train_size=600, test_size=40, val_fraction=0.05, tokenizer="bpe", vocab_size=400,
+        TrainConfig(train_size=600, test_size=40, val_fraction=0.05, tokenizer="bytebpe", vocab_size=400,
                     lowercase=False, epochs=1, batch_size=16, lr=5e-3, warmup_fraction=0.05,
                     eval_every=40, seed=0),
     ),
