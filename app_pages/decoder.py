@@ -6,15 +6,20 @@ import torch
 
 from minitx.decoder import CausalLM, LayerCache
 from minitx.generate import generate, next_token
-from minitx.inspect import causal_check, expert_load, kv_cache_bytes, kv_cache_sizes, measure_kv_cache
+from minitx.heads import first_layer_with, logit_lens
+from minitx.inspect import (attention_variants, causal_check, expert_load, kv_cache_bytes, kv_cache_sizes,
+                            measure_kv_cache)
 from minitx.moe import MixtureOfExperts, expert_choices
 from ui import charts, generation
 from ui.common import check_yourself, shapes, show_source, static_table, token_labels
 from ui.labs import generation_section, in_model_section, model_spec, use_my_code
 from ui.model_sidebar import model_sidebar
+from ui.models import model_choice
 from ui.resources import newest_run, random_model, trained_tokenizer
 
 MAX_SHOWN_TOKENS = 24
+TIMED_TOKENS = 24          # a pretrained model's generation without the cache is timed on this many
+LENS_POSITIONS = 10        # the logit lens shows the last this many positions
 
 
 @st.cache_data(show_spinner="Timing generation with and without the cache, for MHA, GQA and MQA...", max_entries=16)
@@ -24,6 +29,11 @@ def timed_rows(cfg) -> pd.DataFrame:
                           "tokens/s with cache": round(r.tokens / r.seconds_with_cache),
                           "tokens/s without": round(r.tokens / r.seconds_without_cache),
                           "speed-up": round(r.speedup, 1)} for r in rows])
+
+
+@st.cache_data(show_spinner="Reading every layer's prediction...", max_entries=16)
+def lensed(_model, model_key: str, ids: tuple[int, ...]):
+    return logit_lens(_model, list(ids))
 
 
 cfg = model_sidebar()
@@ -37,10 +47,13 @@ st.markdown(
     "every earlier token at every step; the **KV cache** keeps them, and grouped-query attention is "
     "what keeps the cache small.")
 
+choice = model_choice("lm", decoder=True)
 run, why_not = newest_run("lm")
-use_trained = st.toggle("use the newest trained language model", value=run is not None, disabled=run is None,
-                        key="dec_trained", help=why_not)
-if use_trained and run is not None:
+pretrained = choice.pretrained
+if pretrained is not None:
+    model, tokenizer, model_cfg = pretrained.model, pretrained.tokenizer, pretrained.model.cfg
+    model_key, spec = f"pretrained:{pretrained.source}", None
+elif choice.kind == "trained" and run is not None:
     model, tokenizer, model_cfg = run.model, run.tokenizer, run.model_config
     model_key = f"run:{run.path}:{run.path.stat().st_mtime}"
     spec = model_spec(run, None)
@@ -58,16 +71,24 @@ else:
     spec = model_spec(None, model_cfg)
     st.info("Random weights of the sidebar's model: it writes gibberish, but the mask, the cache and the "
             "routing below are real. To see it write, train one: pick **Language model, quick** on "
-            "**8 · Training**, or run `python -m minitx.train --preset lm-quick` (a few minutes)."
-            + (f" ({why_not}.)" if why_not else ""))
+            "**8 · Training**, or run `python -m minitx.train --preset lm-quick` (a few minutes); or draw "
+            "SmolLM2 (sidebar)." + (f" ({why_not}.)" if choice.kind == "trained" and why_not else ""))
 
 # -- generation ------------------------------------------------------------------------------
-st.header("Write")
-settings = generation.controls("dec", model_cfg.vocab_size, model_cfg.max_len)
+chat = pretrained.chat if pretrained is not None else None
+st.header("Chat" if chat else "Write")
+settings = generation.controls("dec", model_cfg.vocab_size, model_cfg.max_len, chat=chat is not None,
+                               prompt="What is the capital of France?" if chat else "This movie was")
 prompt = settings.pop("prompt")
-out = generation.generated(model, tokenizer, model_key, prompt, **settings)
-generation.show(tokenizer, prompt, out, settings, key="dec")
-for lab_name in ("top_p", "kv_step"):
+out = generation.generated(model, tokenizer, model_key + (":chat" if chat else ""), prompt, **settings, _chat=chat)
+if chat:
+    st.markdown("**What the model reads**: your message in its chat template, as tokens (the yellow ones are "
+                "special tokens, one id each; ↵ is a newline, · a space). It was fine-tuned on conversations "
+                "written this way, and answers by continuing the text until it writes `<|im_end|>`.")
+    st.markdown(generation.token_chips(tokenizer, out.prompt_ids), unsafe_allow_html=True)
+    st.markdown("**Its answer**")
+generation.show(tokenizer, prompt, out, settings, key="dec", chat=chat is not None)
+for lab_name in ("top_p", "kv_step") if spec is not None else ():
     mine = use_my_code(lab_name)
     if mine:
         generation_section(lab_name, mine, spec, tokenizer, out.prompt_ids, settings)
@@ -82,13 +103,13 @@ with torch.no_grad():
     attentions = model(torch.tensor([ids]), need_weights=True).attentions
 labels = token_labels([generation.label(tokenizer, t) for t in ids])
 layer = st.slider("layer", 1, model_cfg.n_layers, 1, key="dec_layer") if model_cfg.n_layers > 1 else 1
-columns = st.columns(min(model_cfg.n_heads, 4))
+columns = st.columns(min(model_cfg.n_heads, 4 if len(ids) <= 12 else 2))     # every label readable
 for head in range(model_cfg.n_heads):
     columns[head % len(columns)].altair_chart(
         charts.heatmap(attentions[layer - 1][0, head], labels, labels, value="weight",
                        title=f"layer {layer}, head {head}", cell=14), key=f"dec_attention_{head}", width="content")
 st.caption("Each row is a token looking back: everything above the diagonal is empty, because the mask "
-           "gives later tokens weight 0. The first token ([EOS], the start of a review) can only look at itself.")
+           "gives later tokens weight 0. The first token can only look at itself.")
 if len(ids) > 1:
     position = st.slider("change every token after position", 0, len(ids) - 2, min(2, len(ids) - 2),
                          key="dec_position") if len(ids) > 2 else 0
@@ -105,27 +126,45 @@ if mine:
 
 # -- the KV cache ------------------------------------------------------------------------------
 st.header("The KV cache at work")
-without = generation.generated(model, tokenizer, model_key, prompt, **settings, use_cache=False)
+timed_with, without = out, None
+if pretrained is None:
+    without = generation.generated(model, tokenizer, model_key, prompt, **settings, use_cache=False)
+elif st.toggle("time the answer with and without the cache (a few seconds: without it, every step runs the "
+               "whole text through 30 layers again)", key="dec_time_pretrained"):
+    timing = {**settings, "max_new_tokens": min(settings["max_new_tokens"], TIMED_TOKENS)}
+    timed_with = generation.generated(model, tokenizer, model_key + ":chat", prompt, **timing, _chat=chat)
+    without = generation.generated(model, tokenizer, model_key + ":chat", prompt, **timing, use_cache=False, _chat=chat)
+    st.caption(f"Timed on the first {len(timed_with.new_ids)} tokens of the answer, with and without the cache.")
 c1, c2, c3 = st.columns(3)
-for column, timed, label in ((c1, out, "with the cache"), (c2, without, "without")):
-    column.metric(f"tokens/s {label}", f"{timed.tokens_per_second:,.0f}",
-                  help=f"{len(timed.new_ids)} tokens in {timed.seconds * 1000:.0f} ms, timed on this machine.")
+for column, timed, label in ((c1, timed_with, "with the cache"), (c2, without, "without")):
+    if timed is not None:
+        column.metric(f"tokens/s {label}", f"{timed.decode_tokens_per_second:,.1f}",
+                      help=f"{len(timed.new_ids)} tokens in {timed.seconds * 1000:.0f} ms, timed on this machine; "
+                           f"the speed counts the tokens after the first, which the prompt's pass gives "
+                           f"({timed.prefill_seconds * 1000:.0f} ms).")
 c3.metric("cache size", f"{out.cache_bytes / 1024:,.1f} KiB",
           help="Read from the cache's tensors: K and V, every layer, every position.")
-same = "the same text" if out.new_ids == without.new_ids else "a different text (rounding tipped a near tie)"
-st.caption(f"The generation above, again without the cache: {same}. Without the cache every step runs the "
-           "whole text through the model again; with it, only the newest token. For a small model and a "
-           "short text each step costs about the same either way (the fixed cost of a forward pass "
-           "dominates); the saving grows with the model and the length of the text.")
+if without is not None:
+    same = "the same text" if timed_with.new_ids == without.new_ids else "a different text (rounding tipped a near tie)"
+    st.caption(f"The generation above, again without the cache: {same}. Without the cache every step runs the "
+               "whole text through the model again; with it, only the newest token. For a small model and a "
+               "short text each step costs about the same either way (the fixed cost of a forward pass "
+               "dominates); the saving grows with the model and the length of the text.")
 length = len(out.prompt_ids) + len(out.new_ids)
-shape = cfg.replace(task="lm", dropout=0.0, vocab_size=tokenizer.vocab_size)
-st.markdown(f"**MHA, GQA and MQA** of the sidebar's shape: the cache for this text ({length} tokens), "
-            f"allocated and measured:")
+shape = model_cfg if pretrained is not None else cfg.replace(task="lm", dropout=0.0, vocab_size=tokenizer.vocab_size)
+whose = pretrained.name + "'s shape" if pretrained is not None else "the sidebar's shape"
+st.markdown(f"**MHA, GQA and MQA** of {whose}: the cache for this text ({length} tokens), allocated and measured:")
 static_table(pd.DataFrame(kv_cache_sizes(shape, length)))
+if pretrained is not None:
+    long = [{"attention": kind, "KV heads G": g, "at 8,192 tokens (formula)":
+             f"{kv_cache_bytes(shape.n_layers, g, shape.head_dim, 8_192, 1, 4) / 2**20:,.0f} MiB"}
+            for kind, g in attention_variants(shape).items()]
+    static_table(pd.DataFrame(long))
 st.caption("Formula, as on the grouped-query attention page: 2 (K and V) x layers x batch x G x tokens x "
            "head size x 4 bytes (float32). MHA keeps H key/value heads, GQA G of them, MQA one: the cache "
            "shrinks H / G times.")
-if st.button("Time all three, with and without the cache", key="dec_time_kinds", icon=":material/timer:",
+if pretrained is None and st.button("Time all three, with and without the cache", key="dec_time_kinds",
+                                    icon=":material/timer:",
              help="Random weights (speed and memory do not depend on what a model learnt): 32 prompt tokens, "
                   "then greedy generation. Takes a few seconds."):
     st.session_state["dec_timed_shape"] = shape
@@ -164,7 +203,37 @@ mine = use_my_code("moe_route")
 if mine:
     in_model_section("moe_route", mine, "lm", cfg, prompt, ffn="moe")
 
-show_source(CausalLM.forward, LayerCache.update, generate, next_token, MixtureOfExperts.forward)
+# -- the logit lens -----------------------------------------------------------------------------
+st.header("Logit lens: what each layer would say")
+st.markdown(
+    "The residual stream carries each token's vector from layer to layer; only after the last one does the "
+    "model read it out, through the final norm and the output head. The **logit lens** reads it out after "
+    "every layer instead, as if the model ended there: which token would each layer predict next? Early "
+    "layers mostly echo the input; the answer forms in the later ones.")
+lens_text = st.text_input("text", "The capital of France is" if pretrained is not None else "This movie was",
+                          key="dec_lens_text", max_chars=5_000)
+lens_ids = (tokenizer.start_ids + tokenizer.encode(lens_text).ids)[-model_cfg.max_len:]
+if not lens_ids:
+    st.info("Type some text to see what each layer would predict after it.")
+else:
+    top, probabilities = lensed(model, model_key, tuple(lens_ids))
+    first = max(0, len(lens_ids) - LENS_POSITIONS)
+    positions = [f"{p} {generation.label(tokenizer, t)!r}" for p, t in enumerate(lens_ids)][first:]
+    rows = pd.DataFrame([{"layer": layer + 1, "after token": positions[p - first],
+                          "predicts": generation.label(tokenizer, int(top[layer, p, 0])),
+                          "probability": float(probabilities[layer, p, 0])}
+                         for layer in range(top.size(0)) for p in range(first, len(lens_ids))])
+    st.altair_chart(charts.lens(rows, positions), key="dec_lens")
+    answer = int(top[-1, -1, 0])
+    since = first_layer_with(top, len(lens_ids) - 1, answer)
+    st.caption(f"After the whole text the model predicts {generation.label(tokenizer, answer)!r} "
+               f"({float(probabilities[-1, -1, 0]):.0%}); it is every layer's top guess from layer {since + 1} "
+               f"of {top.size(0)} on. Each cell: the layer's most likely next token and its probability.")
+    shapes({"residual stream, every layer": (model_cfg.n_layers, len(lens_ids), model_cfg.d_model),
+            "logits, every layer": (model_cfg.n_layers, len(lens_ids), model_cfg.vocab_size)},
+           legend="layers, tokens, then D (the model's width) or V (the vocabulary)")
+
+show_source(CausalLM.forward, LayerCache.update, generate, next_token, MixtureOfExperts.forward, logit_lens)
 check_yourself(
     "With the cache, why may a generation step give its new token's query to attention alone, "
     "without any mask?",

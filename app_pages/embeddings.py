@@ -10,11 +10,23 @@ from minitx.inspect import cosine_similarity_matrix, nearest_neighbours, pca_2d
 from ui.charts import heatmap, tips
 from ui.common import check_yourself, shapes, show_source, static_table, token_labels
 from ui.model_sidebar import model_sidebar
+from ui.models import model_choice
 from ui.resources import newest_run, positivity, random_model, sentence_or_stop
 
 PROBE_WORDS = ["great", "excellent", "wonderful", "loved", "best", "perfect", "beautiful", "fun",
                "bad", "worst", "awful", "boring", "terrible", "waste", "poor", "stupid",
                "film", "movie", "plot", "actor", "the", "and", "story", "music"]
+
+def pca_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
+    """Words at their 2-D PCA positions, coloured by how positive they are in IMDB."""
+    base = alt.Chart(frame, title=title).encode(
+        x=alt.X("x:Q"), y=alt.Y("y:Q"),
+        tooltip=tips("word") + [alt.Tooltip("positivity (log-odds):Q", format=".2f")])
+    points = base.mark_circle(size=120, stroke="#334155", strokeWidth=0.5).encode(
+        color=alt.Color("positivity (log-odds):Q", scale=alt.Scale(scheme="redblue", domainMid=0)))
+    labels_layer = base.mark_text(align="left", dx=8, fontSize=12, color="#1e293b").encode(text=alt.Text("word:N"))
+    return (points + labels_layer).properties(height=360)
+
 
 cfg = model_sidebar()
 st.title("Embeddings")
@@ -73,13 +85,7 @@ if scores is not None and len(words) >= 3:
         xy = pca_2d(weights[torch.tensor(word_ids)])
         frame = pd.DataFrame({"word": words, "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
                               "positivity (log-odds)": [scores.get(i, 0.0) for i in word_ids]})
-        base = alt.Chart(frame, title=f"PCA of these words' rows ({name})").encode(
-            x=alt.X("x:Q"), y=alt.Y("y:Q"),
-            tooltip=tips("word") + [alt.Tooltip("positivity (log-odds):Q", format=".2f")])
-        points = base.mark_circle(size=120, stroke="#334155", strokeWidth=0.5).encode(
-            color=alt.Color("positivity (log-odds):Q", scale=alt.Scale(scheme="redblue", domainMid=0)))
-        labels_layer = base.mark_text(align="left", dx=8, fontSize=12, color="#1e293b").encode(text=alt.Text("word:N"))
-        column.altair_chart((points + labels_layer).properties(height=360), key=f"emb_pca_{name}")
+        column.altair_chart(pca_chart(frame, f"PCA of these words' rows ({name})"), key=f"emb_pca_{name}")
     st.caption("Colour: how much more often the word appears in positive than in negative IMDB "
                "reviews. After training, positive and negative words drift apart; at random init "
                "the layout ignores meaning." + ("" if run is not None else " Train a run to see the "
@@ -88,6 +94,31 @@ if scores is not None and len(words) >= 3:
     probe = st.selectbox("nearest neighbours of", words, key="emb_probe")
     neighbours = nearest_neighbours(table, tokenizer.token_to_id(probe), k=8)
     static_table(pd.DataFrame([{"token": tokenizer.id_to_token(i), "cosine": f"{s:.3f}"} for i, s in neighbours]))
+
+choice = model_choice("classify")
+if choice.pretrained is not None:
+    real = choice.pretrained
+    real_table = real.model.embedding.weight.detach()                                # (V, D)
+    st.subheader(f"In a real model's table: {real.name}")
+    st.markdown(f"{real.name} learnt its {real_table.size(0):,} x {real_table.size(1)} table from trillions of "
+                "tokens, not from IMDB. A word in the middle of a sentence is its own token with the space in "
+                "front (\" great\"), so those are the rows drawn here, beside the model above.")
+    real_scores = positivity(real.tokenizer, f"pretrained:{real.source}")
+    spaced = {w: real.tokenizer.encode(" " + w).ids for w in PROBE_WORDS}
+    real_words = [w for w, found in spaced.items() if len(found) == 1]               # one token each
+    real_ids = [spaced[w][0] for w in real_words]
+    xy = pca_2d(real_table[torch.tensor(real_ids)])
+    frame = pd.DataFrame({"word": real_words, "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
+                          "positivity (log-odds)": [(real_scores or {}).get(i, 0.0) for i in real_ids]})
+    left, right = st.columns(2)
+    left.altair_chart(pca_chart(frame, f"PCA of these words' rows ({real.name})"), key="emb_pca_pretrained")
+    with right:
+        probe = st.selectbox("nearest neighbours in its table of", real_words, key="emb_probe_pretrained")
+        neighbours = nearest_neighbours(real_table, spaced[probe][0], k=10)
+        static_table(pd.DataFrame([{"token": repr(real.tokenizer.piece(i)), "cosine": f"{s:.3f}"}
+                                   for i, s in neighbours]))
+    st.caption("Its neighbours are spellings and relatives of the word (\" good\", \" Good\", \"good\") and words "
+               "used alike: a pretrained table has learnt far more than one IMDB run can.")
 
 show_source(SentimentClassifier.embed, pca_2d, nearest_neighbours)
 check_yourself(

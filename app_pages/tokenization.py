@@ -12,7 +12,9 @@ from minitx.tokenizer import Tokenizer
 from ui.charts import bars
 from ui.common import check_yourself, show_source, static_table
 from ui.labs import mine_caption, run_demo, use_my_code
+from ui import generation
 from ui.model_sidebar import model_sidebar
+from ui.models import model_choice, pretrained
 from ui.resources import SAMPLE_REVIEWS, imdb_sample, sample_stats, trained_tokenizer
 
 PALETTE = ["#dbeafe", "#dcfce7", "#fef9c3", "#fce7f3", "#ede9fe", "#ffedd5"]
@@ -31,6 +33,12 @@ def sample_words(lowercase: bool) -> dict:
 @st.cache_data(show_spinner="Learning merges by hand...", max_entries=2)
 def minitx_merges(lowercase: bool) -> list:
     return learn_merges(sample_words(lowercase), MY_MERGES)
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def real_sample_stats(n_reviews: int) -> dict:
+    """tokenizer_stats of the pretrained model's tokenizer on the IMDB sample."""
+    return tokenizer_stats(pretrained()[0].tokenizer, imdb_sample()[0][:n_reviews], 8_192)
 
 cfg = model_sidebar()
 st.title("Tokenization")
@@ -101,6 +109,30 @@ if st.toggle("Compare vocabulary sizes (trains 5 tokenizers the first time)", ke
                      sample_stats(kind, size, lowercase, cfg.max_len, STATS_REVIEWS)["mean_tokens_per_review"]})
     st.altair_chart(bars(pd.DataFrame(rows), "vocabulary size", "tokens per review",
                          title=f"{kind}: a bigger vocabulary, shorter sequences"), key="tok_curve")
+
+choice = model_choice("classify")
+if choice.pretrained is not None:
+    real = choice.pretrained.tokenizer
+    st.subheader(f"A real model's tokenizer: {choice.pretrained.name}'s {real.vocab_size:,} byte-level pieces")
+    st.markdown("SmolLM2 was trained with a byte-level BPE of its own: GPT-2's scheme, learnt on its trillions of "
+                "tokens of web text, code and maths. Your text in its pieces (· is a space, ↵ a newline):")
+    if text.strip():
+        st.markdown(generation.token_chips(real, real.encode(text).ids[:MAX_CHIPS]), unsafe_allow_html=True)
+    real_stats = real_sample_stats(STATS_REVIEWS)
+    r1, r2, r3 = st.columns(3)
+    r1.metric("characters per token (IMDB)", f"{real_stats['chars_per_token']:.2f}",
+              help=f"Over the same {STATS_REVIEWS} reviews as above; its vocabulary was not learnt on them.")
+    r2.metric("tokens per review (mean)", f"{real_stats['mean_tokens_per_review']:.0f}")
+    r3.metric("unknown-token rate", "0 %", help="Every byte is a token: nothing is ever unknown.")
+    rows = [{"text": repr(piece), "ids": ", ".join(map(str, real.encode(piece).ids)),
+             "pieces": " | ".join(real.piece(i) for i in real.encode(piece).ids)}
+            for piece in ("the", " the", "The", " The", " unbelievably", "😀", "🎬", "שלום", "2024")]
+    static_table(pd.DataFrame(rows))
+    st.caption("\" the\" and \"the\" are different tokens: GPT-2's rule keeps a word with the space before it, so "
+               "the middle of a sentence (\" the\") and its start (\"the\", \"The\") are learnt apart. A rare "
+               "word falls into known pieces. An emoji is 4 bytes of UTF-8 and another script 2 bytes a letter: "
+               "where the vocabulary has no piece for them, they fall into bytes, each shown as \ufffd until the "
+               "bytes that finish the character come. SmolLM2 splits numbers into single digits.")
 
 st.subheader("The first BPE merges")
 # BPE's first merges are the same whatever vocabulary it goes on to: a small one shows them

@@ -108,6 +108,7 @@ def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int,
 
 # Published shapes of well-known models (from their papers and model cards).
 WELL_KNOWN_MODELS = {
+    "SmolLM2-135M (GQA)": dict(d_model=576, n_heads=9, n_kv_heads=3, n_layers=30),
     "Llama 2 7B (MHA)": dict(d_model=4096, n_heads=32, n_kv_heads=32, n_layers=32),
     "Llama 2 70B (GQA)": dict(d_model=8192, n_heads=64, n_kv_heads=8, n_layers=80),
     "Llama 3 8B (GQA)": dict(d_model=4096, n_heads=32, n_kv_heads=8, n_layers=32),

@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import ui.pages
+from ui.models import RANDOM
 
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -618,6 +619,7 @@ def _notes(at) -> str:
 
 def test_decoder_page_with_random_weights_says_so_and_how_to_train_one(app):
     at = app.run()
+    at.session_state["drawn_model"] = RANDOM          # not SmolLM2, the first choice here
     at.switch_page("app_pages/decoder.py").run()
     assert not at.exception, at.exception
     assert "Random weights" in _notes(at) and "--preset lm-quick" in _notes(at)
@@ -682,6 +684,7 @@ def test_decoder_page_settings_at_their_edges_each_get_a_message(app, monkeypatc
 
 def test_decoder_page_shows_each_tokens_expert_for_a_mixture_of_experts(app):
     at = app.run()
+    at.session_state["drawn_model"] = RANDOM          # the sidebar's mixture, not SmolLM2
     at.selectbox(key="w_model_ffn").set_value("moe").run()
     at.switch_page("app_pages/decoder.py").run()
     assert not at.exception, at.exception

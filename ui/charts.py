@@ -50,6 +50,19 @@ def lines(frame: pd.DataFrame, x: str, y: str, color: str, title: str = "", heig
     ).properties(height=height)
 
 
+def lens(frame: pd.DataFrame, positions: list[str]) -> alt.LayerChart:
+    """The logit lens: layers down, positions across, each cell the layer's top next token, as sure as it is green."""
+    base = alt.Chart(frame).encode(
+        x=alt.X("after token:N", sort=positions, axis=alt.Axis(labelAngle=-40, labelLimit=140)),
+        y=alt.Y("layer:O", sort="descending"),
+        tooltip=tips("layer", "after token", "predicts") + [alt.Tooltip("probability:Q", format=".3f")])
+    cells = base.mark_rect().encode(color=alt.Color("probability:Q", scale=alt.Scale(scheme="greens", domain=[0, 1]),
+                                                    legend=alt.Legend(orient="bottom")))
+    text = base.mark_text(fontSize=10, limit=70).encode(
+        text="predicts:N", color=alt.condition("datum.probability > 0.6", alt.value("white"), alt.value("black")))
+    return (cells + text).properties(width=alt.Step(78), height=alt.Step(17))
+
+
 def schedule(frame: pd.DataFrame, height: int = 200) -> alt.Chart:
     """The learning rate of every step, before a run starts."""
     return alt.Chart(frame, title="learning-rate schedule").mark_line().encode(

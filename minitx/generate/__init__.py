@@ -49,6 +49,12 @@ class Generation:
         return len(self.new_ids) / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def decode_tokens_per_second(self) -> float:
+        """The tokens after the first (which the prompt's pass gives) over the time they took."""
+        steps, seconds = len(self.new_ids) - 1, self.seconds - self.prefill_seconds
+        return steps / seconds if steps > 0 and seconds > 0 else self.tokens_per_second
+
+    @property
     def prefill_tokens_per_second(self) -> float:
         return len(self.prompt_ids) / self.prefill_seconds if self.prefill_seconds > 0 else 0.0
 

