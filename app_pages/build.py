@@ -11,7 +11,9 @@ from minitx.labs.checking import Report
 from minitx.presets import PRESETS
 from minitx.train import default_run_name
 from ui.common import source_code
-from ui.labs import check_and_record, lab_book, remote_refusal, show_report
+from minitx.labs.inside import MAX_NEW_TOKENS as TRY_MAX_TOKENS
+from minitx.labs.inside import TRY_LABS
+from ui.labs import check_and_record, lab_book, remote_refusal, show_report, show_try, try_in_smollm2
 from ui.live import registry
 from ui.model_sidebar import model_sidebar
 from ui.pages import page_file, page_title
@@ -102,6 +104,24 @@ if statuses[name] == "passed":
     st.page_link(page_file(lab.page), label=f"Use your `{lab.function}` on {page_title(lab.page)}: "
                                             f"switch on \"use my {lab.function}\" there",
                  icon=":material/arrow_forward:")
+
+if name in TRY_LABS:
+    st.header(f"SmolLM2 with your {lab.function}")
+    st.markdown(f"A real language model, SmolLM2-135M-Instruct (30 layers), with **your** `{lab.function}` in "
+                f"place of minitx's in every layer{' and every step' if name in ('kv_step', 'top_p') else ''}: "
+                "does it still write the same answer? Both runs are made in the sandbox, minitx's and yours, "
+                "and compared here.")
+    left, right = st.columns([3, 1])
+    question = left.text_input("ask it", "What is the capital of France?", key="build_try_prompt", max_chars=2_000)
+    tokens = right.number_input("new tokens", 1, TRY_MAX_TOKENS, 12, key="build_try_tokens")
+    if statuses[name] != "passed":
+        st.caption(f"Your `{lab.function}` does not pass yet: run it anyway to see what its mistake does to the "
+                   "model's answer.")
+    if st.button(f"Run SmolLM2 with your {lab.function}", key=f"build_try_{name}", icon=":material/neurology:"):
+        st.session_state[f"build_try_result_{name}"] = try_in_smollm2(name, book.source(name), question, int(tokens))
+    shown = st.session_state.get(f"build_try_result_{name}")
+    if shown is not None:
+        show_try(shown, lab.function)
 
 hints, answer = st.columns(2)
 with hints:

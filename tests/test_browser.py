@@ -357,3 +357,45 @@ def test_build_attention_in_the_editor_and_draw_the_attention_page_with_it(brows
     assert not page.locator("[data-testid=stException]").count()
     _screenshot(page, "build-4-attention-page-with-my-attention")
     assert not errors and not other_errors, (errors, other_errors)
+
+
+def _draw_smollm2(page) -> None:
+    """Pick SmolLM2 as the model the pages draw (the sidebar's choice holds on every page)."""
+    page.locator("[data-testid=stSidebar] [data-testid=stRadio]").get_by_text(
+        "SmolLM2-135M-Instruct (pretrained)").click()
+    _settle(page, 180_000)
+
+
+def test_smollm2_answers_its_heads_are_found_and_it_runs_with_my_attention(browser, server):
+    """The pretrained model in the browser: the Decoder page's chat answers with Paris, the attention
+    page's head finder draws, and a passing attention lab runs SmolLM2 to the same answer."""
+    page, errors = _new_page(browser)
+    page.goto(f"{server}/decoder")
+    _settle(page, 180_000)
+    _draw_smollm2(page)
+    page.get_by_test_id("generated-text").wait_for(timeout=120_000)
+    answer = page.get_by_test_id("generated-text").inner_text()
+    assert "Paris" in answer, answer
+    assert page.get_by_test_id("template-chips").is_visible()
+    _screenshot(page, "smollm2-1-decoder-chat")
+
+    _nav(page, "4 · Grouped-query attention", "Grouped-query attention")
+    page.get_by_role("heading", name="Head finder").wait_for(timeout=120_000)
+    _settle(page, 120_000)
+    assert _heatmaps(page) >= 9 + 3 + 1                # a layer's 9 heads, the three scores, the drawn head
+    assert page.get_by_text("induction", exact=True).first.is_visible()
+    _screenshot(page, "smollm2-2-head-finder")
+
+    page.goto(f"{server}/build?lab=attention")
+    _settle(page)
+    page.frame_locator("iframe[title*=code_editor]").locator(".ace_content").wait_for(timeout=30_000)
+    _type_into_editor(page, RIGHT["attention"])
+    page.get_by_text("Passed: 7 cases").wait_for(timeout=30_000)
+    _settle(page)
+    page.get_by_role("button", name="Run SmolLM2 with your attention").click()
+    page.get_by_text("The same answer, token for token.").wait_for(timeout=240_000)
+    _settle(page)
+    assert page.get_by_text("The capital of France is Paris.").first.is_visible()
+    _screenshot(page, "smollm2-3-build-with-my-attention")
+    assert not page.locator("[data-testid=stException]").count()
+    assert not errors, errors

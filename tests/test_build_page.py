@@ -14,6 +14,7 @@ from minitx.labs import LABS, get_lab
 from minitx.labs.book import LabBook
 from minitx.labs.checking import check
 from tests.lab_sources import ALLOCATES_TOO_MUCH, LOOPS_FOREVER, RAISES, RIGHT, SYNTAX_ERROR, WRONG
+from ui.models import RANDOM
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 
@@ -156,6 +157,7 @@ PAGE_LABS = {"attention": ["attention", "repeat_kv"], "positional": ["sinusoidal
 
 def test_use_my_code_draws_each_concept_page_with_the_learner_s_functions(build, labs_dir):
     at = build
+    at.session_state["drawn_model"] = RANDOM          # the decoder page's own model, not SmolLM2
     for page, names in PAGE_LABS.items():            # before they pass: a link to write each
         at.switch_page(f"app_pages/{page}.py").run()
         links = [link.proto.label for link in at.get("page_link")]

@@ -294,3 +294,37 @@ def generation_section(name: str, source: str, spec: dict, tokenizer, prompt_ids
     static_table(pd.DataFrame([{"with": "minitx's", "writes": tokenizer.decode(prompt_ids + result["new_ids_ours"])},
                                {"with": "yours", "writes": tokenizer.decode(prompt_ids + result["new_ids_yours"])}]),
                  width="stretch")
+
+
+def try_in_smollm2(name: str, source: str, question: str, max_new_tokens: int) -> dict:
+    """SmolLM2 answering the question with minitx's function and with the learner's, in the worker
+    (which keeps the model; each run is a sandbox child): the worker's answer."""
+    from minitx.labs.inside import TRY_LIMITS
+
+    with st.spinner("Running SmolLM2 twice, with minitx's function and with yours (the first time, the worker "
+                    "loads the model)..."):
+        return lab_worker().request({"op": "try", "lab": name, "source": source, "prompt": question, "chat": True,
+                                     "max_new_tokens": max_new_tokens}, wall_seconds=2 * TRY_LIMITS.wall_seconds + 60)
+
+
+def show_try(answer: dict, function: str) -> None:
+    """What SmolLM2 wrote with minitx's function and with the learner's, and how far their logits are."""
+    if answer.get("status") != "ok":
+        st.error(f"SmolLM2 could not run: {answer.get('message')}")
+        return
+    result = answer["result"]
+    rows = [{"with": f"minitx's {function}", "SmolLM2 writes": result["ours"]["text"]}]
+    if "problem" in result:
+        st.error(f"With your {function} the model did not run to the end: {result['problem']}")
+    else:
+        rows.append({"with": f"your {function}", "SmolLM2 writes": result["yours"]["text"]})
+    static_table(pd.DataFrame(rows), width="stretch")
+    if "problem" not in result:
+        same = result["same"]
+        st.metric("largest difference of the logits after the question", f"{result['largest_difference']:.2e}")
+        (st.success if same else st.warning)(
+            "The same answer, token for token." if same else
+            "A different answer: your function changes what the model computes (see the logit difference).")
+    if answer.get("output"):
+        with st.expander("what your code printed"):
+            st.code(answer["output"], language=None)

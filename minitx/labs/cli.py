@@ -3,9 +3,13 @@
     python -m minitx.labs list                     the labs, their functions and pages
     python -m minitx.labs start my_labs            a stub file per lab (existing files are kept)
     python -m minitx.labs check attention my_labs/attention.py
+    python -m minitx.labs try attention my_labs/attention.py --prompt "The capital of France is"
 
 `check` runs the same checks as the Build it page, in a child process with the same limits,
 and exits 0 when the function passes, 1 when it does not, 2 when NAME or FILE is unusable.
+`try` runs SmolLM2 (--model) greedily with minitx's function and with yours, each in such a
+child (with the processor time a 135 M-parameter model needs), prints both continuations and
+the largest logit difference, and exits 0 when the two texts are the same, 1 when they differ.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pathlib import Path
 
 from ..arguments import OneLineArgumentParser
 from . import LABS, get_lab
+from .inside import MAX_NEW_TOKENS as INSIDE_MAX_TOKENS
+from .inside import TRY_LABS
 
 MAX_FILE_BYTES = 1_000_000
 
@@ -31,6 +37,14 @@ def parser() -> OneLineArgumentParser:
     check = commands.add_parser("check", help="check the function NAME asks for, from FILE")
     check.add_argument("name", metavar="NAME", help="a lab, as `list` names it")
     check.add_argument("file", metavar="FILE")
+    trial = commands.add_parser("try", help="run a pretrained model with your function NAME from FILE")
+    trial.add_argument("name", metavar="NAME", help=f"one of the functions the decoder calls: {', '.join(TRY_LABS)}")
+    trial.add_argument("file", metavar="FILE")
+    trial.add_argument("--model", default="smollm2-135m", help="smollm2-135m (default), a .gguf file or a model folder")
+    trial.add_argument("--prompt", required=True, help="the text the model continues")
+    trial.add_argument("--chat", action="store_true", help="put the prompt in the model's chat template")
+    trial.add_argument("--max-new-tokens", type=int, default=16, metavar="N",
+                       help=f"at most this many, 1 to {INSIDE_MAX_TOKENS} (default 16)")
     return p
 
 
@@ -123,6 +137,41 @@ def format_report(lab, report) -> str:
     return "\n".join(lines)
 
 
+def try_in_model_cli(args) -> int:
+    """SmolLM2 with minitx's function and with the learner's: exit 0 the same text, 1 not, 2 unusable input."""
+    from ..pretrained import PretrainedUnavailable, load_pretrained
+    from .inside import try_in_model
+
+    try:
+        get_lab(args.name)
+        if args.name not in TRY_LABS:
+            raise ValueError(f"{args.name} is not a function the decoder calls; try one of {', '.join(TRY_LABS)}.")
+        if not 1 <= args.max_new_tokens <= INSIDE_MAX_TOKENS:
+            raise ValueError(f"--max-new-tokens must be from 1 to {INSIDE_MAX_TOKENS}, not {args.max_new_tokens}.")
+        source = read_source(args.file)
+        pretrained = load_pretrained(args.model)
+    except (ValueError, PretrainedUnavailable) as error:
+        return fail(str(error))
+    tokenizer = pretrained.tokenizer
+    ids = pretrained.chat.encode([{"role": "user", "content": args.prompt}]) if args.chat and pretrained.chat \
+        else tokenizer.encode(args.prompt).ids
+    ids = ids[-(pretrained.model.cfg.max_len - args.max_new_tokens):]
+    if not ids:
+        return fail("the prompt is empty: give the model some text to continue.")
+    result = try_in_model(args.name, source, pretrained, ids, args.max_new_tokens, args.file)
+    print(f"{pretrained.name}, {len(ids)} prompt tokens, up to {args.max_new_tokens} new ones")
+    print(f"with minitx's {get_lab(args.name).function}: {result['ours']['text']!r}")
+    if "problem" in result:
+        print(f"with yours: it did not run to the end: {result['problem']}")
+        if result.get("output"):
+            print("what your code printed:", *("    " + line for line in result["output"].splitlines()[:20]), sep="\n")
+        return 1
+    print(f"with yours:   {result['yours']['text']!r}")
+    print(f"largest difference of the logits after the prompt: {result['largest_difference']:.2e}")
+    print("the same text" if result["same"] else "a different text")
+    return 0 if result["same"] else 1
+
+
 def fail(message: str) -> int:
     print(f"python -m minitx.labs: error: {message}", file=sys.stderr)
     return 2
@@ -134,4 +183,6 @@ def main(argv: list[str] | None = None) -> int:
         return list_labs()
     if args.command == "start":
         return start(args.dir, args.force)
+    if args.command == "try":
+        return try_in_model_cli(args)
     return check(args.name, args.file)

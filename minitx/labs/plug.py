@@ -13,6 +13,7 @@ does this: the server never runs a learner's code.
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch.nn.functional as F
 
@@ -59,10 +60,20 @@ def _causal_mask(fn):
 
 
 def _rope(fn):
-    """The learner's rope(x, start), which turns pairs at minitx's usual base of 10,000; a model
-    with another base (SmolLM2's 100,000) passes it on as a third argument."""
+    """The learner's rope(x, start[, base]): a model with another base than minitx's 10,000
+    (SmolLM2's 100,000) passes it on, and a function without a base cannot serve it."""
+    try:
+        takes_base = len(inspect.signature(fn).parameters) >= 3
+    except (TypeError, ValueError):
+        takes_base = True
+
     def rotated(x, start=0, base=10_000.0):
-        return fn(x, start) if base == 10_000.0 else fn(x, start, base)
+        if base == 10_000.0:
+            return fn(x, start)
+        if not takes_base:
+            raise ValueError(f"this model turns RoPE's pairs with base {base:,.0f}, and your function takes no "
+                             f"base: give it a third parameter, base=10_000.0, and use it for theta.")
+        return fn(x, start, base)
 
     return [(attention_module, "rope", rotated)]
 

@@ -309,8 +309,9 @@ class LabWorker:
             return None
         return answer if isinstance(answer, dict) else None
 
-    def request(self, payload: dict) -> dict:
-        """Send one job and wait for its answer: {"status": "ok" | "error" | "limit", ...}."""
+    def request(self, payload: dict, wall_seconds: float | None = None) -> dict:
+        """Send one job and wait for its answer: {"status": "ok" | "error" | "limit", ...}. wall_seconds:
+        how long the job may take, if longer than the usual limit (a run of a pretrained model)."""
         with self._lock:
             self._ensure_started()
             line = json.dumps(payload).encode() + b"\n"
@@ -322,7 +323,7 @@ class LabWorker:
                 self._ensure_started()
                 self._send(line)
             # the worker kills a child at wall_seconds; a worker silent for longer is stuck
-            answer = self._next_line(self.limits.wall_seconds + self.reply_margin)
+            answer = self._next_line((wall_seconds or self.limits.wall_seconds) + self.reply_margin)
             if answer is None:
                 self._kill()
                 self.restarts += 1

@@ -7,6 +7,11 @@ never runs a learner's code. It exits when its stdin closes (the server has gone
     {"op": "check", "lab": "attention", "source": "...", "filename": "attention.py"}
     {"op": "call", "lab": "sinusoidal", "source": "...", "args": [...]}       -> the function's result
     {"op": "demo", "lab": "attention", "source": "...", "request": {...}}     -> minitx.labs.demos
+    {"op": "try", "lab": "attention", "source": "...", "prompt": "...", "chat": true, "max_new_tokens": 24}
+        -> SmolLM2 with minitx's function and with the learner's (minitx.labs.inside)
+
+For "try" the worker loads the pretrained model once and keeps it: each job's children are forks,
+which share its weights instead of loading them again.
 """
 
 from __future__ import annotations
@@ -39,6 +44,34 @@ def job_for(request: dict):
     raise ValueError(f"unknown op {op!r}")
 
 
+class Inside:
+    """The pretrained model the worker keeps for "try" jobs, and minitx's own runs of it, by prompt."""
+
+    def __init__(self):
+        self.pretrained, self.references = None, {}
+
+    def answer(self, request: dict) -> dict:
+        from ..pretrained import PretrainedUnavailable, load_pretrained
+        from .inside import sampling_for, try_in_model
+
+        try:
+            if self.pretrained is None:
+                self.pretrained = load_pretrained(request.get("model"))
+        except PretrainedUnavailable as error:
+            return {"status": "error", "message": str(error), "output": ""}
+        chat, tokenizer = self.pretrained.chat, self.pretrained.tokenizer
+        prompt = str(request.get("prompt", ""))
+        ids = chat.encode([{"role": "user", "content": prompt}]) if request.get("chat") and chat else \
+            tokenizer.encode(prompt).ids
+        context = self.pretrained.model.cfg.max_len - int(request.get("max_new_tokens", 24))
+        ids = ids[-context:] or tokenizer.encode(" ").ids          # cut from the left to fit, never empty
+        key = (tuple(ids), int(request.get("max_new_tokens", 24)), tuple(sampling_for(request["lab"]).items()))
+        result = try_in_model(request["lab"], request["source"], self.pretrained, ids, key[1],
+                              request.get("filename"), self.references.get(key))
+        self.references[key] = result.pop("reference")
+        return {"status": "ok", "result": result, "output": result.pop("output", "")}
+
+
 def main() -> None:
     protocol = os.fdopen(os.dup(1), "wb")         # answers go here; fd 1 itself now goes to stderr,
     os.dup2(2, 1)                                  # so that a stray print cannot break a JSON line
@@ -57,11 +90,15 @@ def main() -> None:
     limits = Limits(**json.loads(os.environ.get("MINITX_LABS_LIMITS") or "{}"))
     torch.ones(8, 8) @ torch.ones(8, 8)            # the first operation's one-off costs, paid here
     send({"ready": True, "pid": os.getpid()})
+    inside = Inside()
     for line in sys.stdin.buffer:
         try:
             request = json.loads(line)
+            if request.get("op") == "try":       # forks children of its own, two per job
+                send(inside.answer(request))
+                continue
             job = job_for(request)
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
             send({"status": "error", "message": f"a bad request: {error}", "output": ""})
             continue
 

@@ -91,12 +91,13 @@ import torch
 from torch import Tensor
 
 
-def apply_rope(x: Tensor, start: int) -> Tensor:
+def apply_rope(x: Tensor, start: int, base: float = 10_000.0) -> Tensor:
     """Rotate each pair (x[2i], x[2i + 1]) of the vector at position m by the angle m * theta_i,
-    theta_i = 10000^(-2i / Dh):  (a, b) -> (a cos - b sin, a sin + b cos).
+    theta_i = base^(-2i / Dh):  (a, b) -> (a cos - b sin, a sin + b cos).
 
     x      (B, H, T, Dh)   queries or keys of T tokens, at positions start, start + 1, ...
     start  the position of the first of them (0, or how many tokens a KV cache already holds)
+    base   10,000 in minitx's models; a pretrained model may use another (SmolLM2: 100,000)
     returns (B, H, T, Dh), float32; x is left as it was
     """
     raise NotImplementedError
