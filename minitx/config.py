@@ -217,7 +217,7 @@ class TrainConfig(_Config):
     lr: float = 1e-3
     lr_schedule: str = "cosine"
     warmup_fraction: float = 0.1     # of all steps, linear from 0 to lr
-    min_lr_fraction: float = 0.0     # the cosine's floor, a share of lr
+    min_lr_fraction: float = 0.1     # the cosine's floor, a share of lr (0.1: quick 0.8634, lm-quick 1.922; 0: 0.8614, 1.940)
     random_windows: bool = False     # language models: batches of windows at random places, not fixed blocks
     weight_decay: float = 0.01
     grad_clip: float = 1.0           # max gradient norm; 0 turns clipping off
