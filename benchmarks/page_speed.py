@@ -1,6 +1,7 @@
 """How fast the pages render, measured with streamlit.testing.v1.AppTest (no browser).
 
     python benchmarks/page_speed.py          # writes benchmarks/results/page-speed.json
+    python benchmarks/page_speed.py --smollm2   # the pages drawing SmolLM2: page-speed-smollm2.json
 
 Targets (default sizes): first render of any page under 3 s once the server
 is warm (Python modules imported, the IMDB sample and tokenizers cached on
@@ -81,5 +82,79 @@ def main() -> None:
     })
 
 
+SMOLLM2_PAGES = ["app_pages/tokenization.py", "app_pages/embeddings.py", "app_pages/attention.py",
+                 "app_pages/decoder.py"]
+REPEATS = 5
+
+
+def memory_mb(pid: int | str = "self") -> dict:
+    """A process's resident memory (RSS) and its proportional share (PSS: a page two processes map
+    counts half in each), in MB, from /proc (Linux)."""
+    values = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in ("Rss", "Pss"):
+                values[name.lower() + "_mb"] = round(int(rest.split()[0]) * 1024 / 1e6, 1)
+    return values
+
+
+def smollm2() -> None:
+    """With SmolLM2 loaded once (as a server keeps it), each model page's first draw in a new session,
+    the head finder, the first token of a chat answer, and the memory of this process and a lab worker
+    holding the model too. Each a median of 5."""
+    from minitx.generate import generate
+    from minitx.heads import find_heads
+    from minitx.labs.sandbox import LabWorker
+    from ui.models import PRETRAINED, pretrained
+
+    model, problem = pretrained()
+    assert model is not None, problem
+    for page in SMOLLM2_PAGES:                            # warm: imports, disk caches
+        at = AppTest.from_file(APP, default_timeout=300)
+        at.session_state["drawn_model"] = PRETRAINED
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+    pages = {}
+    for page in SMOLLM2_PAGES:
+        times = []
+        for _ in range(REPEATS):
+            st.cache_data.clear()                         # not cache_resource: the model stays loaded
+            at = AppTest.from_file(APP, default_timeout=300)
+            at.session_state["drawn_model"] = PRETRAINED
+            at.switch_page(page)
+            times.append(round(timed(at.run), 3))
+            assert not at.exception, (page, at.exception)
+        pages[page] = {"first_draw_s": times, "median_s": statistics.median(times)}
+        print(page, pages[page], flush=True)
+    text_ids = model.tokenizer.encode(ATTENTION_HEAD_TEXT).ids
+    finder = [round(timed(lambda: find_heads(model.model, text_ids, 50, 17, model.model.cfg.vocab_size)), 3)
+              for _ in range(REPEATS)]
+    ids = model.chat.encode([{"role": "user", "content": "What is the capital of France?"}])
+    first_token = [round(generate(model.model, ids, 1, temperature=0, n_top=0).seconds, 4) for _ in range(REPEATS)]
+    worker = LabWorker()
+    source = "def attention(q, k, v, mask=None):\n    import minitx.attention as a\n    return a.explicit_attention(q, k, v, mask)\n"
+    answer = worker.request({"op": "try", "lab": "attention", "source": source, "prompt": "Hi", "chat": True,
+                             "max_new_tokens": 4}, wall_seconds=300)
+    assert answer["status"] == "ok", answer
+    server, lab_worker = memory_mb(), memory_mb(worker.pid)
+    worker.close()
+    write_result("page-speed-smollm2", {
+        "pages": pages, "head_finder_s": finder, "head_finder_median_s": statistics.median(finder),
+        "first_token_of_a_chat_answer_s": first_token, "first_token_median_s": statistics.median(first_token),
+        "memory": {"server_with_the_model": server, "lab_worker_with_the_model": lab_worker,
+                   "together_rss_mb": server["rss_mb"] + lab_worker["rss_mb"],
+                   "together_pss_mb": server["pss_mb"] + lab_worker["pss_mb"]},
+        "targets": {"first_draw_s": 3.0, "head_finder_s": 10.0, "first_token_s": 2.0, "memory_gb": 2.5},
+        "targets_met": {
+            "first_draw": all(p["median_s"] <= 3.0 for p in pages.values()),
+            "head_finder": statistics.median(finder) <= 10.0, "first_token": statistics.median(first_token) <= 2.0,
+            "memory": server["rss_mb"] + lab_worker["rss_mb"] <= 2500}})
+
+
+ATTENTION_HEAD_TEXT = ("The cat sat on the mat. The dog sat on the log. When the cat saw the dog, the cat ran to the "
+                       "mat and the dog ran to the log. The cat sat on the")
+
+
 if __name__ == "__main__":
-    main()
+    smollm2() if "--smollm2" in sys.argv else main()
