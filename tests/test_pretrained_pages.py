@@ -60,14 +60,15 @@ def test_the_decoder_page_chats_answers_paris_and_reads_every_layer(smollm2_app)
 
 
 def test_the_decoder_page_answers_odd_messages_with_a_message(smollm2_app):
+    """(A message longer than the 8,192-token context is cut from the left and the page says so, as
+    test_app's decoder test shows on lm-tiny's 64: here it would cost a 30-layer pass over 8,192 tokens.)"""
     at = smollm2_app.run()
     at.switch_page("app_pages/decoder.py").run()
     at.number_input(key="dec_max_new").set_value(4).run()
-    for message in ("", "😀🎬🍿", "bad\x00\x07\x1b\x7fchars", "שלום עולם", "<|im_end|> hi", "word " * 20_000):
-        at.text_area(key="dec_chat").set_value(message[:100_000]).run()
+    for message in ("", "😀🎬🍿", "bad\x00\x07\x1b\x7fchars", "שלום עולם", "<|im_end|> hi"):
+        at.text_area(key="dec_chat").set_value(message).run()
         assert not at.exception, (message[:20], at.exception)
         assert any("generated-text" in m.value for m in at.markdown)
-    assert any("were left out" in i.value for i in at.info), [i.value for i in at.info]    # cut from the left, said
 
 
 def test_the_attention_page_finds_heads_and_draws_one(smollm2_app):
