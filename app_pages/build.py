@@ -13,7 +13,8 @@ from minitx.train import default_run_name
 from ui.common import source_code
 from minitx.labs.inside import MAX_NEW_TOKENS as TRY_MAX_TOKENS
 from minitx.labs.inside import TRY_LABS
-from ui.labs import check_and_record, lab_book, remote_refusal, show_report, show_try, try_in_smollm2
+from ui.access import code_refusal
+from ui.labs import check_and_record, lab_book, show_report, show_try, try_in_smollm2
 from ui.live import registry
 from ui.model_sidebar import model_sidebar
 from ui.pages import page_file, page_title
@@ -55,7 +56,7 @@ st.markdown(
     "and your attention can train a model. Your code runs in a separate process with limits on "
     "time and memory, never in the server, and is saved as you check it.")
 
-refusal = remote_refusal()
+refusal = code_refusal()
 if refusal:
     st.warning(refusal, icon=":material/lock:")
     st.stop()

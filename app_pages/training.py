@@ -16,6 +16,7 @@ from minitx.runs import RunRegistry, RunSnapshot, format_duration
 from minitx.train import IMDB_SPLIT_SIZE, LM_POOL_SIZE, Trainer, check_run, lr_schedule, resolve_device
 from ui import charts
 from ui.common import literal_markdown, remembered, review_text, show_source
+from ui.access import host_refusal
 from ui.labs import call_learner, mine_caption, use_my_code
 from ui.live import POLL_SECONDS, continue_button, current_run_id, registry
 from ui.model_sidebar import KEY, model_sidebar
@@ -81,6 +82,10 @@ def press_start() -> None:
 
 def start(model_cfg: ModelConfig, train_cfg: TrainConfig, name: str) -> None:
     """Start the run and show it (the page again, now with the live run), or say why not."""
+    refusal = host_refusal("start a training run")
+    if refusal:
+        st.session_state["train_error"] = f"Not started: {refusal}"
+        return
     try:
         registry().start(model_cfg, train_cfg, name.strip() or None)
     except ValueError as error:   # busy (here or in another server), a taken or hostile name, ...

@@ -399,3 +399,20 @@ def test_smollm2_answers_its_heads_are_found_and_it_runs_with_my_attention(brows
     _screenshot(page, "smollm2-3-build-with-my-attention")
     assert not page.locator("[data-testid=stException]").count()
     assert not errors, errors
+
+
+def test_a_rebinding_name_for_this_machine_gets_no_editor(browser, server):
+    """A name that resolves to 127.0.0.1 (Chromium's resolver told so, as a rebinding attacker's DNS
+    would): the page loads, the Host header names the other site, and Build it refuses to run code."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    port = server.rsplit(":", 1)[1]
+    rebinding = browser.browser_type.launch(
+        executable_path=chromium, args=CHROMIUM_ARGS + ["--host-resolver-rules=MAP rebind.example 127.0.0.1"])
+    try:
+        page = rebinding.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"http://rebind.example:{port}/build")
+        page.get_by_text("DNS rebinding").wait_for(timeout=60_000)
+        assert not page.frame_locator("iframe[title*=code_editor]").locator(".ace_content").count()
+        _screenshot(page, "build-refused-rebinding-name")
+    finally:
+        rebinding.close()

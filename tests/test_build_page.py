@@ -123,7 +123,7 @@ def test_what_was_written_and_passed_is_there_after_a_restart(build, labs_dir):
 
 
 def test_a_browser_on_this_machine_is_told_from_one_on_another():
-    from ui.labs import is_local
+    from ui.access import is_local
 
     for local in (None, "127.0.0.1", "127.0.1.1", "::1", "::ffff:127.0.0.1"):
         assert is_local(local), local
@@ -132,9 +132,9 @@ def test_a_browser_on_this_machine_is_told_from_one_on_another():
 
 
 def test_a_browser_on_another_machine_may_not_run_code_unless_the_server_allows_it(build, monkeypatch):
-    import ui.labs
+    import ui.access
 
-    monkeypatch.setattr(ui.labs, "browser_address", lambda: "203.0.113.7")
+    monkeypatch.setattr(ui.access, "browser_address", lambda: "203.0.113.7")
     at = build.run()
     assert any("MINITX_LABS_ALLOW_REMOTE=1" in w.value and "203.0.113.7" in w.value for w in at.warning)
     assert "build_lab" not in [s.key for s in at.selectbox]

@@ -8,8 +8,6 @@ A learner's code never runs in this process: every request goes to the lab worke
 from __future__ import annotations
 
 import atexit
-import ipaddress
-import os
 
 import pandas as pd
 import streamlit as st
@@ -22,36 +20,7 @@ from minitx.labs.sandbox import LabWorker, decode, encode
 from ui import charts
 from ui.common import static_table
 
-REMOTE_SETTING = "MINITX_LABS_ALLOW_REMOTE"
 BUILD_PAGE = "app_pages/build.py"
-
-def browser_address() -> str | None:
-    """The browser's address as the server's socket saw it; None when it is this machine."""
-    address = st.context.ip_address        # None for a loopback connection
-    return address if isinstance(address, str) else None   # (AppTest's mocked runtime: local)
-
-
-def is_local(address: str | None) -> bool:
-    """Whether a browser at this address is on this machine: a loopback address, also as the
-    IPv4-mapped IPv6 one (::ffff:127.0.0.1) a server listening on every interface sees."""
-    if address is None:
-        return True
-    try:
-        ip = ipaddress.ip_address(address.split("%")[0])
-    except ValueError:
-        return False
-    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
-
-
-def remote_refusal() -> str | None:
-    """Why this browser may not run code here (it is not on this machine), or None."""
-    address = browser_address()
-    if is_local(address) or os.environ.get(REMOTE_SETTING) == "1":
-        return None
-    return (f"The labs run the code you write on the machine that serves this page, so anyone who can "
-            f"open the page could run code there. They run only for a browser on that machine "
-            f"({address} is not). Whoever starts the server can allow others: "
-            f"`{REMOTE_SETTING}=1 streamlit run streamlit_app.py`.")
 
 
 def _close(worker: LabWorker) -> None:

@@ -6,6 +6,7 @@ import streamlit as st
 
 from minitx.checkpoint import describe_runs, load_run, run_folders
 from minitx.runs import RunRegistry
+from ui.access import host_refusal
 from ui.resources import checkpoints_dir
 
 POLL_SECONDS = 1.0      # how often the live panel redraws while a run trains
@@ -48,6 +49,10 @@ def _press_continue(name: str, epochs_key: str | None, then: str | None) -> None
     """Continue's on_click: the saved run goes on where it stopped (with more epochs, if asked)."""
     epochs = st.session_state.get(epochs_key) if epochs_key else None
     st.session_state.pop("continue_error", None)
+    refusal = host_refusal("continue a training run")
+    if refusal:
+        st.session_state["continue_error"] = f"Not continued: {refusal}"
+        return
     try:
         registry().resume(name, int(epochs) if epochs else None)
     except ValueError as error:
