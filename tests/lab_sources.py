@@ -136,6 +136,55 @@ def bits_per_char(nats_per_token, n_tokens, n_chars):
 # lab -> [(what the learner did, their file, words the message must contain), ...]
 WRONG = {
     "bpe_merge": [
+        ("counted a pair once per word, not once per place it stands", '''
+def bpe_merge(words):
+    pairs = {}
+    for word, n in words.items():
+        for pair in dict.fromkeys(zip(word, word[1:])):
+            pairs[pair] = pairs.get(pair, 0) + n
+    best = max(pairs, key=pairs.get)
+    out = {}
+    for word, n in words.items():
+        new, i = [], 0
+        while i < len(word):
+            if word[i:i + 2] == best:
+                new.append(word[i] + word[i + 1]); i += 2
+            else:
+                new.append(word[i]); i += 1
+        out[tuple(new)] = out.get(tuple(new), 0) + n
+    return out, best
+''', "once for each place it stands"),
+        ("two words merged into one: one count overwrote the other", '''
+def bpe_merge(words):
+    pairs = {}
+    for word, n in words.items():
+        for a, b in zip(word, word[1:]):
+            pairs[(a, b)] = pairs.get((a, b), 0) + n
+    best = max(pairs, key=pairs.get)
+    out = {}
+    for word, n in words.items():
+        new, i = [], 0
+        while i < len(word):
+            if word[i:i + 2] == best:
+                new.append(word[i] + word[i + 1]); i += 2
+            else:
+                new.append(word[i]); i += 1
+        out[tuple(new)] = n
+    return out, best
+''', "add their counts"),
+        ("merged by replacing text, across a boundary between symbols", '''
+def bpe_merge(words):
+    pairs = {}
+    for word, n in words.items():
+        for a, b in zip(word, word[1:]):
+            pairs[(a, b)] = pairs.get((a, b), 0) + n
+    best = max(pairs, key=pairs.get)
+    out = {}
+    for word, n in words.items():
+        new = tuple(" ".join(word).replace(" ".join(best), "".join(best)).split(" "))
+        out[new] = out.get(new, 0) + n
+    return out, best
+''', "across the boundary"),
         ("counted each pair once per word", '''
 def bpe_merge(words):
     pairs = {}
@@ -517,6 +566,26 @@ def kv_step(cache_k, cache_v, k, v, q, position):
 ''', "must match the size"),
     ],
     "top_p": [
+        ("kept the token where the mass before it equals p", '''
+import torch
+
+def top_p_filter(logits, p):
+    probs, order = logits.softmax(-1).sort(-1, descending=True)
+    drop = probs.cumsum(-1) - probs > p
+    drop[..., 0] = False
+    drop = drop.scatter(-1, order, drop)
+    return logits.masked_fill(drop, float("-inf"))
+''', "equals p"),
+        ("summed the probabilities in float16", '''
+import torch
+
+def top_p_filter(logits, p):
+    probs, order = logits.softmax(-1).half().sort(-1, descending=True)
+    drop = probs.cumsum(-1) - probs >= p
+    drop[..., 0] = False
+    drop = drop.scatter(-1, order, drop)
+    return logits.masked_fill(drop, float("-inf"))
+''', "float16"),
         ("dropped the token that crosses p", '''
 import torch
 
@@ -556,6 +625,16 @@ def top_p_filter(logits, p):
 ''', "changed its input `logits` in place"),
     ],
     "moe_route": [
+        ("the right experts, worst first", '''
+import torch
+import torch.nn.functional as F
+
+def moe_route(probs, k):
+    N, E = probs.shape
+    w, e = probs.topk(k, dim=-1)
+    f = F.one_hot(e, E).sum(1).float().mean(0) / k
+    return (w / w.sum(-1, keepdim=True)).flip(-1), e.flip(-1), E * (f * probs.mean(0)).sum()
+''', "best first"),
         ("no renormalisation", '''
 import torch
 import torch.nn.functional as F

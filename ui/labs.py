@@ -18,6 +18,7 @@ from minitx.labs.book import LabBook
 from minitx.labs.checking import Report
 from minitx.labs.sandbox import LabWorker, decode, encode
 from ui import charts
+from ui.access import code_refusal
 from ui.common import static_table
 
 BUILD_PAGE = "app_pages/build.py"
@@ -153,7 +154,7 @@ def use_my_code(name: str) -> str | None:
     """The "use my code" switch of one lab on its concept page: the learner's passed file when it
     is on, else None. Before the lab has passed, a link to write it."""
     lab = get_lab(name)
-    if remote_refusal():
+    if code_refusal():
         return None
     source = lab_book().passed_source(name)
     if source is None:

@@ -180,6 +180,20 @@ def _naive_softmax_nucleus(logits, p):
     return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
+def _keeps_at_p(logits, p):
+    probs, order = logits.softmax(-1).sort(dim=-1, descending=True, stable=True)
+    drop = probs.cumsum(-1) - probs > p
+    drop[..., 0] = False
+    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
+
+def _half_nucleus(logits, p):
+    probs, order = logits.softmax(-1).half().sort(dim=-1, descending=True, stable=True)
+    drop = probs.cumsum(-1) - probs >= p
+    drop[..., 0] = False
+    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
+
 def top_p_cases() -> list[Case]:
     def case(label, logits, p):
         return Case(label, {"logits": logits, "p": p}, dict(zip(("B", "T"), logits.shape[:-1]), V=logits.size(-1)))
@@ -193,6 +207,10 @@ def top_p_cases() -> list[Case]:
         case("logits + 100 (a softmax without the max taken off overflows)", randn(2, 9, seed=3) + 100.0, 0.8),
         case("equally likely tokens (ties)", torch.tensor([[2.0, 1.0, 2.0, 1.0, 0.0, 2.0, 1.0, -1.0]]), 0.6),
         case("one token holds most of the mass, p 0.3", torch.tensor([6.0, 1.0, 0.5, 0.0, -1.0, 0.2]), 0.3),
+        case("the mass before a token is exactly p: four tokens of 0.25 each, p 0.5 keeps two",
+             torch.zeros(4), 0.5),
+        case("the mass before the second token is 0.49993, just under p 0.5 (float16 rounds it to 0.5)",
+             torch.tensor([0.49993, 0.25, 0.15, 0.10007]).log(), 0.5),
     ]
 
 
@@ -225,9 +243,13 @@ TOP_P = Lab(
     stub=TOP_P_STUB, reference=top_p_reference, cases=top_p_cases,
     outputs=(Output("the filtered logits", "(..., V)"),), answer=(allowed_logits,),
     mistakes=(
+        Mistake("The probabilities were summed in float16: it rounds 0.49993 to 0.5, and a token just under p "
+                "is dropped. Keep them in float32, as softmax gives them.", _half_nucleus),
         Mistake("The token that crosses p was dropped: keep a token while the probability *before* it is "
                 "below p (`cumsum - probs < p`), so that what is kept reaches p.",
                 lambda logits, p: _nucleus(logits, p, keep_crossing=False)),
+        Mistake("A token was kept where the mass before it equals p exactly: the kept ones already reach p "
+                "there, so drop where the mass before is at least p (`>= p`, not `> p`).", _keeps_at_p),
         Mistake("Every token was dropped at p = 0: the most likely token always stays (never drop the first "
                 "in sorted order).", lambda logits, p: _nucleus(logits, p, keep_best=False)),
         Mistake("The filter was applied in sorted order: map the drop flags back to the vocabulary's order "
@@ -283,6 +305,11 @@ def _route(probs, k, renormalise="sum", scale_by_e=True, per_choice=True, larges
     return weights, chosen, aux
 
 
+def _worst_first(probs, k):
+    weights, chosen, aux = _route(probs, k)
+    return weights.flip(-1), chosen.flip(-1), aux
+
+
 def moe_cases() -> list[Case]:
     def case(label, logits, k):
         N, E = logits.shape
@@ -302,9 +329,10 @@ def moe_cases() -> list[Case]:
 
 
 def moe_compare(spec, want, got) -> Comparison | None:
-    """Equal, or equal up to the order of equally likely experts."""
+    """Equal, or, for the experts, equal up to the order of equally likely ones: the weights come first
+    and are compared in their order, best first, so only experts of equal weight may change places."""
     exact = compare_tensors(want, got, 1e-5, 1e-6, f"`{spec.name}`")
-    if exact.same or spec.name == "aux_loss" or want.dim() != 2:
+    if exact.same or spec.name != "experts" or want.dim() != 2:
         return exact
     if compare_tensors(want.sort(-1).values, got.sort(-1).values, 1e-5, 1e-6).same:
         return Comparison(True, False, exact.largest, f"`{spec.name}` has minitx's values, equally likely "
@@ -322,9 +350,9 @@ def moe_picture(case: Case, want, got) -> dict:
 MOE_ROUTE = Lab(
     name="moe_route", function="moe_route", title="Routing in a mixture of experts", page="decoder",
     task="A mixture-of-experts layer sends each token to a few of its feed-forward networks. The "
-         "router gives every expert a probability; each token goes to its k best, their outputs "
-         "mixed by the renormalised probabilities. The load-balancing loss keeps the router from "
-         "sending everything to a favourite.",
+         "router gives every expert a probability; each token goes to its k best, best first, their "
+         "outputs mixed by the renormalised probabilities. The load-balancing loss keeps the router "
+         "from sending everything to a favourite.",
     stub=MOE_STUB, reference=route, cases=moe_cases,
     outputs=(Output("weights", "(N, k)"), Output("experts", "(N, k)", dtype=torch.long),
              Output("aux_loss", "()")),
@@ -338,6 +366,8 @@ MOE_ROUTE = Lab(
                 "load is even.", lambda probs, k: _route(probs, k, scale_by_e=False)),
         Mistake("f_e should be the share of all N * k choices; yours divides the counts by N only "
                 "(divide by k as well).", lambda probs, k: _route(probs, k, per_choice=False)),
+        Mistake("The right experts, worst first: each token's experts and weights go best first, as `topk` "
+                "returns them (the model reads the first as the token's favourite).", _worst_first),
         Mistake("These are the k *least* likely experts: `topk` keeps the largest by default.",
                 lambda probs, k: _route(probs, k, largest=False)),
     ),

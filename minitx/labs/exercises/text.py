@@ -48,6 +48,28 @@ def _unweighted(words):
     return _merge_with(words, max(pairs, key=pairs.get), bpe.merge_pair)
 
 
+def _per_word(words):
+    pairs = {}
+    for word, count in words.items():
+        for pair in dict.fromkeys(zip(word, word[1:])):     # each pair once, in order
+            pairs[pair] = pairs.get(pair, 0) + count
+    return _merge_with(words, max(pairs, key=pairs.get), bpe.merge_pair)
+
+
+def _overwritten(words):
+    best = bpe.bpe_merge(words)[1]
+    return {bpe.merge_pair(word, best): count for word, count in words.items()}, best
+
+
+def _replaced_as_text(words):
+    best = bpe.bpe_merge(words)[1]
+    merged = {}
+    for word, count in words.items():
+        new = tuple(" ".join(word).replace(" ".join(best), "".join(best)).split(" "))
+        merged[new] = merged.get(new, 0) + count
+    return merged, best
+
+
 def _right_to_left(word, pair):
     merged, i = [], len(word) - 1
     while i >= 0:
@@ -91,6 +113,12 @@ def bpe_cases() -> list[Case]:
         case("a pair twice in a word, overlapping: a a a", {"aaa": 4, "ba": 1}),
         case("a pair twice in a word, apart", {"abcab": 3, "ab": 1}),
         case("symbols already merged", {("th", "e"): 9, ("th", "e", "n"): 3, ("o", "th", "e", "r"): 2, ("a",): 7}),
+        case("a pair standing twice in one word counts twice: (a, a) in a a a 3 times is 6, more than b c's 5",
+             {"aaa": 3, "bc": 5}),
+        case("two words that become the same word: a b c and ab c are both ab c after merging (a, b)",
+             {("a", "b", "c"): 2, ("ab", "c"): 3, ("a", "b"): 4}),
+        case("the pair's characters side by side across a boundary: (wx, y) and (x, yz) hold no (x, y)",
+             {("x", "y"): 5, ("wx", "y"): 2, ("x", "yz"): 1}),
     ]
 
 
@@ -137,6 +165,14 @@ BPE_MERGE = Lab(
     mistakes=(
         Mistake("Pairs were counted once per word: a pair counts as many times as its word occurs (add the "
                 "word's count, not 1).", _unweighted),
+        Mistake("A pair was counted once per word: it counts once for each place it stands (a a a holds "
+                "(a, a) twice), times the word's count: go through every pair of `zip(word, word[1:])`.",
+                _per_word),
+        Mistake("Two words became the same word after the merge and one count replaced the other: add their "
+                "counts (`merged[new] = merged.get(new, 0) + count`).", _overwritten),
+        Mistake("The merge joined symbols across the boundary between two: (\"wx\", \"y\") is not the pair "
+                "(\"x\", \"y\"), though \"wx y\" contains \"x y\" as text. Compare symbols, not text: "
+                "walk the word and merge where `(word[i], word[i + 1]) == pair`.", _replaced_as_text),
         Mistake("Merged right to left: with the pair (\"a\", \"a\"), (\"a\", \"a\", \"a\") becomes "
                 "(\"aa\", \"a\"), left to right.", lambda words: _merge_with(words, bpe.bpe_merge(words)[1],
                                                                               _right_to_left)),
