@@ -13,8 +13,9 @@ from minitx.train import default_run_name
 from ui.common import source_code
 from minitx.labs.inside import MAX_NEW_TOKENS as TRY_MAX_TOKENS
 from minitx.labs.inside import TRY_LABS
+from minitx.labs.jail import ISOLATION_TEXT
 from ui.access import code_refusal
-from ui.labs import check_and_record, lab_book, show_report, show_try, try_in_smollm2
+from ui.labs import check_and_record, lab_book, sandbox_mode, show_report, show_try, try_in_smollm2
 from ui.live import registry
 from ui.model_sidebar import model_sidebar
 from ui.pages import page_file, page_title
@@ -53,13 +54,16 @@ st.markdown(
     "Write each piece of the transformer yourself. Every lab is one function with a fixed signature: "
     "minitx runs it on tricky inputs next to its own, tells you precisely what is wrong, and draws "
     "its answer, yours and the difference. Once a lab passes, its page can draw with **your** code, "
-    "and your attention can train a model. Your code runs in a separate process with limits on "
-    "time and memory, never in the server, and is saved as you check it.")
+    "and your attention can train a model. Your code never runs in the server, and is saved as you "
+    "check it.")
 
 refusal = code_refusal()
 if refusal:
     st.warning(refusal, icon=":material/lock:")
     st.stop()
+mode = sandbox_mode()
+st.caption(f"{':material/shield_lock:' if mode == 'isolated' else ':material/shield:'} Sandbox: **{mode}**. "
+           f"{ISOLATION_TEXT[mode]}")
 
 book = lab_book()
 statuses = book.statuses()

@@ -170,12 +170,17 @@ def test_the_worker_stays_warm_through_runaway_code_and_leaves_nothing_behind():
         first = worker.request({"op": "check", "lab": "attention", "source": RIGHT["attention"]})
         assert first["status"] == "ok" and first["result"]["passed"]
         pid = worker.pid
+        spares_seen = set(_children_of(pid))
         forks = "import os\n\ndef attention(*args):\n    os.fork()\n    while True:\n        pass\n"
         for source in (LOOPS_FOREVER.format(function="attention"), forks,
                        "import time\n\ndef attention(*a):\n    time.sleep(100)\n"):
             answer = worker.request({"op": "check", "lab": "attention", "source": source})
             assert answer["status"] == "limit", answer
-            assert _children_of(pid) == []                 # the child, and its own child, are gone
+            # the job's process, and its own child, are gone: what is left is the next job's, started afresh
+            left = _children_of(pid)
+            assert len(left) == 1 and left[0] not in spares_seen, (left, spares_seen)
+            assert "minitx.labs.child" in Path(f"/proc/{left[0]}/cmdline").read_text()
+            spares_seen.add(left[0])
         assert worker.pid == pid and worker.restarts == 0  # the same warm worker all along
         again = worker.request({"op": "check", "lab": "attention", "source": RIGHT["attention"]})
         assert again["result"]["passed"]

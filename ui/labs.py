@@ -36,6 +36,14 @@ def lab_worker() -> LabWorker:
     return worker
 
 
+@st.cache_resource(show_spinner=False)
+def sandbox_mode() -> str:
+    """"isolated" where bwrap runs here, else "limits only" (tried once per server)."""
+    from minitx.labs.jail import isolation
+
+    return isolation()
+
+
 def lab_book() -> LabBook:
     """The learner's files and progress (my_labs/, or $MINITX_LABS), read fresh on every run."""
     return LabBook()

@@ -12,9 +12,10 @@
        changing an earlier output), else where the first difference is and how large.
 
 minitx's answers are computed before any of the learner's code runs, on copies of the
-inputs, so nothing the learner's file does can change them. This module runs the
-learner's code in the process that calls it: the app and the command line call it inside
-`minitx.labs.sandbox`, never in the server.
+inputs, so nothing the learner's file does can change them. By default the learner's code
+runs in the process that calls `check`; the lab worker passes `load=` a loader whose
+function runs in a sandboxed process of its own (`minitx.labs.job`), so that the answers,
+the comparison and the verdict are computed where the learner's code never ran.
 """
 
 from __future__ import annotations
@@ -90,14 +91,36 @@ def minitx_answer(lab: Lab, case: Case) -> tuple:
     return call(lab, lab.reference, case)[0]
 
 
+class LearnerRaised(Exception):
+    """An exception the learner's function raised in another process, as that process described it."""
+
+    def __init__(self, data: dict):
+        super().__init__(data.get("text", ""))
+        self.text, self.lines, self.line = str(data.get("text", "")), str(data.get("lines", "")), data.get("line")
+        self.memory = data.get("memory")
+
+
+class JobStopped(BaseException):
+    """The process running the learner's code was stopped (a limit) or ended: not the learner's
+    exception, so no check catches it as one. `message` says why."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
 def learner_lines(error: BaseException, filename: str) -> tuple[str, int | None]:
     """The traceback's frames in the learner's file (ours and torch's left out), and the last line."""
+    if isinstance(error, LearnerRaised):
+        return error.lines, error.line
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
     text = "\n".join(f"line {f.lineno}, in {f.name}:  {(f.line or '').strip()}" for f in frames)
     return text, frames[-1].lineno if frames else None
 
 
 def error_text(error: BaseException) -> str:
+    if isinstance(error, LearnerRaised):
+        return error.text
     message = str(error).strip().splitlines()
     return f"{type(error).__name__}: {message[0] if message else ''}".rstrip(": ")
 
@@ -179,7 +202,12 @@ def diagnose(lab: Lab, fn, case: Case, want: tuple, got: tuple) -> str | None:
         if _matches(lab, mistake.wrong, case, got):
             return mistake.message
     for rule in lab.properties:
-        message = rule(fn, case, lambda f, c: call(lab, f, c)[0])
+        try:
+            message = rule(fn, case, lambda f, c: call(lab, f, c)[0])
+        except JobStopped:
+            raise
+        except Exception:          # the learner's function failed on the rule's call: no diagnosis from it
+            continue
         if message:
             return message
     return None
@@ -211,6 +239,8 @@ class LearnerCodeError(ValueError):
 
 def out_of_memory(error: BaseException) -> str | None:
     """A sentence when the error is an allocation that failed under the sandbox's memory limit."""
+    if isinstance(error, LearnerRaised):
+        return error.memory
     text = str(error)
     if isinstance(error, MemoryError) or "can't allocate memory" in text or "not enough memory" in text:
         asked = re.search(r"allocate (\d+) bytes", text)
@@ -260,8 +290,9 @@ def load_function(lab: Lab, source: str, filename: str = "your_code.py"):
     return load_compiled(lab, compile_file(source, filename), filename)
 
 
-def check(lab: Lab, source: str, filename: str = "your_code.py") -> Report:
-    """Run every check of `lab` on the learner's `source`. See the module docstring."""
+def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> Report:
+    """Run every check of `lab` on the learner's `source`. See the module docstring. load(lab, source,
+    filename, cases) -> the learner's function, run elsewhere (LearnerCodeError if the file cannot give it)."""
     def report(stage, title, detail="", case=None, line=None, picture=None):
         return Report(lab.name, stage == "passed", stage, title, detail, case, line, results, picture)
 
@@ -271,7 +302,7 @@ def check(lab: Lab, source: str, filename: str = "your_code.py") -> Report:
         # 2) minitx's answers first, then the learner's file
         cases = lab.cases()
         answers = [minitx_answer(lab, case) for case in cases]
-        fn = load_compiled(lab, code, filename)
+        fn = load(lab, source, filename, cases) if load else load_compiled(lab, code, filename)
     except LearnerCodeError as error:
         return report(error.stage, error.title, error.detail, line=error.line)
 
@@ -280,6 +311,8 @@ def check(lab: Lab, source: str, filename: str = "your_code.py") -> Report:
     for number, (case, want) in enumerate(zip(cases, answers)):
         try:
             got, left = call(lab, fn, case)
+        except JobStopped:
+            raise
         except NotImplementedError:
             if number == 0:
                 return report("stub", f"`{lab.function}` is not written yet: replace `raise NotImplementedError` "

@@ -101,16 +101,22 @@ def check(name: str, file: str) -> int:
         source = read_source(file)
     except ValueError as error:
         return fail(str(error))
-    from .checking import Report, check as run_checks
-    from .sandbox import run_limited
+    from .checking import Report
+    from .jail import isolation
+    from .job import Spares, become_subreaper, end_orphans
+    from .sandbox import LIMITS
+    from .worker import run_job
 
-    answer = run_limited(lambda: run_checks(lab, source, file).to_dict())
+    become_subreaper()                  # what the job leaves behind comes back here, to be ended
+    answer = run_job({"op": "check", "lab": lab.name, "source": source, "filename": file}, Spares(LIMITS), LIMITS)
+    end_orphans(keep=set())
     if answer["status"] == "ok":
         report = Report.from_dict(answer["result"])
     else:
         report = Report(lab.name, False, "limit", answer.get("message", "The check did not finish."))
     report.output = answer.get("output", "")
     print(format_report(lab, report))
+    print(f"\n(sandbox: {isolation()})")
     return 0 if report.passed else 1
 
 

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import queue
+import secrets
 import select
 import signal
 import subprocess
@@ -48,6 +49,7 @@ class Limits:
     memory_bytes: int = 2 * 2**30     # address space beyond what the warm worker already has
     output_bytes: int = 20_000        # what the learner's prints may show
     reply_bytes: int = 8 * 2**20      # the answer, pictures included
+    processes: int = 32               # processes (and threads) of the learner's user, where the kernel counts them
 
 
 LIMITS = Limits()
@@ -55,23 +57,47 @@ LIMITS = Limits()
 
 # -- values across the boundary: JSON, with tensors as shape, dtype and a flat list -----------
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "bool": torch.bool}
+DTYPES = {name: getattr(torch, name) for name in ("float32", "float64", "float16", "bfloat16", "int64", "int32",
+                                                  "int16", "int8", "uint8", "bool")}
+
+
+class Opaque:
+    """What stands in for a value that is neither data nor a tensor (a learner's own object): its
+    type's name and repr, enough for a message to say what it was."""
+
+    def __init__(self, type_name: str, text: str):
+        self.type_name, self.text = type_name, text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def encode(value):
-    """Tensors, tuples and plain values as JSON-ready data (NaN and inf kept)."""
+    """Tensors, tuples, dicts and plain values as JSON-ready data (NaN and inf kept, dtypes and
+    dict keys too); anything else as its type's name and repr."""
     if isinstance(value, torch.Tensor):
         dtype = str(value.dtype).replace("torch.", "")
         if dtype not in DTYPES:
-            value, dtype = value.float(), "float32"
-        return {"__tensor__": dtype, "shape": list(value.shape), "data": value.detach().cpu().flatten().tolist()}
+            return {"__opaque__": f"Tensor of dtype {dtype}", "repr": f"a tensor of dtype {dtype}"}
+        data = value.detach().cpu()
+        data = data.float() if dtype == "bfloat16" else data
+        return {"__tensor__": dtype, "shape": list(value.shape), "data": data.flatten().tolist()}
     if isinstance(value, tuple):
         return {"__tuple__": [encode(v) for v in value]}
     if isinstance(value, list):
         return [encode(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): encode(v) for k, v in value.items()}
-    return value
+        if all(isinstance(k, str) and not k.startswith("__") for k in value):
+            return {k: encode(v) for k, v in value.items()}
+        return {"__dict__": [[encode(k), encode(v)] for k, v in value.items()]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item") and callable(value.item):         # a numpy number
+        try:
+            return encode(value.item())
+        except Exception:
+            pass
+    return {"__opaque__": type(value).__name__, "repr": repr(value)[:200]}
 
 
 def decode(value):
@@ -84,6 +110,10 @@ def decode(value):
         return torch.tensor(data, dtype=dtype).reshape(shape)
     if isinstance(value, dict) and "__tuple__" in value:
         return tuple(decode(v) for v in value["__tuple__"])
+    if isinstance(value, dict) and "__dict__" in value:
+        return {decode(k): decode(v) for k, v in value["__dict__"]}
+    if isinstance(value, dict) and "__opaque__" in value:
+        return type(str(value["__opaque__"]), (Opaque,), {})(str(value["__opaque__"]), str(value.get("repr")))
     if isinstance(value, list):
         return [decode(v) for v in value]
     if isinstance(value, dict):
@@ -153,6 +183,9 @@ def run_limited(job, limits: Limits = LIMITS) -> dict:
             os.close(output_read)
             os.dup2(output_write, 1)
             os.dup2(output_write, 2)
+            # nothing of the worker's but these two pipes: not its channel to the server, above all
+            os.closerange(3, result_write)
+            os.closerange(result_write + 1, 65536)
             # print() writes to whatever sys.stdout is (a test runner replaces it): the pipe, here
             sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
             sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
@@ -256,7 +289,7 @@ class LabWorker:
         worker.close()
     """
 
-    def __init__(self, limits: Limits = LIMITS, start_timeout: float = 120.0, reply_margin: float = 15.0):
+    def __init__(self, limits: Limits = LIMITS, start_timeout: float = 120.0, reply_margin: float = 30.0):
         self.limits = limits
         self.start_timeout = start_timeout
         self.reply_margin = reply_margin          # seconds past a job's wall limit before the worker counts as stuck
@@ -306,15 +339,16 @@ class LabWorker:
         try:
             answer = json.loads(line)
         except ValueError:
-            return None
-        return answer if isinstance(answer, dict) else None
+            return {}                              # not an answer (and so not this request's)
+        return answer if isinstance(answer, dict) else {}
 
     def request(self, payload: dict, wall_seconds: float | None = None) -> dict:
         """Send one job and wait for its answer: {"status": "ok" | "error" | "limit", ...}. wall_seconds:
         how long the job may take, if longer than the usual limit (a run of a pretrained model)."""
         with self._lock:
             self._ensure_started()
-            line = json.dumps(payload).encode() + b"\n"
+            token = secrets.token_hex(16)          # the answer must carry it: no other process can answer
+            line = json.dumps({**payload, "request_token": token}).encode() + b"\n"
             try:
                 self._send(line)
             except OSError:                        # it died since the last job: once more, on a new one
@@ -323,7 +357,10 @@ class LabWorker:
                 self._ensure_started()
                 self._send(line)
             # the worker kills a child at wall_seconds; a worker silent for longer is stuck
-            answer = self._next_line((wall_seconds or self.limits.wall_seconds) + self.reply_margin)
+            deadline = time.monotonic() + (wall_seconds or self.limits.wall_seconds) + self.reply_margin
+            answer = self._next_line(deadline - time.monotonic())
+            while answer is not None and answer.pop("request_token", None) != token:
+                answer = self._next_line(max(deadline - time.monotonic(), 0.0))     # a forged line: not the answer
             if answer is None:
                 self._kill()
                 self.restarts += 1

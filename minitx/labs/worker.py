@@ -1,7 +1,9 @@
 """The lab worker: `python -m minitx.labs.worker`, started by `sandbox.LabWorker`, never by hand.
 
-It reads one JSON request per line on stdin and answers one JSON line on stdout. Each job
-runs in a forked child under the sandbox's limits (`sandbox.run_limited`); the worker itself
+It reads one JSON request per line on stdin and answers one JSON line on stdout. The
+learner's code of a check, call or demo runs in a learner process of its own, isolated where
+bwrap runs (`minitx.labs.job`); minitx's answers and the verdict are computed here. A "try"
+runs in forked children under the sandbox's limits (`sandbox.run_limited`). The worker itself
 never runs a learner's code. It exits when its stdin closes (the server has gone).
 
     {"op": "check", "lab": "attention", "source": "...", "filename": "attention.py"}
@@ -21,27 +23,56 @@ import os
 import sys
 
 
-def job_for(request: dict):
-    """The work a request asks for, as a function of no arguments returning JSON-ready data."""
-    from . import demos, get_lab
-    from .checking import check, load_function
+def run_job(request: dict, spares, limits) -> dict:
+    """A check, call or demo: the learner's code in a learner process of its own (`minitx.labs.job`);
+    for a check, minitx's answers and the verdict here. {"status": "ok" | "error" | "learner_error" |
+    "limit", ..., "output": what the learner's code printed}."""
+    from . import get_lab
+    from .checking import JobStopped, LearnerCodeError, LearnerRaised, check
+    from .job import Job
     from .sandbox import decode, encode
 
     lab = get_lab(request["lab"])
-    source, filename = request["source"], request.get("filename") or f"{lab.name}.py"
+    source, filename = str(request["source"]), request.get("filename") or f"{lab.name}.py"
     op = request["op"]
-    if op == "check":
-        return lambda: check(lab, source, filename).to_dict()
-    if op == "call":
-        return lambda: encode(load_function(lab, source, filename)(*decode(request["args"])))
-    if op == "demo":            # "with": other labs' files, in the model at the same time
-        def demo():
-            functions = {lab.name: load_function(lab, source, filename)}
-            for other, text in (request.get("with") or {}).items():
-                functions[other] = load_function(get_lab(other), text, f"{other}.py")
-            return demos.run(lab, functions, decode(request["request"]))
-        return demo
-    raise ValueError(f"unknown op {op!r}")
+    if op not in ("check", "call", "demo"):
+        raise ValueError(f"unknown op {op!r}")
+    folders = ()
+    if op == "demo" and isinstance(request.get("request"), dict):
+        model = request["request"].get("model")
+        if isinstance(model, dict) and isinstance(model.get("checkpoint"), str):
+            folders = (str(os.path.realpath(model["checkpoint"])),)      # the run it draws, read-only
+    job = None
+    try:
+        job = Job(spares.take(folders), limits)
+        job.start()
+        if op == "check":
+            answer = {"status": "ok", "result": check(lab, source, filename, load=job.load).to_dict()}
+        elif op == "call":
+            function = job.load(lab, source, filename)
+            answer = {"status": "ok", "result": encode(function(*decode(request["args"])))}
+        else:
+            job.load(lab, source, filename)
+            reply = job.ask({"op": "demo", "request": request["request"], "with": request.get("with") or {}})
+            if "learner_error" in reply:
+                answer = {"status": "learner_error", "error": reply["learner_error"]}
+            elif "raised" in reply:
+                answer = {"status": "error", "message": reply["raised"].get("text", "")}
+            else:
+                answer = {"status": "ok", "result": reply.get("result")}
+    except LearnerCodeError as error:
+        answer = {"status": "learner_error", "error": {"stage": error.stage, "title": error.title,
+                                                       "detail": error.detail, "line": error.line}}
+    except LearnerRaised as error:
+        answer = {"status": "error", "message": error.text}
+    except NotImplementedError:
+        answer = {"status": "error", "message": f"NotImplementedError: `{lab.function}` is not written yet."}
+    except JobStopped as stop:
+        answer = {"status": "limit", "message": stop.message}
+    finally:
+        output = job.end() if job is not None else ""
+    answer["output"] = output
+    return answer
 
 
 class Inside:
@@ -75,6 +106,7 @@ class Inside:
 def main() -> None:
     protocol = os.fdopen(os.dup(1), "wb")         # answers go here; fd 1 itself now goes to stderr,
     os.dup2(2, 1)                                  # so that a stray print cannot break a JSON line
+    os.set_inheritable(protocol.fileno(), False)
 
     def send(answer: dict) -> None:
         protocol.write(json.dumps(answer).encode() + b"\n")
@@ -83,39 +115,36 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from . import demos, exercises  # noqa: F401  (imported once here, warm in every child)
-    from .checking import LearnerCodeError
-    from .sandbox import Limits, run_limited
+    from . import demos, exercises  # noqa: F401  (imported once here, warm in every forked child)
+    from .jail import isolation
+    from .job import Spares, become_subreaper, end_orphans
+    from .sandbox import Limits
 
+    become_subreaper()
     limits = Limits(**json.loads(os.environ.get("MINITX_LABS_LIMITS") or "{}"))
+    spares = Spares(limits)
+    spares.refill()                                # the first job's process starts now, beside the server's
     torch.ones(8, 8) @ torch.ones(8, 8)            # the first operation's one-off costs, paid here
-    send({"ready": True, "pid": os.getpid()})
+    send({"ready": True, "pid": os.getpid(), "sandbox": isolation()})
     inside = Inside()
     for line in sys.stdin.buffer:
+        request = None
         try:
             request = json.loads(line)
-            if request.get("op") == "try":       # forks children of its own, two per job
-                send(inside.answer(request))
-                continue
-            job = job_for(request)
-        except (ValueError, KeyError, TypeError, RuntimeError) as error:
-            send({"status": "error", "message": f"a bad request: {error}", "output": ""})
-            continue
-
-        def guarded(job=job):
-            try:
-                return {"ok": job()}
-            except LearnerCodeError as error:       # the learner's file cannot give its function
-                return {"learner_error": {"stage": error.stage, "title": error.title, "detail": error.detail,
-                                          "line": error.line}}
-
-        answer = run_limited(guarded, limits)
-        if answer.get("status") == "ok":
-            result = answer.pop("result")
-            if "learner_error" in result:
-                answer.update(status="learner_error", error=result["learner_error"])
+            if not isinstance(request, dict):
+                raise ValueError("a request is a JSON object")
+            if request.get("op") == "sandbox":
+                answer = {"status": "ok", "result": isolation(), "output": ""}
+            elif request.get("op") == "try":       # forks children of its own, two per job
+                answer = inside.answer(request)
             else:
-                answer["result"] = result["ok"]
+                answer = run_job(request, spares, limits)
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
+            answer = {"status": "error", "message": f"a bad request: {error}", "output": ""}
+        end_orphans(keep=spares.keep())            # whatever a job left behind, before the next one
+        spares.refill()                            # the next job's process, already starting
+        if isinstance(request, dict) and isinstance(request.get("request_token"), str):
+            answer["request_token"] = request["request_token"]
         send(answer)
 
 

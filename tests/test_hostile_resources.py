@@ -1,0 +1,52 @@
+"""Hostile: a job that spreads its work over several processes, each under its own limits: together
+they may not pass the job's memory or processor time, and the job is stopped saying so."""
+
+from __future__ import annotations
+
+import pytest
+
+from minitx.labs.sandbox import Limits
+from tests.hostile_support import MODES, check, start_worker
+
+MEMORY = '''
+import os, time
+import torch
+
+def attention(q, k, v, mask=None):
+    for _ in range(3):                    # three processes of 400 MB each, under a 1 GiB job
+        if os.fork() == 0:
+            block = torch.ones(100 * 2**20)      # 400 MB, touched
+            time.sleep(30)
+            os._exit(0)
+    time.sleep(30)
+'''
+
+RELAY = '''
+import os
+
+def attention(q, k, v, mask=None):
+    for _ in range(4):                    # four processes spinning at once
+        if os.fork() == 0:
+            while True:
+                pass
+    while True:
+        pass
+'''
+
+
+@pytest.fixture(scope="module", params=MODES)
+def worker(request):
+    worker = start_worker(request.param, Limits(cpu_seconds=2, wall_seconds=20.0, memory_bytes=2**30))
+    yield worker
+    worker.close()
+
+
+def test_memory_spread_over_processes_is_counted_together(worker):
+    answer = check(worker, "attention", MEMORY)
+    assert answer["status"] == "limit" and "memory together" in answer["message"], answer
+
+
+def test_processor_time_spread_over_processes_is_counted_together(worker):
+    answer = check(worker, "attention", RELAY)
+    assert answer["status"] == "limit", answer
+    assert "processor time together" in answer["message"], answer
