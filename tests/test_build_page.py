@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from minitx.labs import LABS, get_lab
 from minitx.labs.book import LabBook
 from minitx.labs.checking import check
+from tests.conftest import IN_CI
 from tests.lab_sources import ALLOCATES_TOO_MUCH, LOOPS_FOREVER, RAISES, RIGHT, SYNTAX_ERROR, WRONG
 from ui.models import RANDOM
 
@@ -56,6 +57,8 @@ def errors(at):
 def test_every_lab_on_the_page_stub_wrong_and_right(build, labs_dir):
     at = build
     assert not at.exception and "0 of 12 labs passed" in at.get("progress")[0].proto.text
+    sandbox = " ".join(c.value for c in at.caption if "Sandbox:" in c.value)
+    assert "**isolated**" in sandbox or "**limits only**" in sandbox and not IN_CI, sandbox   # CI installs bwrap
     for lab in LABS:
         submit(at, lab.name, lab.stub)
         assert any("not written yet" in e for e in errors(at)), (lab.name, errors(at))

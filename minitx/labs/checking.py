@@ -290,6 +290,21 @@ def load_function(lab: Lab, source: str, filename: str = "your_code.py"):
     return load_compiled(lab, compile_file(source, filename), filename)
 
 
+STUB_TITLE = "`{}` is not written yet: replace `raise NotImplementedError` with your code."
+
+
+def check_without_running(lab: Lab, source: str, filename: str = "your_code.py") -> Report | None:
+    """What a check can say without running any of the learner's code: a syntax error (compiling
+    runs nothing), or the lab's stub as it was handed out. None when the code must run."""
+    try:
+        compile_file(source, filename)
+    except LearnerCodeError as error:
+        return Report(lab.name, False, error.stage, error.title, error.detail, line=error.line)
+    if source.strip() == lab.stub.strip():
+        return Report(lab.name, False, "stub", STUB_TITLE.format(lab.function))
+    return None
+
+
 def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> Report:
     """Run every check of `lab` on the learner's `source`. See the module docstring. load(lab, source,
     filename, cases) -> the learner's function, run elsewhere (LearnerCodeError if the file cannot give it)."""
@@ -315,8 +330,7 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
             raise
         except NotImplementedError:
             if number == 0:
-                return report("stub", f"`{lab.function}` is not written yet: replace `raise NotImplementedError` "
-                                      "with your code.")
+                return report("stub", STUB_TITLE.format(lab.function))
             return report("error", f"`{lab.function}` raised NotImplementedError on: {case.label}.", case=case.label)
         except BaseException as error:            # SystemExit too: exit() in a function is a mistake
             lines, line = learner_lines(error, filename)

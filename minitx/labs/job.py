@@ -209,6 +209,16 @@ class LearnerProcess:
             kill(pid)
         self.process.kill()
         self.process.wait()
+        deadline = time.monotonic() + 2.0          # and reap those that came back to this process (the subreaper)
+        while below and time.monotonic() < deadline:
+            for pid in below:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+            below = [pid for pid in below if os.path.exists(f"/proc/{pid}")]
+            if below:
+                time.sleep(0.01)
         try:
             self.process.stdin.close()
         except OSError:

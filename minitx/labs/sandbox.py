@@ -1,23 +1,24 @@
 """Running a learner's code where it can do no harm: never in the server, always under limits.
 
-    server (Streamlit)  --JSON lines-->  worker (python -m minitx.labs.worker)
-                                              |  fork, per job
-                                              v
-                                         child: one thread, CPU-time and memory limits,
-                                                its output captured and capped; runs the
-                                                learner's code, answers in JSON, exits
+    server (Streamlit)  --JSON lines, a token per request-->  worker (python -m minitx.labs.worker)
+                                                                  |  per job (minitx.labs.job)
+                                                                  v
+                          learner process, used once: isolated by bubblewrap where it runs
+                          (minitx.labs.jail), limits only elsewhere; returns outputs as data
 
 The worker is started once and kept warm (importing torch takes seconds); it never runs a
-learner's code itself, so a job that loops, eats memory or breaks torch's state harms only
-its own child, which is killed. The worker answers in JSON, never pickle: what comes back
-from a learner's code is data, not code for the server to run. If the worker itself stops
-answering, `LabWorker` kills it and starts another.
+learner's code itself. It computes minitx's answers and the verdict; the learner's process only
+runs the learner's function on the inputs it is sent. Everything crosses as JSON, never pickle:
+what comes back from a learner's code is data, not code to run. If the worker itself stops
+answering, `LabWorker` kills it and starts another; an answer without its request's token is
+never taken for the answer.
 
-Limits: the child's processor time (RLIMIT_CPU: an endless loop ends with SIGXCPU), its
-address space (RLIMIT_AS: a 50 GB tensor fails at once with "can't allocate memory", checked
-with torch), and the wall clock (a child that sleeps or waits is killed). Where the
-platform has no fork or no resource limits (Windows), the worker runs the job itself and
-the server's wall-clock timeout is the only limit.
+This module holds what both sides share (the limits, the JSON encoding of values), the server's
+handle on the worker (`LabWorker`), and `run_limited`: a forked child under the same limits, used
+to run SmolLM2 with a learner's function, where the worker holds the weights a fork shares.
+Limits: processor time (RLIMIT_CPU: an endless loop ends with SIGXCPU), address space (RLIMIT_AS:
+a 50 GB tensor fails at once with "can't allocate memory"), the wall clock, and for a whole job
+its processes' memory and time together (`minitx.labs.job` says what is bounded where).
 """
 
 from __future__ import annotations

@@ -1,0 +1,59 @@
+"""How long a learner waits for a check: the attention lab's right answer through the warm lab worker,
+as the Build it page sends it (median of 5).
+
+    python benchmarks/lab_check.py              # target: at most 1.5x the check before the sandbox
+    python benchmarks/lab_check.py --name NAME  # writes benchmarks/results/NAME.json (default lab-check)
+
+Two ways: with a pause of 3 s before each check (a learner reads the last message and edits; the
+next job's process is ready by then), and back to back (the next process is still starting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+from common import write_result  # noqa: E402
+
+from minitx.labs.sandbox import LabWorker  # noqa: E402
+from tests.lab_sources import RIGHT  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="lab-check")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    request = {"op": "check", "lab": "attention", "source": RIGHT["attention"], "filename": "attention.py"}
+    worker = LabWorker()
+    worker.start()
+    time.sleep(3)
+    assert worker.request(request)["result"]["passed"]          # warm: the first job's imports
+    paused, back_to_back = [], []
+    for _ in range(args.repeats):
+        time.sleep(3)
+        started = time.perf_counter()
+        assert worker.request(request)["result"]["passed"]
+        paused.append(time.perf_counter() - started)
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        assert worker.request(request)["result"]["passed"]
+        back_to_back.append(time.perf_counter() - started)
+    try:
+        mode = worker.request({"op": "sandbox"}).get("result") or "fork per job"
+    except Exception:
+        mode = "fork per job"
+    worker.close()
+    write_result(args.name, {"sandbox": mode if isinstance(mode, str) else "fork per job",
+                             "check_after_a_pause_s": {"median": statistics.median(paused), "runs": paused},
+                             "check_back_to_back_s": {"median": statistics.median(back_to_back),
+                                                      "runs": back_to_back}})
+
+
+if __name__ == "__main__":
+    main()
