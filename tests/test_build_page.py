@@ -41,6 +41,9 @@ def build(monkeypatch, tmp_path, imdb, labs_dir):
     st.cache_resource.clear()          # on_release closes the worker
 
 
+WRONG_ON_THE_PAGE = ("attention", "bpe_merge", "top_p", "causal_mask")
+
+
 def submit(at: AppTest, name: str, source: str) -> AppTest:
     """What the editor sends when the learner presses Check (or Ctrl+Enter)."""
     if at.selectbox(key="build_lab").value != name:
@@ -62,10 +65,11 @@ def test_every_lab_on_the_page_stub_wrong_and_right(build, labs_dir):
     for lab in LABS:
         submit(at, lab.name, lab.stub)
         assert any("not written yet" in e for e in errors(at)), (lab.name, errors(at))
-        what, source, words = WRONG[lab.name][0]
-        submit(at, lab.name, source)
-        assert any(words in e for e in errors(at)), (lab.name, what, errors(at))
-        assert not at.success
+        if lab.name in WRONG_ON_THE_PAGE:            # each kind of picture; every lab's messages: test_labs.py
+            what, source, words = WRONG[lab.name][0]
+            submit(at, lab.name, source)
+            assert any(words in e for e in errors(at)), (lab.name, what, errors(at))
+            assert not at.success
         submit(at, lab.name, RIGHT[lab.name])
         assert not at.exception and not errors(at), (lab.name, errors(at))
         assert at.success[0].value.startswith("Passed"), lab.name

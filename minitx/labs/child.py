@@ -61,7 +61,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from . import demos, get_lab
+    from . import get_lab
     from .checking import LearnerCodeError, load_function
     from .sandbox import decode, encode
 
@@ -104,6 +104,8 @@ def main() -> None:
                                  f"sent back: {error}"[:500], "lines": "", "line": None, "memory": None,
                                  "not_implemented": False}})
         elif op == "demo":
+            from . import demos
+
             try:
                 functions = {lab.name: fn}
                 for other, text in (request.get("with") or {}).items():
