@@ -17,7 +17,8 @@ What is bounded where:
 - the whole job, everything it started included: the wall clock (the worker's deadline), and
   the total processor time and memory (proportional set size) of every process in the job's
   tree, measured by the worker every 0.1 s, which ends the job when either passes its limit
-  (cgroups are not used: most desktops do not let a user create one);
+  (cgroups are not used: most desktops do not let a user create one; with limits only, a process
+  that left its parent is no longer in the tree, so it escapes this count until the job ends);
 - after the job: in the isolated sandbox the job's PID namespace ends with it, so nothing it
   started survives; with limits only, the worker kills the job's process group and session, every
   descendant it can see, and every orphan the job left (the worker is their subreaper on Linux,
@@ -154,7 +155,7 @@ class LearnerProcess:
                                         stderr=subprocess.PIPE, env=env, close_fds=True, start_new_session=True,
                                         cwd="/tmp" if os.path.isdir("/tmp") else None)
         self.answers: queue.Queue = queue.Queue()
-        self.output, self.too_much_output = bytearray(), False
+        self.output = bytearray()
         threading.Thread(target=self._read_answers, daemon=True).start()
         self._output_reader = threading.Thread(target=self._read_output, daemon=True)
         self._output_reader.start()
@@ -178,9 +179,10 @@ class LearnerProcess:
                 self.answers.put({"__too_large__": True})
                 break
             try:
-                self.answers.put(json.loads(line))
+                answer = json.loads(line)
             except ValueError:
-                self.answers.put({"__garbled__": True})
+                answer = None
+            self.answers.put(answer if isinstance(answer, dict) else {"__garbled__": True})
 
     def _read_output(self) -> None:
         with self.process.stderr as stream:
