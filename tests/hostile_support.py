@@ -3,6 +3,7 @@ whether a process a job started is still alive."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 from pathlib import Path
@@ -39,6 +40,18 @@ def start_worker(mode: str, limits: Limits = Limits()) -> LabWorker:
     return worker
 
 
+_SHARED: dict[str, LabWorker] = {}
+
+
+def shared_worker(mode: str) -> LabWorker:
+    """One worker per mode for all the hostile files that run in this test process (each job gets a
+    fresh learner process anyway); closed when the tests end."""
+    if mode not in _SHARED:
+        _SHARED[mode] = start_worker(mode)
+        atexit.register(_SHARED[mode].close)
+    return _SHARED[mode]
+
+
 def marker() -> str:
     """A number no other process has on its command line: `sleep MARKER` is easy to find in /proc."""
     return str(random.randrange(10**8, 10**9))
@@ -66,4 +79,4 @@ def passed(answer: dict) -> bool:
     return answer.get("status") == "ok" and answer["result"]["passed"] is True
 
 
-__all__ = ["MODES", "RIGHT", "WRONG", "alive_with", "check", "marker", "passed", "start_worker"]
+__all__ = ["MODES", "RIGHT", "WRONG", "alive_with", "check", "marker", "passed", "shared_worker", "start_worker"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hostile_support import MODES, WRONG, check, passed, start_worker
+from tests.hostile_support import MODES, WRONG, check, passed, shared_worker
 
 FORGER = '''
 import glob, json, os, time
@@ -40,11 +40,9 @@ _forge_for(0.3)
 '''
 
 
-@pytest.fixture(scope="module", params=MODES)
+@pytest.fixture(params=MODES)
 def worker(request):
-    worker = start_worker(request.param)
-    yield worker
-    worker.close()
+    return shared_worker(request.param)
 
 
 def test_a_forger_does_not_pass_its_own_wrong_function_nor_answer_for_later_jobs(worker):

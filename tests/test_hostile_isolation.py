@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile_support import RIGHT, check, passed, start_worker
+from tests.hostile_support import RIGHT, check, passed, shared_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,11 +38,9 @@ except OSError as error:
 '''
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def worker():
-    worker = start_worker("isolated")
-    yield worker
-    worker.close()
+    return shared_worker("isolated")
 
 
 def test_no_file_of_the_user_no_write_into_the_project_no_connection(worker):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.hostile_support import MODES, RIGHT, alive_with, check, marker, passed, start_worker
+from tests.hostile_support import MODES, RIGHT, alive_with, check, marker, passed, shared_worker
 
 LINGER = '''
 import os
@@ -28,11 +28,9 @@ _linger()
 '''
 
 
-@pytest.fixture(scope="module", params=MODES)
+@pytest.fixture(params=MODES)
 def worker(request):
-    worker = start_worker(request.param)
-    yield worker
-    worker.close()
+    return shared_worker(request.param)
 
 
 def _wait_gone(mark: str, seconds: float = 2.0) -> list[int]:
@@ -57,7 +55,7 @@ def test_nothing_a_job_that_hit_its_time_limit_started_is_alive_after_it(worker)
 
 
 def test_the_command_line_check_leaves_nothing_behind(tmp_path):
-    start_worker("isolated").close()          # skips (or fails under CI) where bwrap cannot run
+    shared_worker("isolated")                 # skips (or fails under CI) where bwrap cannot run
     mark = marker()
     (tmp_path / "attention.py").write_text(LINGER.format(mark=mark) + RIGHT["attention"])
     done = subprocess.run([sys.executable, "-m", "minitx.labs", "check", "attention", str(tmp_path / "attention.py")],

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hostile_support import MODES, WRONG, check, start_worker
+from tests.hostile_support import MODES, WRONG, check, shared_worker
 
 PATCHES = '''
 import torch
@@ -23,11 +23,9 @@ checking.check = lambda lab, *a, **k: checking.Report(lab.name, True, "passed", 
 '''
 
 
-@pytest.fixture(scope="module", params=MODES)
+@pytest.fixture(params=MODES)
 def worker(request):
-    worker = start_worker(request.param)
-    yield worker
-    worker.close()
+    return shared_worker(request.param)
 
 
 @pytest.mark.parametrize("lab", ["attention", "top_p"])

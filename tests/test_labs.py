@@ -151,6 +151,8 @@ def test_what_learner_code_prints_comes_back_capped():
 
 
 def _children_of(pid: int) -> list[int]:
+    """pid's children that are alive (a killed one the kernel has not yet handed back to be reaped,
+    a zombie, has ended: the next job's clean-up reaps it)."""
     children = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -158,7 +160,7 @@ def _children_of(pid: int) -> list[int]:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid:
+            if int(fields[1]) == pid and fields[0] != "Z":
                 children.append(int(entry.name))
     return children
 
