@@ -76,3 +76,81 @@ def _accept(listener, connections):
         connections.append(listener.accept())
     except OSError:
         pass
+
+
+REACH_THE_ZYGOTE = '''
+import os
+
+
+def _is_me(pid):                          # /proc counts in the sandbox's PID namespace; the job has its own
+    with open(f"/proc/{pid}/status") as f:
+        ids = next(line for line in f if line.startswith("NSpid:")).split()[1:]
+    return len(ids) > 1 and int(ids[-1]) == os.getpid()
+
+
+for pid in os.listdir("/proc"):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"minitx.labs.zygote" not in f.read() or _is_me(pid):
+                continue
+    except (OSError, ValueError):
+        continue
+    print("FOUND", pid)
+    paths = [(f"/proc/{pid}/mem", "r+b"), (f"/proc/{pid}/environ", "rb"), (f"/proc/{pid}/maps", "rb")]
+    try:
+        paths += [(f"/proc/{pid}/fd/{fd}", "wb") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        pass
+    for path, mode in paths:
+        try:
+            with open(path, mode) as f:
+                f.read(1) if "r" in mode else f.write(b"{}\\n")
+            print("OPENED", path)
+        except OSError as error:
+            print("cannot open", path, type(error).__name__)
+'''
+
+
+def test_a_job_cannot_reach_into_the_zygote_every_later_job_is_forked_from(worker):
+    answer = check(worker, "attention", REACH_THE_ZYGOTE + RIGHT["attention"])
+    assert passed(answer), answer
+    printed = answer["output"]
+    # the zygote, its keeper for this job, this job's init: there to be seen, as processes of the sandbox
+    assert printed.count("FOUND") >= 3, printed
+    assert "OPENED" not in printed and printed.count("cannot open") >= 9, printed
+
+
+def test_running_a_pretrained_model_with_my_code_is_isolated_too(worker, tmp_path):
+    """"Try": the model writes with the learner's attention in a job of its own, in the sandbox."""
+    from tests.hostile_support import alive_with, marker
+    from tests.pretrained_support import tiny_llama, tiny_tokenizer, write_gguf
+
+    tokenizer = tiny_tokenizer()
+    model = write_gguf(tmp_path / "tiny.gguf", tiny_llama(tokenizer.vocab_size), tokenizer)
+    secret = ROOT / "artifacts" / f"secret-{random.randrange(10**9)}.txt"
+    secret.parent.mkdir(exist_ok=True)
+    secret.write_text("the user's secret")
+    mark = marker()
+    attack = SNOOP_AND_LINGER.format(secret=str(secret), mark=mark)
+    try:
+        answer = worker.request({"op": "try", "lab": "attention", "source": attack + RIGHT["attention"],
+                                 "prompt": "The capital of France", "chat": False, "max_new_tokens": 4,
+                                 "model": str(model)}, wall_seconds=120)
+        assert answer["status"] == "ok" and answer["result"]["same"] is True, answer
+        assert "cannot read" in answer["output"] and "the user's secret" not in answer["output"], answer
+        assert alive_with(mark) == []
+    finally:
+        secret.unlink()
+
+
+SNOOP_AND_LINGER = '''
+import os
+
+try:
+    print(open({secret!r}).read())
+except OSError as error:
+    print("cannot read", type(error).__name__)
+if os.fork() == 0:
+    os.setsid()
+    os.execv("/bin/sleep", ["sleep", "{mark}"])
+'''

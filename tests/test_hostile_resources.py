@@ -35,18 +35,21 @@ def attention(q, k, v, mask=None):
 
 
 @pytest.fixture(scope="module")
-def worker():                                 # the worker's count is the same code in either mode: the isolated one is enough
-    worker = start_worker("isolated", Limits(cpu_seconds=2, wall_seconds=20.0, memory_bytes=2**30))
-    yield worker
-    worker.close()
+def workers():                                # the worker's count is the same code in either mode: the isolated one is enough
+    # each test forces the path it checks: time enough for memory to be what runs out, and the other way round
+    started = {"memory": start_worker("isolated", Limits(cpu_seconds=60, wall_seconds=20.0, memory_bytes=2**30)),
+               "time": start_worker("isolated", Limits(cpu_seconds=2, wall_seconds=20.0, memory_bytes=8 * 2**30))}
+    yield started
+    for worker in started.values():
+        worker.close()
 
 
-def test_memory_spread_over_processes_is_counted_together(worker):
-    answer = check(worker, "attention", MEMORY)
+def test_memory_spread_over_processes_is_counted_together(workers):
+    answer = check(workers["memory"], "attention", MEMORY)
     assert answer["status"] == "limit" and "memory together" in answer["message"], answer
 
 
-def test_processor_time_spread_over_processes_is_counted_together(worker):
-    answer = check(worker, "attention", RELAY)
+def test_processor_time_spread_over_processes_is_counted_together(workers):
+    answer = check(workers["time"], "attention", RELAY)
     assert answer["status"] == "limit", answer
     assert "processor time together" in answer["message"], answer

@@ -165,6 +165,12 @@ def _children_of(pid: int) -> list[int]:
     return children
 
 
+def _alive_below(pid: int) -> list[int]:
+    from minitx.labs.job import descendants, gone
+
+    return sorted(p for p in descendants(pid) if not gone(p))
+
+
 @pytest.mark.skipif(not UNIX, reason="the limits need fork and /proc (Linux)")
 def test_the_worker_stays_warm_through_runaway_code_and_leaves_nothing_behind():
     worker = LabWorker(Limits(cpu_seconds=1, wall_seconds=1.5))
@@ -172,17 +178,18 @@ def test_the_worker_stays_warm_through_runaway_code_and_leaves_nothing_behind():
         first = worker.request({"op": "check", "lab": "attention", "source": RIGHT["attention"]})
         assert first["status"] == "ok" and first["result"]["passed"]
         pid = worker.pid
-        spares_seen = set(_children_of(pid))
+        zygote = _children_of(pid)
+        sandbox = _alive_below(zygote[0])          # bwrap's own and the zygote's processes (no job's)
         forks = "import os\n\ndef attention(*args):\n    os.fork()\n    while True:\n        pass\n"
         for source in (LOOPS_FOREVER.format(function="attention"), forks,
                        "import time\n\ndef attention(*a):\n    time.sleep(100)\n"):
             answer = worker.request({"op": "check", "lab": "attention", "source": source})
             assert answer["status"] == "limit", answer
-            # the job's process, and its own child, are gone: what is left is the next job's, started afresh
-            left = _children_of(pid)
-            assert len(left) == 1 and left[0] not in spares_seen, (left, spares_seen)
-            assert "minitx.labs.child" in Path(f"/proc/{left[0]}/cmdline").read_text()
-            spares_seen.add(left[0])
+            # the job's processes, its own child included, are gone: what is left is the zygote the next
+            # job's process is forked from, the same one all along
+            assert len(zygote) == 1 and _children_of(pid) == zygote
+            assert "minitx.labs.zygote" in Path(f"/proc/{zygote[0]}/cmdline").read_text()
+            assert _alive_below(zygote[0]) == sandbox
         assert worker.pid == pid and worker.restarts == 0  # the same warm worker all along
         again = worker.request({"op": "check", "lab": "attention", "source": RIGHT["attention"]})
         assert again["result"]["passed"]

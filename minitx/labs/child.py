@@ -1,15 +1,18 @@
-"""The process that runs a learner's code: `python -m minitx.labs.child`, started by the lab worker
-(`minitx.labs.job`), inside the isolated sandbox where there is one, and used for one job only.
+"""The learner's process: what runs a learner's code, in a process used for one job only.
 
-It imports torch and the labs first, says it is ready, and waits. The job's first message
-sets its limits and its token; from then on it only loads the learner's file and runs the
-learner's function on the inputs it is sent, answering with what came out, as data:
+The zygote (`minitx.labs.zygote`) has run `warm()` once: torch and the labs imported, the
+first operation's costs paid. Each job's process is a fork of it that runs `serve()`, inside
+the isolated sandbox where there is one. The job's first message sets its limits and its
+token; from then on it only loads the learner's file and runs the learner's function on the
+inputs it is sent, answering with what came out, as data:
 
     {"op": "start", "token": T, "limits": {...}}              -> {"token": T, "started": true}
     {"op": "load", "lab": NAME, "source": ..., "filename": ...} -> {"loaded": true} | {"learner_error": ...}
     {"op": "call", "args": [...]}                              -> {"returned": ..., "args_after": [...]}
                                                                 | {"raised": {"type", "text", ...}}
     {"op": "demo", "request": ..., "with": {...}}              -> {"result": ...}   (minitx.labs.demos)
+    {"op": "write", "ids": [...], "max_new_tokens": N, "sampling": {...}}
+                                    -> {"result": {"ids", "first_logits"}}   (minitx.labs.inside)
 
 It never says whether the learner's function is right: the worker compares what comes back
 with minitx's answers, computed where the learner's code never ran. Everything it prints
@@ -49,28 +52,46 @@ def raised(error: BaseException, filename: str) -> dict:
             "memory": out_of_memory(error), "not_implemented": isinstance(error, NotImplementedError)}
 
 
-def main() -> None:
+PRETRAINED = None                 # the zygote's pretrained model, if it loaded one: every fork shares it
+
+
+def warm(model: str | None = None) -> None:
+    """What every job's process needs, done once in the zygote before it forks any: one thread
+    (a fork copies no thread pool), torch and the labs imported, the first operation's costs paid,
+    and the pretrained model at `model` loaded, for jobs that run it with the learner's function."""
+    global PRETRAINED
+    import torch
+
+    torch.set_num_threads(1)
+    from . import demos, exercises, inside  # noqa: F401
+    from .checking import load_function  # noqa: F401
+    from .sandbox import decode  # noqa: F401
+
+    torch.ones(8, 8) @ torch.ones(8, 8)
+    if model:
+        from ..pretrained import load_pretrained
+
+        PRETRAINED = load_pretrained(model)
+
+
+def serve() -> None:
+    """Answer the job's messages on stdin until it closes (fd 0, 1 and 2 are the job's own pipes)."""
     protocol = os.fdopen(os.dup(1), "wb")         # answers go here; fd 1 now goes to stderr, with the prints
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    token = None
 
     def send(answer: dict) -> None:
         protocol.write(json.dumps({**answer, "token": token}).encode() + b"\n")
         protocol.flush()
 
-    import torch
-
-    torch.set_num_threads(1)
     from . import get_lab
     from .checking import LearnerCodeError, load_function
     from .sandbox import decode, encode
 
-    torch.ones(8, 8) @ torch.ones(8, 8)            # the first operation's one-off costs, paid before the job
-    token = None
-    send({"ready": True})
     lab = fn = cases = None
     filename = "your_code.py"
-    for line in sys.stdin.buffer:
+    for line in os.fdopen(0, "rb"):
         request = json.loads(line)
         op = request.get("op")
         if op == "start":
@@ -103,6 +124,14 @@ def main() -> None:
                 send({"raised": {"type": type(error).__name__, "text": f"what your function returned cannot be "
                                  f"sent back: {error}"[:500], "lines": "", "line": None, "memory": None,
                                  "not_implemented": False}})
+        elif op == "write":               # the pretrained model writing with the learner's function
+            from .inside import write_with
+
+            try:
+                send({"result": write_with(PRETRAINED.model, PRETRAINED.tokenizer, [int(i) for i in request["ids"]],
+                                           int(request["max_new_tokens"]), dict(request["sampling"]), {lab.name: fn})})
+            except BaseException as error:
+                send({"raised": raised(error, filename)})
         elif op == "demo":
             from . import demos
 
@@ -116,7 +145,3 @@ def main() -> None:
                                         "line": error.line}})
             except BaseException as error:
                 send({"raised": raised(error, filename)})
-
-
-if __name__ == "__main__":
-    main()

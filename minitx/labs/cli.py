@@ -103,13 +103,17 @@ def check(name: str, file: str) -> int:
         return fail(str(error))
     from .checking import Report
     from .jail import isolation
-    from .job import Spares, become_subreaper, end_orphans
+    from .job import Zygotes, become_subreaper, end_orphans
     from .sandbox import LIMITS
     from .worker import run_job
 
     become_subreaper()                  # what the job leaves behind comes back here, to be ended
-    answer = run_job({"op": "check", "lab": lab.name, "source": source, "filename": file}, Spares(LIMITS), LIMITS)
-    end_orphans(keep=set())
+    zygotes = Zygotes(LIMITS)
+    try:
+        answer = run_job({"op": "check", "lab": lab.name, "source": source, "filename": file}, zygotes, LIMITS)
+    finally:
+        zygotes.close()
+        end_orphans(keep=set())
     if answer["status"] == "ok":
         report = Report.from_dict(answer["result"])
     else:

@@ -1,16 +1,17 @@
 """A learner's functions inside a real language model: SmolLM2 writing with your attention, RoPE, RMSNorm...
 
-    worker / command line (trusted)                 sandbox children (one job each)
-    loads SmolLM2 once; forks share its weights  -> minitx's functions: greedy answer, first logits
-                                                 -> the learner's functions plugged in (minitx.labs.plug):
-                                                    the same greedy answer and logits
-    compares the two: the same text?  the largest logit difference
+    worker / command line (trusted)
+      loads SmolLM2 once  -> a fork of it, under limits: minitx's functions, greedy answer, first logits
+      a zygote loads it too, in the sandbox (minitx.labs.job)
+                          -> a learner process forked from it: the learner's function plugged in
+                             (minitx.labs.plug), the same greedy answer and logits
+      compares the two: the same text?  the largest logit difference
 
-Both generations run in forked children under the sandbox's limits, the learner's one
-with the learner's code and the reference in a child the learner's code never touched;
-the comparison is made here, from the data the children sent back. A child's memory
-limit is the worker's address space (the model included, shared with it) plus the usual
-2 GiB: a fork maps the weights without copying them. Running a 135 M-parameter model
+The learner's run is a job like a check's: a process of its own, isolated where bwrap runs,
+forked from a zygote that holds the model (the fork shares its weights instead of loading
+them again). minitx's run is a fork of the worker the learner's code never touched. The
+comparison is made here, from the data both sent back. A process's memory limit is its
+address space (the model included) plus the usual 2 GiB. Running a 135 M-parameter model
 takes more processor time than a check: TRY_LIMITS.
 """
 
@@ -48,13 +49,41 @@ def write_with(model, tokenizer, ids: list[int], max_new_tokens: int, sampling: 
     return {"ids": out.new_ids, "first_logits": encode(first.float())}
 
 
+def _run_yours(lab, source: str, filename: str, pretrained, ids: list[int], max_new_tokens: int, sampling: dict,
+               zygotes) -> dict:
+    """The learner's run, a job of its own: {"status": "ok", "result": {"ids", "first_logits"} or
+    {"problem": ...}} or {"status": "limit" | "error", "message": ...}; "output": what it printed."""
+    from .checking import JobStopped, LearnerCodeError
+    from .job import Job
+
+    job, answer = None, None
+    try:
+        job = Job(zygotes.spawn(model=str(pretrained.source), limits=TRY_LIMITS), TRY_LIMITS)
+        job.start()
+        job.load(lab, source, filename)
+        reply = job.ask({"op": "write", "ids": list(ids), "max_new_tokens": max_new_tokens, "sampling": sampling})
+        if "raised" in reply:
+            answer = {"status": "error", "message": f"{reply['raised'].get('type', 'Error')}: "
+                                                    f"{reply['raised'].get('text', '')}"}
+        else:
+            answer = {"status": "ok", "result": reply.get("result")}
+    except LearnerCodeError as error:
+        answer = {"status": "ok", "result": {"problem": f"{error.title} {error.detail or ''}".strip()}}
+    except JobStopped as stop:
+        answer = {"status": "limit", "message": stop.message}
+    finally:
+        output = job.end() if job is not None else ""
+    return {**answer, "output": output}
+
+
 def try_in_model(lab_name: str, source: str, pretrained, ids: list[int], max_new_tokens: int,
-                 filename: str | None = None, reference: dict | None = None) -> dict:
-    """Run the pretrained model with minitx's function and with the learner's (each in a sandbox child),
-    and compare: {"ours", "yours": {"ids", "text"}, "same", "largest_difference"}, or {"problem": ...}
-    when the learner's code did not run to the end. `reference` is minitx's run, if already made."""
+                 filename: str | None = None, reference: dict | None = None, zygotes=None) -> dict:
+    """Run the pretrained model with minitx's function and with the learner's, and compare: {"ours",
+    "yours": {"ids", "text"}, "same", "largest_difference"}, or {"problem": ...} when the learner's
+    code did not run to the end. `reference` is minitx's run, if already made; `zygotes`: the
+    worker's (`minitx.labs.job.Zygotes`), one made for this run if not given."""
     from . import get_lab
-    from .checking import LearnerCodeError, load_function
+    from .job import Zygotes
 
     if lab_name not in TRY_LABS:
         raise ValueError(f"{lab_name} is not a function the decoder calls; these are: {', '.join(TRY_LABS)}.")
@@ -63,19 +92,20 @@ def try_in_model(lab_name: str, source: str, pretrained, ids: list[int], max_new
     lab = get_lab(lab_name)
     model, tokenizer = pretrained.model, pretrained.tokenizer
     sampling = sampling_for(lab_name)
-    if reference is None:
-        reference = run_limited(lambda: write_with(model, tokenizer, ids, max_new_tokens, sampling, {}), TRY_LIMITS)
-        if reference.get("status") != "ok":
-            raise RuntimeError(f"minitx's own run of the model did not finish: {reference.get('message')}")
-
-    def yours():
-        try:
-            function = load_function(lab, source, filename or f"{lab_name}.py")
-        except LearnerCodeError as error:
-            return {"problem": f"{error.title} {error.detail or ''}".strip()}
-        return write_with(model, tokenizer, ids, max_new_tokens, sampling, {lab_name: function})
-
-    learner = run_limited(yours, TRY_LIMITS)
+    mine = zygotes is None
+    zygotes = Zygotes(TRY_LIMITS) if mine else zygotes
+    zygotes.zygote_for(model=str(pretrained.source))     # the learner's run's zygote starts beside minitx's run
+    try:
+        if reference is None:
+            reference = run_limited(lambda: write_with(model, tokenizer, ids, max_new_tokens, sampling, {}),
+                                    TRY_LIMITS)
+            if reference.get("status") != "ok":
+                raise RuntimeError(f"minitx's own run of the model did not finish: {reference.get('message')}")
+        learner = _run_yours(lab, source, filename or f"{lab_name}.py", pretrained, ids, max_new_tokens, sampling,
+                             zygotes)
+    finally:
+        if mine:
+            zygotes.close()
     ours = reference["result"]
     result = {"ours": {"ids": ours["ids"], "text": tokenizer.decode(ours["ids"])}, "reference": reference,
               "output": learner.get("output", "")}

@@ -4,11 +4,12 @@ with everything it started.
     worker (trusted: minitx's answers, the comparison, the verdict)
        |  stdin / stdout pipes of this job's process only; every answer carries the job's token
        v
-    learner process (`python -m minitx.labs.child`), in bwrap where it runs (`minitx.labs.jail`):
-       loads the learner's file, runs the function on the inputs it is sent, answers with outputs
+    learner process, forked for this job by the zygote (`minitx.labs.zygote`), which runs in
+    bwrap where it runs (`minitx.labs.jail`): loads the learner's file, runs the function on the
+    inputs it is sent, answers with outputs
 
-The worker keeps one learner process started ahead of time (`Spares`), so a job does not wait
-for Python and torch to start; each is used for one job and ended with it.
+The zygote has imported Python's and torch's modules once, so a job's process starts in
+milliseconds, fresh: no learner's code ever ran in the process it is forked from.
 
 What is bounded where:
 
@@ -17,12 +18,12 @@ What is bounded where:
 - the whole job, everything it started included: the wall clock (the worker's deadline), and
   the total processor time and memory (proportional set size) of every process in the job's
   tree, measured by the worker every 0.1 s, which ends the job when either passes its limit
-  (cgroups are not used: most desktops do not let a user create one; with limits only, a process
-  that left its parent is no longer in the tree, so it escapes this count until the job ends);
+  (cgroups are not used: most desktops do not let a user create one; a process that leaves its
+  parent comes back to the job's init, a subreaper, so it stays in the tree);
 - after the job: in the isolated sandbox the job's PID namespace ends with it, so nothing it
-  started survives; with limits only, the worker kills the job's process group and session, every
-  descendant it can see, and every orphan the job left (the worker is their subreaper on Linux,
-  so a process that left its session and its parent still comes back to the worker).
+  started survives; with limits only, the job's init (its subreaper) and the worker kill the job's
+  process group and session, every descendant they can see, and every orphan the job left (the
+  worker is a subreaper too, for a process whose init was killed first).
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ import json
 import os
 import queue
 import secrets
+import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -44,7 +48,8 @@ from .checking import JobStopped, LearnerCodeError, LearnerRaised
 from .jail import bwrap_argv, isolation
 from .sandbox import LIMITS, Limits, decode, encode
 
-CHILD_MODULE = "minitx.labs.child"
+ZYGOTE_MODULE = "minitx.labs.zygote"
+FORK_TIMEOUT = 10.0
 WATCH_SECONDS = 0.1
 START_TIMEOUT = 90.0
 
@@ -134,125 +139,249 @@ def end_orphans(keep: set[int]) -> None:
 
 # -- the learner's process -----------------------------------------------------------------
 
+def gone(pid: int) -> bool:
+    """pid has ended (a zombie, ended and waiting to be reaped, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
 class LearnerProcess:
-    """A learner process, started now and ready once it has imported torch; used for one job."""
+    """A job's learner process as the worker holds it: its keeper's process id (the job's root,
+    as this process sees it) and the job's pipes. Used for one job."""
 
-    def __init__(self, limits: Limits = LIMITS, read_only: tuple[str, ...] = ()):
-        self.limits, self.mode = limits, isolation()
-        import minitx
-
-        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
-               "PYTHONPATH": str(Path(minitx.__file__).resolve().parents[1])}
-        command = [sys.executable, "-m", CHILD_MODULE]
-        if self.mode == "isolated":
-            argv = bwrap_argv(read_only=list(read_only))
-            for name, value in env.items():
-                argv += ["--setenv", name, value]
-            command, env = argv + command, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        else:
-            env = {**{k: v for k, v in os.environ.items() if not k.startswith("MINITX_")}, **env}
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=env, close_fds=True, start_new_session=True,
-                                        cwd="/tmp" if os.path.isdir("/tmp") else None)
+    def __init__(self, pid: int, stdin: int, stdout: int, stderr: int, status: int, limits: Limits = LIMITS):
+        self.pid, self.limits = pid, limits
+        self.stdin = os.fdopen(stdin, "wb")
+        self._status, self._closing = status, threading.Lock()
         self.answers: queue.Queue = queue.Queue()
         self.output = bytearray()
-        threading.Thread(target=self._read_answers, daemon=True).start()
-        self._output_reader = threading.Thread(target=self._read_output, daemon=True)
+        threading.Thread(target=self._read_answers, args=(os.fdopen(stdout, "rb"),), daemon=True).start()
+        self._output_reader = threading.Thread(target=self._read_output, args=(os.fdopen(stderr, "rb"),),
+                                               daemon=True)
         self._output_reader.start()
-        self.ready = False
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _read_answers(self) -> None:
-        with self.process.stdout:
-            self._answers_from(self.process.stdout)
+    def _read_answers(self, stream) -> None:
+        with stream:
+            while True:
+                line = stream.readline(self.limits.reply_bytes + 1)
+                if not line:
+                    break
+                if len(line) > self.limits.reply_bytes:
+                    self.answers.put({"__too_large__": True})
+                    break
+                try:
+                    answer = json.loads(line)
+                except ValueError:
+                    answer = None
+                self.answers.put(answer if isinstance(answer, dict) else {"__garbled__": True})
         self.answers.put(None)
 
-    def _answers_from(self, stream) -> None:
-        while True:
-            line = stream.readline(self.limits.reply_bytes + 1)
-            if not line:
-                break
-            if len(line) > self.limits.reply_bytes:
-                self.answers.put({"__too_large__": True})
-                break
-            try:
-                answer = json.loads(line)
-            except ValueError:
-                answer = None
-            self.answers.put(answer if isinstance(answer, dict) else {"__garbled__": True})
-
-    def _read_output(self) -> None:
-        with self.process.stderr as stream:
+    def _read_output(self, stream) -> None:
+        with stream:
             for chunk in iter(lambda: stream.read1(65536), b""):
                 room = self.limits.output_bytes + 1 - len(self.output)
                 if room > 0:
                     self.output += chunk[:room]
 
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> bool:
-        if not self.ready:
-            try:
-                answer = self.answers.get(timeout=timeout)
-            except queue.Empty:
-                return False
-            self.ready = isinstance(answer, dict) and answer.get("ready") is True
-        return self.ready
+    def returncode(self, timeout: float) -> int | None:
+        """How the learner process ended, as subprocess says it (a negative number: a signal), once
+        it has; None if it has not within timeout or its keeper was killed."""
+        status = self._status
+        data, deadline = b"", time.monotonic() + timeout
+        try:
+            while select.select([status], [], [], max(deadline - time.monotonic(), 0.0))[0]:
+                chunk = os.read(status, 64)
+                if not chunk:
+                    break
+                data += chunk
+            else:
+                return None
+        except (OSError, TypeError, ValueError):    # ended meanwhile: the pipe is closed
+            return None
+        try:
+            return int(data)
+        except ValueError:
+            return None
 
     def end(self) -> None:
-        """Kill it and everything it started that can still be found; reap it."""
+        """Kill the job's keeper, its session and every process below it; wait until they have ended."""
         below = descendants(self.pid)
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        for kill_it in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)):
+            try:
+                kill_it()
+            except (ProcessLookupError, PermissionError):
+                pass
         for pid in below:
             kill(pid)
-        self.process.kill()
-        self.process.wait()
-        deadline = time.monotonic() + 2.0          # and reap those that came back to this process (the subreaper)
-        while below and time.monotonic() < deadline:
-            for pid in below:
+        deadline = time.monotonic() + 2.0          # reap those that came back to this process (the subreaper)
+        left = [self.pid, *below]
+        while left and time.monotonic() < deadline:
+            for pid in left:
                 try:
                     os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
                     pass
-            below = [pid for pid in below if os.path.exists(f"/proc/{pid}")]
-            if below:
-                time.sleep(0.01)
-        try:
-            self.process.stdin.close()
-        except OSError:
-            pass
+            left = [pid for pid in left if not gone(pid)]
+            if left:
+                time.sleep(0.005)
+        with self._closing:                        # the watcher and the job may both end it
+            status, self._status = self._status, None
+            for closing in (self.stdin.close, lambda: status is not None and os.close(status)):
+                try:
+                    closing()
+                except OSError:
+                    pass
         # stdout and stderr are closed by their reader threads at the end of file (a close from here would
         # wait for a read that a surviving process could keep open)
 
 
-class Spares:
-    """One learner process started ahead of time, so that a job need not wait for one."""
+def model_folders(path: str) -> list[str]:
+    """What a process must read to load the pretrained model at path: the file or folder (and where
+    a Hub download's links point), and minitx's cache of its float32 weights."""
+    from ..tokenizer import cache_dir
+
+    target = Path(path)
+    folders = {str(target.resolve())}
+    if target.is_dir():
+        folders |= {str(entry.resolve().parent) for entry in target.iterdir()}
+    if cache_dir("pretrained").is_dir():
+        folders.add(str(cache_dir("pretrained").resolve()))
+    return sorted(folders)
+
+
+class Zygote:
+    """The zygote process (`minitx.labs.zygote`), started once, inside bwrap where it runs: it has
+    imported torch, and forks a fresh learner process for each job. read_only: more folders its
+    jobs may read (a trained run's, for a page drawn with it); model: the pretrained model it loads
+    once (a .gguf file or a model folder), which its forks share instead of loading it again."""
+
+    def __init__(self, limits: Limits = LIMITS, read_only: tuple[str, ...] = (), model: str | None = None):
+        self.limits, self.read_only, self.model, self.mode = limits, tuple(read_only), model, isolation()
+        import minitx
+        from ..tokenizer import cache_dir
+
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)    # each message says who sent it
+        # one thread everywhere: a fork copies no thread pool (torch's, OpenBLAS's, the tokenizer's)
+        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+               "PYTHONPATH": str(Path(minitx.__file__).resolve().parents[1]),
+               "MINITX_CACHE": str(cache_dir("pretrained").parent)}
+        command = [sys.executable, "-m", ZYGOTE_MODULE, str(theirs.fileno()), self.mode, *([model] if model else [])]
+        if self.mode == "isolated":
+            argv = bwrap_argv(read_only=[*read_only, *(model_folders(model) if model else [])])
+            for name, value in env.items():
+                argv += ["--setenv", name, value]
+            command, env = argv + command, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        else:
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("MINITX_")}, **env}
+        started = START_TIMEOUT + (120.0 if model else 0.0)      # loading a model the first time: dequantizing it
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, env=env, pass_fds=(theirs.fileno(),),
+                                        start_new_session=True, cwd="/tmp" if os.path.isdir("/tmp") else None)
+        theirs.close()
+        self.control, self.ready, self.start_timeout = mine, False, started
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def _receive(self, timeout: float) -> tuple[bytes, int | None]:
+        """The next message from the zygote or a keeper, and the sender's process id as seen here."""
+        self.control.settimeout(timeout)
+        message, ancillary, _, _ = self.control.recvmsg(16, socket.CMSG_SPACE(struct.calcsize("3i")))
+        pid = None
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = struct.unpack("3i", data[: struct.calcsize("3i")])[0]
+        return message, pid
+
+    def spawn(self, limits: Limits | None = None) -> LearnerProcess:
+        """A fresh learner process for one job, forked from the zygote."""
+        try:
+            if not self.ready:
+                self.ready = self._receive(self.start_timeout)[0] == b"ready"
+            if not self.ready:
+                raise OSError("the zygote did not start")
+            stdin, stdout, stderr, status = os.pipe(), os.pipe(), os.pipe(), os.pipe()
+            theirs = [stdin[0], stdout[1], stderr[1], status[1]]
+            try:
+                socket.send_fds(self.control, [b"fork"], theirs)
+            finally:
+                for fd in theirs:
+                    os.close(fd)
+            message, pid = self._receive(FORK_TIMEOUT)
+            if message != b"born" or pid is None or pid == self.process.pid:
+                raise OSError("the zygote did not fork")
+        except OSError:
+            self.close()
+            raise JobStopped("The sandbox for your code did not start.") from None
+        return LearnerProcess(pid, stdin[1], stdout[0], stderr[0], status[0], limits or self.limits)
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.kill()
+        self.process.wait()
+        self.control.close()
+
+
+class Zygotes:
+    """The worker's zygotes: the usual one, started ahead of the first job, and up to two more for
+    jobs that need more (isolated: folders to read; a pretrained model loaded)."""
+
+    KEEP = 2
 
     def __init__(self, limits: Limits = LIMITS):
-        self.limits, self.spare = limits, None
+        self.limits = limits
+        self.usual: Zygote | None = None
+        self.others: dict[tuple, Zygote] = {}           # by (folders, model), the last used last
 
-    def refill(self) -> None:
-        if self.spare is None or self.spare.process.poll() is not None:
-            self.spare = LearnerProcess(self.limits)
+    def start(self) -> None:
+        if self.usual is None or not self.usual.alive():
+            if self.usual is not None:
+                self.usual.close()
+            self.usual = Zygote(self.limits)
 
-    def take(self, read_only: tuple[str, ...] = ()) -> LearnerProcess:
-        """A ready learner process of its own for one job (a new one where it must see more folders)."""
-        if read_only and isolation() == "isolated":
-            process = LearnerProcess(self.limits, read_only)
-        else:
-            self.refill()
-            process, self.spare = self.spare, None
-        if not process.wait_ready():
-            process.end()
-            raise JobStopped("The sandbox for your code did not start.")
-        return process
+    def zygote_for(self, read_only: tuple[str, ...] = (), model: str | None = None) -> Zygote:
+        """The zygote whose forks can read read_only too and have model loaded: started now if there
+        is none yet (it may start while the caller does something else)."""
+        if isolation() != "isolated":
+            read_only = ()                 # with limits only, every folder can be read anyway
+        if not read_only and model is None:
+            self.start()
+            return self.usual
+        key = (tuple(read_only), model)
+        zygote = self.others.pop(key, None)
+        if zygote is None or not zygote.alive():
+            if zygote is not None:
+                zygote.close()
+            zygote = Zygote(self.limits, tuple(read_only), model)
+        self.others[key] = zygote
+        while len(self.others) > self.KEEP:
+            self.others.pop(next(iter(self.others))).close()
+        return zygote
+
+    def spawn(self, read_only: tuple[str, ...] = (), model: str | None = None,
+              limits: Limits | None = None) -> LearnerProcess:
+        """A fresh learner process for one job, that can read read_only too and has model loaded."""
+        return self.zygote_for(read_only, model).spawn(limits)
+
+    def _all(self) -> list[Zygote]:
+        return [z for z in (self.usual, *self.others.values()) if z is not None]
 
     def keep(self) -> set[int]:
-        return {self.spare.pid} if self.spare is not None else set()
+        """The zygotes' own processes (the worker's clean-up after a job leaves them)."""
+        return {z.process.pid for z in self._all() if z.alive()}
+
+    def close(self) -> None:
+        for zygote in self._all():
+            zygote.close()
+        self.usual, self.others = None, {}
 
 
 # -- a job ---------------------------------------------------------------------------------
@@ -299,8 +428,8 @@ class Job:
         """Send one message and wait for the answer with this job's token; JobStopped when there is
         none in time (or the process ended, or sent something else)."""
         try:
-            self.process.process.stdin.write(json.dumps(message).encode() + b"\n")
-            self.process.process.stdin.flush()
+            self.process.stdin.write(json.dumps(message).encode() + b"\n")
+            self.process.stdin.flush()
         except (OSError, ValueError):
             raise JobStopped(self._why_ended()) from None
         while True:
@@ -324,10 +453,7 @@ class Job:
     def _why_ended(self) -> str:
         if self.stopped:
             return self.stopped
-        try:
-            code = self.process.process.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = self.process.returncode(timeout=2)
         signal_number = -code if code is not None and code < 0 else code - 128 if code and code > 128 else None
         if signal_number == signal.SIGXCPU:
             return (f"Your code used more than {self.limits.cpu_seconds} s of processor time and was stopped. "

@@ -15,7 +15,7 @@ never taken for the answer.
 
 This module holds what both sides share (the limits, the JSON encoding of values), the server's
 handle on the worker (`LabWorker`), and `run_limited`: a forked child under the same limits, used
-to run SmolLM2 with a learner's function, where the worker holds the weights a fork shares.
+for minitx's own run of SmolLM2, where the worker holds the weights a fork shares.
 Limits: processor time (RLIMIT_CPU: an endless loop ends with SIGXCPU), address space (RLIMIT_AS:
 a 50 GB tensor fails at once with "can't allocate memory"), the wall clock, and for a whole job
 its processes' memory and time together (`minitx.labs.job` says what is bounded where).

@@ -1,10 +1,9 @@
 """The lab worker: `python -m minitx.labs.worker`, started by `sandbox.LabWorker`, never by hand.
 
 It reads one JSON request per line on stdin and answers one JSON line on stdout. The
-learner's code of a check, call or demo runs in a learner process of its own, isolated where
-bwrap runs (`minitx.labs.job`); minitx's answers and the verdict are computed here. A "try"
-runs in forked children under the sandbox's limits (`sandbox.run_limited`). The worker itself
-never runs a learner's code. It exits when its stdin closes (the server has gone).
+learner's code of a check, call, demo or try runs in a learner process of its own, isolated
+where bwrap runs (`minitx.labs.job`); minitx's answers and the verdict are computed here. The
+worker itself never runs a learner's code. It exits when its stdin closes (the server has gone).
 
     {"op": "check", "lab": "attention", "source": "...", "filename": "attention.py"}
     {"op": "call", "lab": "sinusoidal", "source": "...", "args": [...]}       -> the function's result
@@ -12,8 +11,8 @@ never runs a learner's code. It exits when its stdin closes (the server has gone
     {"op": "try", "lab": "attention", "source": "...", "prompt": "...", "chat": true, "max_new_tokens": 24}
         -> SmolLM2 with minitx's function and with the learner's (minitx.labs.inside)
 
-For "try" the worker loads the pretrained model once and keeps it: each job's children are forks,
-which share its weights instead of loading them again.
+For "try" the worker loads the pretrained model once and keeps it (minitx's own runs are forks of
+the worker, which share its weights), and so does the zygote the learner's runs are forked from.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import os
 import sys
 
 
-def run_job(request: dict, spares, limits) -> dict:
+def run_job(request: dict, zygotes, limits) -> dict:
     """A check, call or demo: the learner's code in a learner process of its own (`minitx.labs.job`);
     for a check, minitx's answers and the verdict here. {"status": "ok" | "error" | "learner_error" |
     "limit", ..., "output": what the learner's code printed}."""
@@ -48,7 +47,7 @@ def run_job(request: dict, spares, limits) -> dict:
             return {"status": "ok", "result": known.to_dict(), "output": ""}
     job = None
     try:
-        job = Job(spares.take(folders), limits)
+        job = Job(zygotes.spawn(folders), limits)
         job.start()
         if op == "check":
             answer = {"status": "ok", "result": check(lab, source, filename, load=job.load).to_dict()}
@@ -82,8 +81,8 @@ def run_job(request: dict, spares, limits) -> dict:
 class Inside:
     """The pretrained model the worker keeps for "try" jobs, and minitx's own runs of it, by prompt."""
 
-    def __init__(self):
-        self.pretrained, self.references = None, {}
+    def __init__(self, zygotes):
+        self.pretrained, self.references, self.zygotes = None, {}, zygotes
 
     def answer(self, request: dict) -> dict:
         from ..pretrained import PretrainedUnavailable, load_pretrained
@@ -102,7 +101,7 @@ class Inside:
         ids = ids[-context:] or tokenizer.encode(" ").ids          # cut from the left to fit, never empty
         key = (tuple(ids), int(request.get("max_new_tokens", 24)), tuple(sampling_for(request["lab"]).items()))
         result = try_in_model(request["lab"], request["source"], self.pretrained, ids, key[1],
-                              request.get("filename"), self.references.get(key))
+                              request.get("filename"), self.references.get(key), self.zygotes)
         self.references[key] = result.pop("reference")
         return {"status": "ok", "result": result, "output": result.pop("output", "")}
 
@@ -121,16 +120,16 @@ def main() -> None:
     torch.set_num_threads(1)
     from . import demos, exercises  # noqa: F401  (imported once here, warm in every forked child)
     from .jail import isolation
-    from .job import Spares, become_subreaper, end_orphans
+    from .job import Zygotes, become_subreaper, end_orphans
     from .sandbox import Limits
 
     become_subreaper()
     limits = Limits(**json.loads(os.environ.get("MINITX_LABS_LIMITS") or "{}"))
-    spares = Spares(limits)
-    spares.refill()                                # the first job's process starts now, beside the server's
+    zygotes = Zygotes(limits)
+    zygotes.start()                                # every job's process is forked from it: started now
     torch.ones(8, 8) @ torch.ones(8, 8)            # the first operation's one-off costs, paid here
     send({"ready": True, "pid": os.getpid(), "sandbox": isolation()})
-    inside = Inside()
+    inside = Inside(zygotes)
     for line in sys.stdin.buffer:
         request = None
         try:
@@ -139,14 +138,14 @@ def main() -> None:
                 raise ValueError("a request is a JSON object")
             if request.get("op") == "sandbox":
                 answer = {"status": "ok", "result": isolation(), "output": ""}
-            elif request.get("op") == "try":       # forks children of its own, two per job
+            elif request.get("op") == "try":       # minitx's run in a fork of this worker, the learner's in a job
                 answer = inside.answer(request)
             else:
-                answer = run_job(request, spares, limits)
+                answer = run_job(request, zygotes, limits)
         except (ValueError, KeyError, TypeError, RuntimeError) as error:
             answer = {"status": "error", "message": f"a bad request: {error}", "output": ""}
-        end_orphans(keep=spares.keep())            # whatever a job left behind, before the next one
-        spares.refill()                            # the next job's process, already starting
+        end_orphans(keep=zygotes.keep())           # whatever a job left behind, before the next one
+        zygotes.start()                            # again, if a job's end took it down
         if isinstance(request, dict) and isinstance(request.get("request_token"), str):
             answer["request_token"] = request["request_token"]
         send(answer)
