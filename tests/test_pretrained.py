@@ -173,7 +173,9 @@ def test_smollm2_logits_equal_transformers_on_the_same_file(smollm2):
     ours, theirs, _ = smollm2
     for prompt in PROMPTS:
         ids = ours.tokenizer.encode(prompt).ids
-        torch.testing.assert_close(logits(ours.model, ids), logits(theirs, ids), atol=1e-4, rtol=0)
+        # 30 layers of float32 summed in another order: up to 1.6e-4 apart on a Xeon with AMX, 1e-4 on an
+        # EPYC; a wrong weight or order of rows moves logits by whole units
+        torch.testing.assert_close(logits(ours.model, ids), logits(theirs, ids), atol=1e-3, rtol=0)
 
 
 def test_smollm2_chat_answers_are_the_same_greedy_tokens_as_transformers(smollm2):
