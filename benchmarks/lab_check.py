@@ -4,8 +4,8 @@ as the Build it page sends it (median of 5).
     python benchmarks/lab_check.py              # target: at most 1.5x the check before the sandbox
     python benchmarks/lab_check.py --name NAME  # writes benchmarks/results/NAME.json (default lab-check)
 
-Two ways: with a pause of 3 s before each check (a learner reads the last message and edits; the
-next job's process is ready by then), and back to back (the next process is still starting).
+Two ways: with a pause of 3 s before each check (a learner reads the last message and edits), and
+back to back. Either way the job's process is forked from the worker's zygote when the check comes.
 """
 
 from __future__ import annotations
