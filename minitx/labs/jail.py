@@ -40,18 +40,22 @@ def bwrap_binary() -> str | None:
 
 def python_folders() -> list[str]:
     """What the Python process needs to read: its installation, its packages, minitx's package.
-    Not the project folder or the home folder, even where a package or the venv lives inside one."""
+    Not the project folder or the home folder, even where a package or the venv lives inside one, nor
+    a script's folder on sys.path that is the temporary folder (the sandbox's /tmp is its own)."""
+    import tempfile
+
     import minitx
 
     package = Path(minitx.__file__).resolve().parent
     project = package.parent
     folders = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.exec_prefix).resolve(),
                Path(sys.executable).resolve().parent, package}
+    never = [project, Path.home().resolve(), Path(tempfile.gettempdir()).resolve(), Path("/tmp")]
     for entry in sys.path:
         if not entry:
             continue
         path = Path(entry).resolve()
-        if path.exists() and path != project and path not in project.parents and path != Path.home():
+        if path.exists() and not path.is_relative_to(project) and not any(path in [n, *n.parents] for n in never):
             folders.add(path)
     # the venv's python is a link into the base installation: both ends must exist in there
     folders.add(Path(sys.executable).parent)
