@@ -147,8 +147,8 @@ if mine is None:
             "your function instead of minitx's. It trains in the background like any run and is listed on "
             "**9 · Runs & predict** beside minitx's own.", icon=":material/school:")
 else:
-    st.markdown("A sentiment classifier whose every layer calls **your** `attention`, in the training's own "
-                "process. Same data, seed and steps as the preset with minitx's attention: compare the two on "
+    st.markdown("A sentiment classifier whose every layer calls **your** `attention`, trained in the sandbox "
+                "above. Same data, seed and steps as the preset with minitx's attention: compare the two on "
                 "**9 · Runs & predict**.")
     st.radio("preset", list(TRAIN_PRESETS), key="build_train_preset", horizontal=True)
     busy = registry().busy_reason()

@@ -95,17 +95,23 @@ def save_run(directory: str | os.PathLike, name: str, model: torch.nn.Module,
         _write_json(staging / METRICS_FILE, metrics)
         if resume is not None:
             write_resume_state(staging, resume)
-        if final.exists():          # the old folder steps aside, the new one takes its place, the old goes
-            old = Path(tempfile.mkdtemp(prefix=f".replaced-{name}-", dir=directory))
-            os.rename(final, old / name)
-            os.rename(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, final)   # one step: the run appears whole, or not at all
+        put_in_place(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final
+
+
+def put_in_place(staging: Path, final: Path) -> None:
+    """Rename a whole run folder written beside final (in the same folder) to final, replacing the
+    run there if any: the run appears whole, or not at all."""
+    if final.exists():              # the old folder steps aside, the new one takes its place, the old goes
+        old = Path(tempfile.mkdtemp(prefix=f".replaced-{final.name}-", dir=final.parent))
+        os.rename(final, old / final.name)
+        os.rename(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(staging, final)
 
 
 def _read_json(path: Path) -> dict:

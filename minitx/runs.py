@@ -12,7 +12,8 @@ first. A process rather than a thread, so that the run's random numbers are its
 own (a page seeding torch cannot change a run's result) and a crash cannot take
 the server down. The worker sends every training event over a queue; a thread of
 the registry moves them into the run's record, which `snapshot` copies. Stop is
-an event the trainer checks before every step.
+an event the trainer checks before every step. A run with the learner's code trains in the
+isolated sandbox where it runs (`minitx.labs.training_job`): the same events, as lines of JSON.
 
 One run trains at a time on this machine: while a run is in progress the registry
 holds the machine's `TrainingLock`, so a second start, here, in another server or
@@ -158,6 +159,12 @@ def _learner_functions(sources: dict[str, str]):
         yield {"learner_code": sorted(sources), "learner_code_sources": dict(sources)}   # to be continued with
 
 
+def _isolated() -> bool:
+    from .labs.jail import isolation
+
+    return isolation() == "isolated"
+
+
 def _worker_main(job: dict, messages, stop_event) -> None:
     """A worker process: train one run, save it, and always send one 'end' message."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the server's Ctrl-C: the server stops us cleanly
@@ -275,12 +282,18 @@ class RunRegistry:
             if elsewhere is not None:
                 raise RunBusyError(describe_holder(elsewhere))
             try:
-                messages, stop_event = self._context.Queue(), self._context.Event()
                 job = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "name": name,
                        "checkpoint_dir": str(self.checkpoint_dir), "source": self.source,
                        "learner_code": learner_code, "resume": str(resume) if resume else None}
-                process = self._context.Process(target=_worker_main, args=(job, messages, stop_event),
-                                                name=f"minitx-{name}", daemon=True)
+                if learner_code and _isolated():                   # the learner's code: in the sandbox
+                    from .labs.training_job import SandboxedRun
+
+                    process = SandboxedRun(job)
+                    messages, stop_event = process.messages, process.stop_event
+                else:
+                    messages, stop_event = self._context.Queue(), self._context.Event()
+                    process = self._context.Process(target=_worker_main, args=(job, messages, stop_event),
+                                                    name=f"minitx-{name}", daemon=True)
                 run = _Run(f"run-{next(self._ids)}-{name}", name, model_cfg, train_cfg, process,
                            messages, stop_event, learner_code=tuple(sorted(learner_code)))
                 if resume is not None:          # the charts go on from where the run stopped

@@ -145,3 +145,31 @@ def test_the_command_line_stops_after_n_steps_and_continues_to_the_same_weights(
             main([*args, "--checkpoint-dir", str(tmp_path)])
         err = capsys.readouterr().err
         assert done.value.code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_run_with_my_attention_in_the_sandbox_stops_and_continues_to_the_same_weights(imdb, tmp_path):
+    """Where bwrap runs, a run with the learner's attention trains in the sandbox and the server moves
+    what it saved into place: stopping it and continuing it from the registry still ends as one run."""
+    import time
+
+    from minitx.runs import RunRegistry
+    from tests.lab_sources import RIGHT
+
+    registry = RunRegistry(tmp_path, training_lock=tmp_path / "lock")
+    mine = {"attention": RIGHT["attention"]}
+    try:
+        whole = registry.wait(registry.start(*CLASSIFIER, "whole", learner_code=mine), timeout=120)
+        assert whole.status == "finished", whole.reason
+        parts = registry.start(*CLASSIFIER, "parts", learner_code=mine)
+        while registry.snapshot(parts).step < 5 and registry.snapshot(parts).active:
+            time.sleep(0.05)
+        registry.stop(parts)
+        stopped = registry.wait(parts, timeout=60)
+        assert stopped.status == "stopped" and stopped.step < whole.step, (stopped.status, stopped.reason)
+        again = registry.wait(registry.resume("parts"), timeout=120)
+        assert again.status == "finished" and again.checkpoint == str(tmp_path / "parts"), again.reason
+    finally:
+        registry.shutdown()
+    assert same_weights(weights(tmp_path / "parts"), weights(tmp_path / "whole"))
+    assert history(tmp_path / "parts") == history(tmp_path / "whole")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []   # nothing half-saved left

@@ -102,10 +102,10 @@ def isolation() -> str:
 
 
 ISOLATION_TEXT = {
-    "isolated": "Checks, the pages drawn with your code and SmolLM2 running it run it in an isolated sandbox "
-                "(bubblewrap): as another user, with no network, no files but Python's and minitx's, and "
-                "nothing it starts outlives its job. Training with your code does not: it runs in the "
-                "training process, with a memory limit only.",
+    "isolated": "Checks, the pages drawn with your code, SmolLM2 and training runs with it run it in an "
+                "isolated sandbox (bubblewrap): as another user, with no network, no files but Python's, "
+                "minitx's and the data (a training run also writes its own run), and nothing it starts "
+                "outlives its job.",
     "limits only": "Your code runs in a separate process with limits on time, memory and processes, and "
                    "everything it starts is stopped with its job; it is not isolated from the network or "
                    "your files (bubblewrap cannot run here).",
