@@ -144,19 +144,25 @@ class _Publisher:
 def _learner_functions(sources: dict[str, str]):
     """The learner's functions (minitx.labs) in place of minitx's for the whole run, in this
     worker process, never the server's; their allocations capped so that a runaway one fails
-    at once. Yields the notes the run keeps: which functions were the learner's."""
+    at once, and every process they started (orphans included: this process is their subreaper)
+    killed when the run ends. Yields the notes the run keeps: which functions were the learner's."""
     if not sources:
         yield {}
         return
     from .labs import get_lab
     from .labs.checking import load_function
+    from .labs.job import become_subreaper, end_orphans
     from .labs.plug import learner_code
     from .labs.sandbox import limit_memory
 
+    become_subreaper()
     limit_memory(LEARNER_RUN_MEMORY)
-    functions = {name: load_function(get_lab(name), source, f"{name}.py") for name, source in sources.items()}
-    with learner_code(functions):
-        yield {"learner_code": sorted(sources), "learner_code_sources": dict(sources)}   # to be continued with
+    try:
+        functions = {name: load_function(get_lab(name), source, f"{name}.py") for name, source in sources.items()}
+        with learner_code(functions):
+            yield {"learner_code": sorted(sources), "learner_code_sources": dict(sources)}   # to be continued with
+    finally:
+        end_orphans(keep=set())
 
 
 def _isolated() -> bool:

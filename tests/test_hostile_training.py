@@ -129,6 +129,25 @@ def test_a_training_run_with_my_attention_reaches_nothing_and_leaves_nothing(iso
             path.unlink(missing_ok=True)
 
 
+def test_with_limits_only_nothing_a_training_run_started_outlives_it(imdb, tmp_path, monkeypatch):
+    """Where bwrap cannot run, the run trains in the usual worker process, not isolated; what the
+    learner's code started is still killed when the run ends, a process that left its session too."""
+    import minitx.runs
+
+    monkeypatch.setattr(minitx.runs, "_isolated", lambda: False)
+    mark = marker()
+    source = ATTACK.split("_try(\"read")[0].format(mark=mark) + "_try(\"linger\", _linger)\n" + REPORT
+    registry = RunRegistry(tmp_path / "checkpoints", training_lock=tmp_path / "lock")
+    try:
+        model_cfg, train_cfg = preset("tiny")
+        snapshot = registry.wait(registry.start(model_cfg, train_cfg, "lingering", learner_code={"attention": source}),
+                                 timeout=120)
+    finally:
+        registry.shutdown()
+    assert snapshot.status == "failed" and '"linger": "done"' in (snapshot.reason or ""), snapshot.reason
+    assert alive_with(mark) == [], "a process the run started outlived it"
+
+
 def test_a_saved_run_with_a_link_in_it_is_refused_by_name(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
