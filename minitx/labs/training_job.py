@@ -116,6 +116,10 @@ class SandboxedRun:
         self._runner.join(timeout)
 
     @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
     def exitcode(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
