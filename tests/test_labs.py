@@ -4,6 +4,7 @@ command line, the lab book, and the learner's functions inside the real model.""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -227,7 +228,14 @@ def test_the_command_line_checks_a_file_and_exits_0_1_or_2(tmp_path, capsys):
     files = {"right.py": RIGHT["attention"], "unscaled.py": WRONG["attention"][0][1], "rope.py": WRONG["rope"][0][1]}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    assert labs_cli(["check", "attention", str(tmp_path / "right.py")]) == 0
+    mine = subprocess.Popen(["sleep", "60"])          # a child of the program that calls the check
+    try:
+        assert labs_cli(["check", "attention", str(tmp_path / "right.py")]) == 0
+        with pytest.raises(subprocess.TimeoutExpired):  # still running: the check ended only its job's
+            mine.wait(timeout=0.5)
+    finally:
+        mine.kill()
+        mine.wait()
     assert "PASSED" in capsys.readouterr().out
     assert labs_cli(["check", "attention", str(tmp_path / "unscaled.py")]) == 1
     assert "No 1/√Dh" in capsys.readouterr().out
