@@ -190,6 +190,41 @@ def test_stop_ends_a_run_whose_attention_never_returns(imdb, tmp_path, monkeypat
     assert not (tmp_path / "checkpoints" / "hangs").exists()
 
 
+GREEDY = '''
+import os, time
+
+from minitx.labs.exercises.attention import attention_reference
+
+_calls = []
+
+
+def attention(q, k, v, mask=None):
+    _calls.append(1)
+    if len(_calls) == 150:                    # three processes, 400 MB each: none past its own limit
+        for _ in range(3):
+            if os.fork() == 0:
+                kept = b"x" * (400 << 20)          # written: really used
+                time.sleep(60)
+                os._exit(0)
+    return attention_reference(q, k, v, mask)
+'''
+
+
+def test_a_run_whose_processes_together_use_too_much_memory_is_ended(isolated, imdb, tmp_path, monkeypatch):
+    from minitx.labs import training_job
+
+    monkeypatch.setattr(training_job, "TREE_MEMORY", 2**30)
+    registry = RunRegistry(tmp_path / "checkpoints", training_lock=tmp_path / "lock")
+    try:
+        model_cfg, train_cfg = preset("tiny")
+        snapshot = registry.wait(registry.start(model_cfg, train_cfg, "greedy", learner_code={"attention": GREEDY}),
+                                 timeout=120)
+    finally:
+        registry.shutdown()
+    assert snapshot.status == "failed", (snapshot.status, snapshot.reason)
+    assert "together used more than 1 GiB of memory" in snapshot.reason, snapshot.reason
+
+
 def test_a_saved_run_with_a_link_in_it_is_refused_by_name(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -10,8 +10,11 @@ The training process sees Python, minitx, the data and minitx's cache, read-only
 writable folder: the staging folder, where it saves the run (a continued run gets a copy of its
 folder there). It has no network, sees no other process, and whatever it started ends with it.
 The registry moves the saved run into place itself, so the learner's code never writes in the
-checkpoints folder, and reads its events as data: one that is not well formed is dropped. A run
-with the learner's code ends with the server (no save): the sandbox dies with its parent.
+checkpoints folder, and reads its events as data: one that is not well formed is dropped. Its
+processes together may use LEARNER_RUN_MEMORY more than at the first step (the server adds up
+their memory every 0.5 s; the training process alone is also held to that by RLIMIT_AS); its
+processor time is not bounded (Stop is: `minitx.runs`). A run with the learner's code ends with
+the server (no save): the sandbox dies with its parent.
 
 Where bwrap cannot run, the run trains in a worker process like any other (`minitx.runs`), with
 a memory limit on the learner's code.
@@ -30,12 +33,17 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
+from ..runs import LEARNER_RUN_MEMORY
 from .jail import bwrap_argv
+from .job import descendants, memory_bytes
 
 MESSAGE_BYTES = 1 << 20                  # one event, a line of JSON
 MESSAGES_BYTES = 64 << 20                # all of a run's events
+TREE_MEMORY = LEARNER_RUN_MEMORY         # what the run's processes together may use beyond the first step's
+WATCH_SECONDS = 0.5
 EVENT_KEYS = {"phase": ("phase",), "step": ("step", "total_steps", "epoch", "lr", "tokens_per_second"),
               "eval": (), "end": ("status",)}
 
@@ -102,6 +110,8 @@ class SandboxedRun:
         self.process: subprocess.Popen | None = None
         self.errors: collections.deque = collections.deque(maxlen=200)     # the last lines it wrote to stderr
         self._killed, self._lock = False, threading.Lock()
+        self._stepping = threading.Event()        # the first step came: the memory it uses is the baseline
+        self.ended_because: str | None = None     # why this side ended it
         self._runner = threading.Thread(target=self._run, daemon=True, name=f"minitx-sandbox-{job['name']}")
 
     # -- what the registry calls --------------------------------------------------------
@@ -205,11 +215,14 @@ class SandboxedRun:
             if self.stop_event.is_set():
                 self._write(b"stop\n")
         threading.Thread(target=self._read_errors, daemon=True).start()
+        threading.Thread(target=self._watch_memory, daemon=True).start()
         end, received = None, 0
         with self.process.stdout as stream:
             while True:
                 line = stream.readline(MESSAGE_BYTES + 1)
                 received += len(line)
+                if received > MESSAGES_BYTES:
+                    self._end(f"the training process sent more than {MESSAGES_BYTES >> 20} MiB of events.")
                 if not line or received > MESSAGES_BYTES:
                     break
                 try:
@@ -221,13 +234,13 @@ class SandboxedRun:
                 if message["type"] == "end":
                     end = message
                 else:
+                    if message["type"] == "step":
+                        self._stepping.set()
                     self.messages.put(message)
-        if received > MESSAGES_BYTES:
-            self.kill()
         code = self.process.wait()
-        if received > MESSAGES_BYTES:
+        if self.ended_because:
             return {"type": "end", "status": "failed", "checkpoint": None, "summary": None,
-                    "reason": f"the training process sent more than {MESSAGES_BYTES >> 20} MiB of events."}
+                    "reason": self.ended_because}
         if end is None or code != 0:
             said = f": {self.errors[-1]}" if self.errors else ""
             return {"type": "end", "status": "failed", "checkpoint": None, "summary": None,
@@ -236,6 +249,25 @@ class SandboxedRun:
         return {"type": "end", "status": end["status"] if end["status"] in ("finished", "stopped") else "failed",
                 "reason": str(end["reason"]) if end.get("reason") is not None else None,
                 "checkpoint": end.get("checkpoint"), "summary": summary if isinstance(summary, dict) else None}
+
+    def _end(self, why: str) -> None:
+        if self.ended_because is None:
+            self.ended_because = why
+        self.kill()
+
+    def _watch_memory(self) -> None:
+        """The memory of all the run's processes together (the learner's code may start more): past
+        TREE_MEMORY beyond what they used at the first step, the run is ended."""
+        baseline = None
+        while self.process.poll() is None:
+            time.sleep(WATCH_SECONDS)
+            used = sum(memory_bytes(pid) for pid in [self.process.pid, *descendants(self.process.pid)])
+            if baseline is None:
+                baseline = used if self._stepping.is_set() else None
+            elif used - baseline > TREE_MEMORY:
+                self._end(f"the run's processes together used more than {TREE_MEMORY / 2**30:g} GiB of memory "
+                          f"beyond what the run started with, and were stopped.")
+                return
 
     def _read_errors(self) -> None:
         with self.process.stderr as stream:
