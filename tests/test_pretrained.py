@@ -173,9 +173,22 @@ def test_smollm2_logits_equal_transformers_on_the_same_file(smollm2):
     ours, theirs, _ = smollm2
     for prompt in PROMPTS:
         ids = ours.tokenizer.encode(prompt).ids
-        # 30 layers of float32 summed in another order: up to 1.6e-4 apart on a Xeon with AMX, 1e-4 on an
-        # EPYC; a wrong weight or order of rows moves logits by whole units
+        # 30 layers of float32 summed in another order (minitx keeps its weights transposed, for decoding):
+        # up to 1.6e-4 apart on a Xeon with AVX-512, under 1e-4 on an EPYC; the float64 test below holds
+        # the arithmetic itself, and a wrong weight or order of rows moves logits by whole units
         torch.testing.assert_close(logits(ours.model, ids), logits(theirs, ids), atol=1e-3, rtol=0)
+
+
+def test_smollm2_in_float64_is_transformers_to_the_last_digits(smollm2):
+    """The same arithmetic, not just close: in float64 the float32 gap's rounding is gone (RoPE's first
+    positions included), so what is left would be a real difference."""
+    import copy
+
+    ours, theirs, _ = smollm2
+    ours64, theirs64 = copy.deepcopy(ours.model).double(), copy.deepcopy(theirs).double()
+    for prompt in PROMPTS[:2]:
+        ids = ours.tokenizer.encode(prompt).ids
+        torch.testing.assert_close(logits(ours64, ids), logits(theirs64, ids), atol=1e-9, rtol=0)
 
 
 def test_smollm2_chat_answers_are_the_same_greedy_tokens_as_transformers(smollm2):
