@@ -154,3 +154,33 @@ if os.fork() == 0:
     os.setsid()
     os.execv("/bin/sleep", ["sleep", "{mark}"])
 '''
+
+
+FILLS_TMP = '''
+import os
+
+written = 0
+try:
+    with open("/tmp/fill", "wb") as f:
+        for _ in range(2048):                  # 2 GiB, in memory: /tmp is a tmpfs
+            f.write(b"x" * 2**20)
+            written += 1
+except OSError as error:
+    print("refused after", written, "MiB:", type(error).__name__)
+finally:
+    if os.path.exists("/tmp/fill"):
+        os.remove("/tmp/fill")
+with open("/tmp/planted.py", "w") as f:
+    f.write("print('PLANTED RAN')\\n")
+'''
+
+
+def test_the_sandbox_s_tmp_is_small_and_a_module_left_there_is_not_imported_later(worker):
+    """/tmp in the sandbox is memory: a job that writes 2 GiB there is refused at 256 MiB. And a later
+    job's process, forked from the same zygote, does not import a module an earlier job left there."""
+    answer = check(worker, "attention", FILLS_TMP + RIGHT["attention"])
+    assert passed(answer), answer
+    assert "refused after 2" in answer["output"] and "MiB: OSError" in answer["output"], answer["output"]
+    later = check(worker, "attention", "try:\n    import planted\nexcept ImportError:\n    print('NOT FOUND')\n"
+                  + RIGHT["attention"])
+    assert passed(later) and "NOT FOUND" in later["output"] and "PLANTED RAN" not in later["output"], later

@@ -24,6 +24,7 @@ from pathlib import Path
 
 NOBODY = 65534
 FORCE_SETTING = "MINITX_LABS_SANDBOX"      # "limits" turns the isolated sandbox off (tests of that mode)
+TMP_BYTES = 256 * 2**20                  # the private /tmp of the isolated sandbox (bwrap 0.10 or newer)
 SYSTEM_FOLDERS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/alternatives", "/etc/ld.so.cache",
                   "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/sys/devices/system/cpu")
 
@@ -64,14 +65,16 @@ def python_folders() -> list[str]:
     return [f for f in chosen if not any(f != o and f.startswith(o + os.sep) for o in chosen)]
 
 
-def bwrap_argv(read_only: list[str] = (), writable: list[str] = ()) -> list[str] | None:
+def bwrap_argv(read_only: list[str] = (), writable: list[str] = (), tmp_bytes: int = TMP_BYTES) -> list[str] | None:
     """The bwrap arguments that run a command isolated (the command to append), or None where
-    there is no bwrap. read_only / writable: more folders the job needs (a run folder, a checkpoint)."""
+    there is no bwrap. read_only / writable: more folders the job needs (a run folder, a checkpoint).
+    tmp_bytes: the size of its private /tmp, which is memory: what a job writes there is bounded too."""
     binary = bwrap_binary()
     if binary is None:
         return None
     argv = [binary, "--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
-            "--die-with-parent", "--new-session", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--die-with-parent", "--new-session", "--proc", "/proc", "--dev", "/dev",
+            "--size", str(tmp_bytes), "--tmpfs", "/tmp",
             "--chdir", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin"]
     for folder in SYSTEM_FOLDERS:
         if os.path.islink(folder):

@@ -44,6 +44,7 @@ MESSAGE_BYTES = 1 << 20                  # one event, a line of JSON
 MESSAGES_BYTES = 64 << 20                # all of a run's events
 TREE_MEMORY = LEARNER_RUN_MEMORY         # what the run's processes together may use beyond the first step's
 WATCH_SECONDS = 0.5
+TMP_BYTES = 2 * 2**30                    # its /tmp: the data's Arrow files (about 130 MB for IMDB) and room
 EVENT_KEYS = {"phase": ("phase",), "step": ("step", "total_steps", "epoch", "lr", "tokens_per_second"),
               "eval": (), "end": ("status",)}
 
@@ -199,7 +200,7 @@ class SandboxedRun:
                "PYTHONDONTWRITEBYTECODE": "1", "MINITX_CACHE": str(cache), "HF_DATASETS_CACHE": "/tmp/datasets",
                "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         argv = bwrap_argv(read_only=[*read_only, *([str(cache.resolve())] if cache.is_dir() else [])],
-                          writable=[str(staging.resolve())])
+                          writable=[str(staging.resolve())], tmp_bytes=TMP_BYTES)
         # the training process is PID 1 of the sandbox: when it ends, the kernel ends every process left
         # in there before bwrap sees it end (with an init of bwrap's, bwrap may return first)
         argv.insert(1, "--as-pid-1")
