@@ -243,6 +243,8 @@ def test_only_well_formed_events_reach_the_registry():
     assert well_formed({"type": "step", "step": 1, "total_steps": 2, "epoch": 0, "lr": 0.1, "tokens_per_second": 9})
     assert well_formed({"type": "phase", "phase": "training"})
     assert not well_formed({"type": "step", "step": 1})                 # the registry would fail on it
+    assert not well_formed({"type": "step", "step": "1", "total_steps": 2, "epoch": 0, "lr": 0.1,
+                            "tokens_per_second": 9})                    # and the page, on a step that is text
     assert not well_formed({"type": "phase", "phase": ["a list"]})
     assert not well_formed({"type": "exec", "code": "..."})
     assert not well_formed(["step"])

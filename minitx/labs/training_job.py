@@ -17,7 +17,7 @@ processor time is not bounded (Stop is: `minitx.runs`). A run with the learner's
 the server (no save): the sandbox dies with its parent.
 
 Where bwrap cannot run, the run trains in a worker process like any other (`minitx.runs`), with
-a memory limit on the learner's code.
+a memory limit on the learner's code, and what that code started is killed when the run ends.
 """
 
 from __future__ import annotations
@@ -45,15 +45,18 @@ MESSAGES_BYTES = 64 << 20                # all of a run's events
 TREE_MEMORY = LEARNER_RUN_MEMORY         # what the run's processes together may use beyond the first step's
 WATCH_SECONDS = 0.5
 TMP_BYTES = 2 * 2**30                    # its /tmp: the data's Arrow files (about 130 MB for IMDB) and room
-EVENT_KEYS = {"phase": ("phase",), "step": ("step", "total_steps", "epoch", "lr", "tokens_per_second"),
-              "eval": (), "end": ("status",)}
+WHOLE, NUMBER = (int,), (int, float)
+EVENT_FIELDS = {"phase": {"phase": (str,)}, "eval": {}, "end": {"status": (str,)},
+                "step": {"step": WHOLE, "total_steps": WHOLE, "epoch": WHOLE, "lr": NUMBER, "tokens_per_second": NUMBER}}
 
 
 def well_formed(message) -> bool:
-    """An event the registry can apply: a known type with the fields it reads."""
-    return (isinstance(message, dict) and message.get("type") in EVENT_KEYS
-            and all(key in message for key in EVENT_KEYS[message["type"]])
-            and (message["type"] != "phase" or isinstance(message["phase"], str)))
+    """An event the registry can apply: a known type with the fields it reads, of the types it reads."""
+    if not isinstance(message, dict) or message.get("type") not in EVENT_FIELDS:
+        return False
+    fields = EVENT_FIELDS[message["type"]]
+    return all(isinstance(message.get(key), kinds) and not isinstance(message.get(key), bool)
+               for key, kinds in fields.items())
 
 
 def check_saved_run(folder: Path) -> None:
