@@ -82,6 +82,16 @@ def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
+def train_tiny_with(tmp_path, name: str, source: str, timeout: float = 120):
+    """A tiny run with the learner's attention `source`, from a registry of its own; its last snapshot."""
+    registry = RunRegistry(tmp_path / "checkpoints", training_lock=tmp_path / "lock")
+    try:
+        model_cfg, train_cfg = preset("tiny")
+        return registry.wait(registry.start(model_cfg, train_cfg, name, learner_code={"attention": source}), timeout)
+    finally:
+        registry.shutdown()
+
+
 @pytest.fixture
 def isolated():
     if isolation() != "isolated":
@@ -105,11 +115,8 @@ def test_a_training_run_with_my_attention_reaches_nothing_and_leaves_nothing(iso
     mark = marker()
     source = ATTACK.format(mark=mark, secret=str(secret), plant=str(plant), package_plant=str(package_plant),
                            port=listener.getsockname()[1], victim=victim.pid) + REPORT
-    registry = RunRegistry(tmp_path / "checkpoints", training_lock=tmp_path / "lock")
     try:
-        model_cfg, train_cfg = preset("tiny")
-        snapshot = registry.wait(registry.start(model_cfg, train_cfg, "hostile", learner_code={"attention": source}),
-                                 timeout=120)
+        snapshot = train_tiny_with(tmp_path, "hostile", source)
         assert snapshot.status == "failed" and "REPORT" in (snapshot.reason or ""), snapshot.reason
         report = json.loads(snapshot.reason.split("REPORT ", 1)[1])
         assert all(outcome.startswith("refused") for name, outcome in report.items() if name != "linger"), report
@@ -121,7 +128,6 @@ def test_a_training_run_with_my_attention_reaches_nothing_and_leaves_nothing(iso
         assert left == [], [Path(f"/proc/{pid}/status").read_text() for pid in left]
         assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == []    # a failed run saves nothing
     finally:
-        registry.shutdown()
         victim.kill()
         victim.wait()
         listener.close()
@@ -137,13 +143,7 @@ def test_with_limits_only_nothing_a_training_run_started_outlives_it(imdb, tmp_p
     monkeypatch.setattr(minitx.runs, "_isolated", lambda: False)
     mark = marker()
     source = ATTACK.split("_try(\"read")[0].format(mark=mark) + "_try(\"linger\", _linger)\n" + REPORT
-    registry = RunRegistry(tmp_path / "checkpoints", training_lock=tmp_path / "lock")
-    try:
-        model_cfg, train_cfg = preset("tiny")
-        snapshot = registry.wait(registry.start(model_cfg, train_cfg, "lingering", learner_code={"attention": source}),
-                                 timeout=120)
-    finally:
-        registry.shutdown()
+    snapshot = train_tiny_with(tmp_path, "lingering", source)
     assert snapshot.status == "failed" and '"linger": "done"' in (snapshot.reason or ""), snapshot.reason
     assert alive_with(mark) == [], "a process the run started outlived it"
 
@@ -214,13 +214,7 @@ def test_a_run_whose_processes_together_use_too_much_memory_is_ended(isolated, i
     from minitx.labs import training_job
 
     monkeypatch.setattr(training_job, "TREE_MEMORY", 2**30)
-    registry = RunRegistry(tmp_path / "checkpoints", training_lock=tmp_path / "lock")
-    try:
-        model_cfg, train_cfg = preset("tiny")
-        snapshot = registry.wait(registry.start(model_cfg, train_cfg, "greedy", learner_code={"attention": GREEDY}),
-                                 timeout=120)
-    finally:
-        registry.shutdown()
+    snapshot = train_tiny_with(tmp_path, "greedy", GREEDY)
     assert snapshot.status == "failed", (snapshot.status, snapshot.reason)
     assert "together used more than 1 GiB of memory" in snapshot.reason, snapshot.reason
 
