@@ -112,7 +112,7 @@ class SandboxedRun:
         self.messages: queue.Queue = queue.Queue()
         self.stop_event = _StopLine(self)
         self.process: subprocess.Popen | None = None
-        self.errors: collections.deque = collections.deque(maxlen=200)     # the last lines it wrote to stderr
+        self.errors: collections.deque = collections.deque(maxlen=20)      # the last lines it wrote to stderr
         self._killed, self._lock = False, threading.Lock()
         self._stepping = threading.Event()        # the first step came: the memory it uses is the baseline
         self.ended_because: str | None = None     # why this side ended it
