@@ -13,6 +13,7 @@ the worker sees it (SCM_CREDENTIALS), which the worker watches and kills. When t
 ends, init kills whatever is left below it and ends, and with it (isolated) the whole PID namespace;
 the keeper writes the learner's exit status on the job's status pipe. The zygote is not dumpable:
 a job's process, though it runs as the same user, cannot read or write its memory or its files.
+Its jobs share the sandbox's /tmp (sized: `minitx.labs.jail`), which is not on their module path.
 """
 
 from __future__ import annotations
