@@ -153,19 +153,15 @@ def _learner_functions(sources: dict[str, str]):
         return
     from .labs import get_lab
     from .labs.checking import load_function
-    from .labs.job import become_subreaper, children_of, end_orphans
+    from .labs.job import ending_what_it_leaves
     from .labs.plug import learner_code
     from .labs.sandbox import limit_memory
 
-    become_subreaper()
-    before = set(children_of(os.getpid()))          # the worker's own (multiprocessing's helpers) stay
     limit_memory(LEARNER_RUN_MEMORY)
-    try:
+    with ending_what_it_leaves():
         functions = {name: load_function(get_lab(name), source, f"{name}.py") for name, source in sources.items()}
         with learner_code(functions):
             yield {"learner_code": sorted(sources), "learner_code_sources": dict(sources)}   # to be continued with
-    finally:
-        end_orphans(keep=before)
 
 
 def _isolated() -> bool:

@@ -14,7 +14,6 @@ the largest logit difference, and exits 0 when the two texts are the same, 1 whe
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 from pathlib import Path
@@ -104,18 +103,16 @@ def check(name: str, file: str) -> int:
         return fail(str(error))
     from .checking import Report
     from .jail import isolation
-    from .job import Zygotes, become_subreaper, children_of, end_orphans
+    from .job import Zygotes, ending_what_it_leaves
     from .sandbox import LIMITS
     from .worker import run_job
 
-    become_subreaper()                  # what the job leaves behind comes back here, to be ended
-    before = set(children_of(os.getpid()))      # this process's own children (when called in a program) stay
-    zygotes = Zygotes(LIMITS)
-    try:
-        answer = run_job({"op": "check", "lab": lab.name, "source": source, "filename": file}, zygotes, LIMITS)
-    finally:
-        zygotes.close()
-        end_orphans(keep=before)
+    with ending_what_it_leaves():
+        zygotes = Zygotes(LIMITS)
+        try:
+            answer = run_job({"op": "check", "lab": lab.name, "source": source, "filename": file}, zygotes, LIMITS)
+        finally:
+            zygotes.close()
     if answer["status"] == "ok":
         report = Report.from_dict(answer["result"])
     else:

@@ -65,14 +65,29 @@ def python_folders() -> list[str]:
     return [f for f in chosen if not any(f != o and f.startswith(o + os.sep) for o in chosen)]
 
 
-def bwrap_argv(read_only: list[str] = (), writable: list[str] = (), tmp_bytes: int = TMP_BYTES) -> list[str] | None:
+def readable_folders(path: str | os.PathLike) -> list[str]:
+    """What a process in the sandbox must read to read path: the file or folder, and the folders
+    its links point into (a Hub download's files are links to its blobs)."""
+    path = Path(path)
+    folders = {str(path.resolve())}
+    if path.is_dir():
+        folders |= {str(entry.resolve().parent) for entry in path.rglob("*") if entry.is_symlink()}
+    return sorted(folders)
+
+
+def bwrap_argv(read_only: list[str] = (), writable: list[str] = (), tmp_bytes: int = TMP_BYTES,
+               env: dict[str, str] | None = None, as_pid_1: bool = False) -> list[str] | None:
     """The bwrap arguments that run a command isolated (the command to append), or None where
     there is no bwrap. read_only / writable: more folders the job needs (a run folder, a checkpoint).
-    tmp_bytes: the size of its private /tmp, which is memory: what a job writes there is bounded too."""
+    tmp_bytes: the size of its private /tmp, which is memory: what a job writes there is bounded too.
+    env: its environment, besides HOME and PATH. as_pid_1: the command is the namespace's PID 1, so
+    bwrap returns only once the kernel has ended every process left in there (with an init of
+    bwrap's own, bwrap may return first)."""
     binary = bwrap_binary()
     if binary is None:
         return None
-    argv = [binary, "--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
+    argv = [binary, *(["--as-pid-1"] if as_pid_1 else []), "--unshare-all", "--unshare-user",
+            "--uid", str(NOBODY), "--gid", str(NOBODY),
             "--die-with-parent", "--new-session", "--proc", "/proc", "--dev", "/dev",
             "--size", str(tmp_bytes), "--tmpfs", "/tmp",
             "--chdir", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin"]
@@ -85,6 +100,8 @@ def bwrap_argv(read_only: list[str] = (), writable: list[str] = (), tmp_bytes: i
         argv += ["--ro-bind", folder, folder]
     for folder in writable:
         argv += ["--bind", folder, folder]
+    for name, value in (env or {}).items():
+        argv += ["--setenv", name, value]
     return argv
 
 

@@ -28,6 +28,7 @@ What is bounded where:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -45,7 +46,7 @@ from pathlib import Path
 import torch
 
 from .checking import JobStopped, LearnerCodeError, LearnerRaised
-from .jail import bwrap_argv, isolation
+from .jail import bwrap_argv, isolation, readable_folders
 from .sandbox import LIMITS, Limits, decode, encode
 
 ZYGOTE_MODULE = "minitx.labs.zygote"
@@ -119,6 +120,18 @@ def kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+@contextlib.contextmanager
+def ending_what_it_leaves():
+    """Around work that may leave processes behind: this process becomes their subreaper, and
+    afterwards every child it did not have before is ended (its own children stay)."""
+    become_subreaper()
+    before = set(children_of(os.getpid()))
+    try:
+        yield
+    finally:
+        end_orphans(keep=before)
 
 
 def end_orphans(keep: set[int]) -> None:
@@ -239,17 +252,12 @@ class LearnerProcess:
 
 
 def model_folders(path: str) -> list[str]:
-    """What a process must read to load the pretrained model at path: the file or folder (and where
-    a Hub download's links point), and minitx's cache of its float32 weights."""
+    """What a process must read to load the pretrained model at path: the file or folder, and
+    minitx's cache of its float32 weights."""
     from ..tokenizer import cache_dir
 
-    target = Path(path)
-    folders = {str(target.resolve())}
-    if target.is_dir():
-        folders |= {str(entry.resolve().parent) for entry in target.iterdir()}
-    if cache_dir("pretrained").is_dir():
-        folders.add(str(cache_dir("pretrained").resolve()))
-    return sorted(folders)
+    cache = cache_dir("pretrained")
+    return readable_folders(path) + ([str(cache.resolve())] if cache.is_dir() else [])
 
 
 class Zygote:
@@ -270,11 +278,11 @@ class Zygote:
                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
                "PYTHONPATH": str(Path(minitx.__file__).resolve().parents[1]),
                "MINITX_CACHE": str(cache_dir("pretrained").parent)}
-        command = [sys.executable, "-m", ZYGOTE_MODULE, str(theirs.fileno()), self.mode, *([model] if model else [])]
+        # -P: the working folder (the sandbox's /tmp, which every job may write) is not on its module path
+        command = [sys.executable, "-P", "-m", ZYGOTE_MODULE, str(theirs.fileno()), self.mode,
+                   *([model] if model else [])]
         if self.mode == "isolated":
-            argv = bwrap_argv(read_only=[*read_only, *(model_folders(model) if model else [])])
-            for name, value in env.items():
-                argv += ["--setenv", name, value]
+            argv = bwrap_argv(read_only=[*read_only, *(model_folders(model) if model else [])], env=env)
             command, env = argv + command, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
             env = {**{k: v for k, v in os.environ.items() if not k.startswith("MINITX_")}, **env}

@@ -37,14 +37,14 @@ import time
 from pathlib import Path
 
 from ..runs import LEARNER_RUN_MEMORY
-from .jail import bwrap_argv
+from .jail import bwrap_argv, readable_folders
 from .job import descendants, memory_bytes
 
 MESSAGE_BYTES = 1 << 20                  # one event, a line of JSON
 MESSAGES_BYTES = 64 << 20                # all of a run's events
 TREE_MEMORY = LEARNER_RUN_MEMORY         # what the run's processes together may use beyond the first step's
 WATCH_SECONDS = 0.5
-TMP_BYTES = 2 * 2**30                    # its /tmp: the data's Arrow files (about 130 MB for IMDB) and room
+TMP_BYTES = 2 * 2**30                    # its /tmp holds the data's Arrow files, rebuilt there for each run
 WHOLE, NUMBER = (int,), (int, float)
 EVENT_FIELDS = {"phase": {"phase": (str,)}, "eval": {}, "end": {"status": (str,)},
                 "step": {"step": WHOLE, "total_steps": WHOLE, "epoch": WHOLE, "lr": NUMBER, "tokens_per_second": NUMBER}}
@@ -84,9 +84,7 @@ def data_folders(source: str) -> tuple[str, list[str]]:
         except Exception as error:      # offline, a wrong id: said in one sentence, as minitx.data says it
             raise RuntimeError(f"could not download the IMDB dataset {source!r} ({type(error).__name__}); set "
                                f"MINITX_IMDB to a local copy, or go online.") from None
-    folders = {str(path.resolve())}
-    folders |= {str(entry.resolve().parent) for entry in path.rglob("*") if entry.is_symlink()}
-    return str(path.resolve()), sorted(folders)
+    return str(path.resolve()), readable_folders(path)
 
 
 class _StopLine:
@@ -203,16 +201,11 @@ class SandboxedRun:
                "PYTHONDONTWRITEBYTECODE": "1", "MINITX_CACHE": str(cache), "HF_DATASETS_CACHE": "/tmp/datasets",
                "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         argv = bwrap_argv(read_only=[*read_only, *([str(cache.resolve())] if cache.is_dir() else [])],
-                          writable=[str(staging.resolve())], tmp_bytes=TMP_BYTES)
-        # the training process is PID 1 of the sandbox: when it ends, the kernel ends every process left
-        # in there before bwrap sees it end (with an init of bwrap's, bwrap may return first)
-        argv.insert(1, "--as-pid-1")
-        for key, value in env.items():
-            argv += ["--setenv", key, value]
+                          writable=[str(staging.resolve())], tmp_bytes=TMP_BYTES, env=env, as_pid_1=True)
         with self._lock:                 # the job is the first line, before any "stop"
             if self._killed:
                 raise RuntimeError("the run was stopped before it started.")
-            self.process = subprocess.Popen(argv + [sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+            self.process = subprocess.Popen(argv + [sys.executable, "-P", "-m", __name__], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, cwd="/tmp")
             self._write(json.dumps(inside).encode() + b"\n")

@@ -113,9 +113,6 @@ def _keeper(control: socket.socket, fds: list[int], isolate: bool) -> None:
 
 
 def main() -> None:
-    # `-m` put the working folder, the sandbox's /tmp, first on the path: a module a job writes there
-    # would be imported by a later job's process
-    sys.path[:] = [entry for entry in sys.path if entry not in ("", os.getcwd())]
     control = socket.socket(fileno=int(sys.argv[1]))
     isolate = sys.argv[2] == "isolated"
     from .child import warm
