@@ -8,14 +8,13 @@ from code_editor import code_editor
 
 from minitx.labs import LABS, get_lab
 from minitx.labs.checking import Report
+from minitx.labs.trial import MAX_NEW_TOKENS as TRY_MAX_TOKENS
+from minitx.labs.trial import TRY_LABS
 from minitx.presets import PRESETS
 from minitx.train import default_run_name
 from ui.common import source_code
-from minitx.labs.inside import MAX_NEW_TOKENS as TRY_MAX_TOKENS
-from minitx.labs.inside import TRY_LABS
-from minitx.labs.jail import ISOLATION_TEXT
 from ui.access import code_refusal
-from ui.labs import check_and_record, lab_book, sandbox_mode, show_report, show_try, try_in_smollm2
+from ui.labs import SANDBOX_TEXT, check_and_record, lab_book, sandbox_mode, show_report, show_try, try_in_smollm2
 from ui.live import registry
 from ui.model_sidebar import model_sidebar
 from ui.pages import page_file, page_title
@@ -63,7 +62,7 @@ if refusal:
     st.stop()
 mode = sandbox_mode()
 st.caption(f"{':material/shield_lock:' if mode == 'isolated' else ':material/shield:'} Sandbox: **{mode}**. "
-           f"{ISOLATION_TEXT[mode]}")
+           f"{SANDBOX_TEXT[mode]}")
 
 book = lab_book()
 statuses = book.statuses()

@@ -80,7 +80,9 @@ st.header("Chat" if chat else "Write")
 settings = generation.controls("dec", model_cfg.vocab_size, model_cfg.max_len, chat=chat is not None,
                                prompt="What is the capital of France?" if chat else "This movie was")
 prompt = settings.pop("prompt")
-out = generation.generated(model, tokenizer, model_key + (":chat" if chat else ""), prompt, **settings, _chat=chat)
+engine = pretrained.engine if pretrained is not None else None
+out = generation.generated(model, tokenizer, model_key + (":chat" if chat else ""), prompt, **settings, _chat=chat,
+                           _engine=engine)
 if chat:
     st.markdown("**What the model reads**: your message in its chat template, as tokens (the yellow ones are "
                 "special tokens, one id each; ↵ is a newline, · a space). It was fine-tuned on conversations "
@@ -132,7 +134,8 @@ if pretrained is None:
 elif st.toggle("time the answer with and without the cache (a few seconds: without it, every step runs the "
                "whole text through 30 layers again)", key="dec_time_pretrained"):
     timing = {**settings, "max_new_tokens": min(settings["max_new_tokens"], TIMED_TOKENS)}
-    timed_with = generation.generated(model, tokenizer, model_key + ":chat", prompt, **timing, _chat=chat)
+    timed_with = generation.generated(model, tokenizer, model_key + ":chat", prompt, **timing, _chat=chat,
+                                      _engine=engine)
     without = generation.generated(model, tokenizer, model_key + ":chat", prompt, **timing, use_cache=False, _chat=chat)
     st.caption(f"Timed on the first {len(timed_with.new_ids)} tokens of the answer, with and without the cache.")
 c1, c2, c3 = st.columns(3)

@@ -16,11 +16,11 @@ from minitx.curves import epoch_curves, samples
 from minitx.predict import METHOD, predict
 from minitx.runs import format_duration
 from minitx.train import can_resume
-from ui import charts, generation
+from ui import charts, generation, results
 from ui.common import review_text, show_source, table_height, token_labels
-from ui.live import continue_button, loaded_run, registry, saved_runs
+from ui.live import continue_button, registry
 from ui.model_sidebar import model_sidebar
-from ui.resources import checkpoints_dir, imdb_test_sample
+from ui.resources import checkpoints_dir, imdb_test_sample, loaded_run, saved_runs
 
 MAX_ATTRIBUTION_CHIPS = 600
 
@@ -200,22 +200,19 @@ if run.model_config.is_lm:
     bpc = run.metrics.get("test_bits_per_char")
     st.caption(f"{run.model_config.summary()} · "
                + (f"{bpc:.3f} bits per character on held-out reviews" if bpc is not None else "never evaluated"))
+    results.draw_lm(run.metrics, "runs")
     settings = generation.controls("runs_gen", run.model_config.vocab_size, run.model_config.max_len)
     prompt = settings.pop("prompt")
     out = generation.generated(run.model, run.tokenizer, f"run:{info.path}:{info.modified}", prompt, **settings)
     generation.show(run.tokenizer, prompt, out, settings, key="runs_gen")
     st.header("What it wrote as it learned")
-    written = samples((run.metrics.get("history") or {}).get("evals") or [])
-    if written:
-        steps = [w["step"] for w in written]
-        step = st.select_slider("training step", steps, value=steps[-1], key="runs_sample_step") \
-            if len(steps) > 1 else steps[0]
-        st.code(written[steps.index(step)]["sample"], language=None, wrap_lines=True)
+    generation.samples_slider(samples((run.metrics.get("history") or {}).get("evals") or []), key="runs_sample_step")
     show_source(generation.generate, epoch_curves)
     st.stop()
 accuracy = run.metrics.get("test_accuracy")
 st.caption(f"{run.model_config.summary()} · "
            + (f"test accuracy {accuracy:.4f}" if accuracy is not None else "never evaluated (stopped early)"))
+results.draw(run.model_config, run.metrics, "runs")
 st.button("Draw a random test review", on_click=draw_random_review, key="predict_random",
           icon=":material/casino:")
 text = st.text_area("your review", key="predict_text", max_chars=20_000, height=140,

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-import torch
 
-from minitx.config import LR_SCHEDULES, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig
+from minitx.config import CHOICES, HELP, TRAIN_LIMITS, ModelConfig, TrainConfig
 from minitx.curves import eval_curve, loss_curve, samples
-from minitx.estimate import describe_lengths, estimate_run, representative_lengths, time_training_step
-from minitx.hardware import bf16_units, cpu_name
-from minitx.presets import PRESETS
+from minitx.estimate import estimate_for, estimate_run, time_training_step
+from minitx.hardware import precisions_here, where_it_trains
+from minitx.presets import PRESETS, TASK_ONLY, train_config_for
 from minitx.runs import RunRegistry, RunSnapshot, format_duration
-from minitx.train import IMDB_SPLIT_SIZE, LM_POOL_SIZE, Trainer, check_run, lr_schedule, resolve_device
-from ui import charts
-from ui.common import literal_markdown, remembered, review_text, show_source
+from minitx.train import IMDB_SPLIT_SIZE, LM_POOL_SIZE, Trainer, check_run, lr_schedule
+from ui import charts, generation, results
+from ui.common import remembered, show_source
 from ui.access import host_refusal
-from ui.labs import call_learner, mine_caption, use_my_code
 from ui.live import POLL_SECONDS, continue_button, current_run_id, registry
 from ui.model_sidebar import KEY, model_sidebar
 from ui.resources import imdb_sample, sample_lengths
@@ -58,20 +56,6 @@ PRECISION_HELP = ("fp32: float32 everywhere. bf16: the matrix products in bfloat
                   "measured so far it does not (benchmarks/README.md).")
 
 
-def precisions_here() -> list[str]:
-    return ["fp32", "bf16", "fp16"] if torch.cuda.is_available() else ["fp32", "bf16"]
-
-
-def precision_line(train_cfg: TrainConfig) -> str:
-    """The device and precision the run will use, and what this processor has for bf16."""
-    device = resolve_device(train_cfg.device)
-    if device.type == "cuda":
-        return f"Trains on {torch.cuda.get_device_name(0)} in {train_cfg.precision}."
-    units = bf16_units()
-    return (f"Trains on the CPU ({cpu_name()}) in {train_cfg.precision}; bf16 units: "
-            f"{', '.join(units) if units else 'none'}.")
-
-
 def press_start() -> None:
     """Start's on_click only notes the press; the page starts the run from the knobs as they are
     in this rerun. (Arguments bound to the button would be the form drawn before: a Start
@@ -106,26 +90,18 @@ def step_seconds(model_cfg: ModelConfig, batch_size: int, lengths: tuple[int, ..
 
 
 def show_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, machine_busy: bool) -> None:
-    """The run's time: steps of this model timed here at typical lengths, times the steps, plus
-    evaluations and data. A language model's steps are all blocks of max_len tokens."""
+    """The run's time (minitx.estimate.estimate_for): steps of this model timed here at typical lengths,
+    times the steps, plus evaluations and what the run does before its first step."""
     review_lengths = sample_lengths(train_cfg.tokenizer, train_cfg.vocab_size, train_cfg.lowercase)
-    if model_cfg.is_lm:
-        lengths, per_review = [model_cfg.max_len], sum(review_lengths) / max(1, len(review_lengths))
-        what = f"on blocks of {model_cfg.max_len} tokens"
-        batches = f"{train_cfg.batch_size} blocks"
-    else:
-        lengths, per_review = representative_lengths(review_lengths, model_cfg.max_len), None
-        what = describe_lengths(lengths, model_cfg.max_len)
-        batches = f"{train_cfg.batch_size} reviews"
-    seconds = step_seconds(model_cfg, train_cfg.batch_size, tuple(lengths), machine_busy)
-    estimate = estimate_run(train_cfg, seconds, model_cfg, per_review)
+    estimate, seconds, what = estimate_for(
+        model_cfg, train_cfg, review_lengths, lambda *args: step_seconds(*args, machine_busy))
     where = "while another run trains on it (so too long) " if machine_busy else ""
     st.markdown(
         f"**Estimated time: about {format_duration(estimate.total_seconds)}** "
-        f"({estimate.steps:,} steps of {batches}, {seconds * 1000:.0f} ms "
-        f"each: the mean of steps timed just now on this machine {where}{what}; "
+        f"({estimate.steps:,} steps of {train_cfg.batch_size} {'blocks' if model_cfg.is_lm else 'reviews'}, "
+        f"{seconds * 1000:.0f} ms each: the mean of steps timed just now on this machine {where}{what}; "
         f"{estimate.evaluations} evaluations {format_duration(estimate.eval_seconds)}; "
-        f"data {format_duration(estimate.prepare_seconds)}).")
+        f"starting and the data {format_duration(estimate.prepare_seconds)}).")
     draw_schedule(train_cfg, estimate.steps)
 
 
@@ -198,87 +174,8 @@ def draw_evaluations(snap: RunSnapshot) -> None:
         column.vega_lite_chart(rows, charts.evaluation_spec(metric, snap.total_steps),
                                key=f"live_eval_{metric}", width="stretch")
     if snap.model_config.is_lm:
-        draw_samples(samples(snap.evals), key="train_sample_step")
-
-
-def draw_samples(written: list[dict], key: str) -> None:
-    """What the model wrote at each evaluation, from a fixed prompt, on a slider: from random
-    pieces at step 0 to sentences."""
-    if not written:
-        return
-    st.markdown("**What the model wrote as it learned** (the same prompt and seed at every evaluation)")
-    steps = [w["step"] for w in written]
-    # a new slider with every evaluation, so that during a run it shows the newest sample
-    step = st.select_slider("at training step", steps, value=steps[-1], key=f"{key}_{len(steps)}") \
-        if len(steps) > 1 else steps[0]
-    chosen = written[steps.index(step)]
-    st.code(chosen["sample"], language=None, wrap_lines=True)
-    if chosen.get("bits_per_char") is not None:
-        st.caption(f"Step {step}: {chosen['bits_per_char']:.3f} bits per character on the validation text.")
-
-
-def draw_lm_results(snap: RunSnapshot) -> None:
-    """A language model's score beside what ordinary compressors need for the same text."""
-    summary = snap.summary or {}
-    if summary.get("test_bits_per_char") is None:
-        return
-    a, b, c, d = st.columns(4)
-    a.metric("test bits per character", f"{summary['test_bits_per_char']:.3f}", help=summary.get("test_subset"))
-    b.metric("test perplexity (per token)", f"{summary['test_perplexity']:.1f}")
-    c.metric("wall time", format_duration(summary.get("wall_seconds")))
-    d.metric("tokens/s", f"{summary.get('tokens_per_second', 0):,.0f}")
-    baselines = summary.get("baselines") or {}
-    rows = pd.DataFrame([{"model": "this model", "bits per character": summary["test_bits_per_char"]}]
-                        + [{"model": name, "bits per character": value} for name, value in baselines.items()])
-    st.altair_chart(charts.bars(rows, "model", "bits per character",
-                                title="Bits per character on the same held-out text (lower is better)"),
-                    key="train_lm_baselines")
-    st.caption("A language model is a compressor: the probability it gives each next token is what an "
-               "arithmetic coder would need. zlib (gzip), bz2 and xz are ordinary compressors; the "
-               "unigram model knows each token's frequency and nothing else."
-               + (f" Saved to `{snap.checkpoint}`: generate from it on **6 · Decoder & generation**."
-                  if snap.checkpoint else ""))
-    mine = use_my_code("bits_per_char")
-    if mine and summary.get("test_tokens"):
-        args = (summary["test_loss"], summary["test_tokens"], summary["test_chars"])
-        yours, problem = call_learner("bits_per_char", mine, *args)
-        if problem:
-            st.error(f"Your bits_per_char could not run: {problem}")
-        else:
-            mine_caption("bits_per_char")
-            st.metric("test bits per character, by your function", f"{float(yours):.3f}",
-                      help=f"bits_per_char({args[0]:.4f} nats per token, {args[1]:,} tokens, {args[2]:,} characters)")
-
-
-def draw_results(snap: RunSnapshot) -> None:
-    if snap.model_config.is_lm:
-        draw_lm_results(snap)
-        return
-    summary = snap.summary or {}
-    if summary.get("test_accuracy") is None:
-        if snap.status == "stopped":
-            st.caption("Stopped before its first evaluation: there is no accuracy to report.")
-        return
-    a, b, c, d = st.columns(4)
-    a.metric("test accuracy", f"{summary['test_accuracy']:.4f}", help=summary.get("test_subset"))
-    b.metric("validation accuracy", f"{summary['val_accuracy']:.4f}" if summary.get("val_accuracy") else "—",
-             help=f"The weights of step {summary.get('best_step')} were kept: the best on validation.")
-    c.metric("wall time", format_duration(summary.get("wall_seconds")))
-    d.metric("tokens/s", f"{summary.get('tokens_per_second', 0):,.0f}")
-    st.caption(f"Saved to `{snap.checkpoint}`: see **9 · Runs & predict** to compare it and ask it "
-               f"about your own review." if snap.checkpoint else "Not saved.")
-    left, right = st.columns([1, 2])
-    if summary.get("confusion"):
-        left.altair_chart(charts.confusion(summary["confusion"]), key="train_confusion")
-    with right:
-        st.markdown("**The most confidently wrong test reviews**")
-        for item in summary.get("confidently_wrong") or []:
-            truth = "positive" if item["label"] == 1 else "negative"
-            said = item["p_positive"] if item["label"] == 0 else 1 - item["p_positive"]
-            text = review_text(item["text"])
-            with st.expander(f"{truth} review, {said:.0%} sure it was {'negative' if item['label'] else 'positive'}: "
-                             f"{literal_markdown(text[:70])}…"):
-                st.markdown(literal_markdown(text) + (" …" if item["truncated"] else ""))   # as typed
+        st.markdown("**What the model wrote as it learned** (the same prompt and seed at every evaluation)")
+        generation.samples_slider(samples(snap.evals), key="train_sample_step")
 
 
 def live_panel(run_id: str) -> None:
@@ -301,7 +198,59 @@ def live_panel(run_id: str) -> None:
     panel()
     draw_evaluations(snap)
     if not snap.active:
-        draw_results(snap)
+        saved = ((f"Saved to `{snap.checkpoint}`: " + ("generate from it on **6 · Decoder & generation**."
+                  if snap.model_config.is_lm else "see **9 · Runs & predict** to compare it and ask it about "
+                  "your own review.")) if snap.checkpoint else "Not saved.")
+        if snap.status == "stopped" and not (snap.summary or {}).get("test_accuracy") and not snap.model_config.is_lm:
+            st.caption("Stopped before its first evaluation: there is no accuracy to report.")
+        results.draw(snap.model_config, snap.summary or {}, "train", saved)
+
+
+# The knobs the page shows, each a TrainConfig field (and dropout, the model's), by column: its label,
+# its widget and what the widget needs beyond the field table (minitx.config: choices, limits, help).
+KNOBS = {
+    "data": {"train_size": ("training reviews (incl. validation)", "number", {"min_value": 20, "step": 500}),
+             "test_size": ("test reviews", "number", {"min_value": 20, "max_value": IMDB_SPLIT_SIZE, "step": 500}),
+             "tokenizer": ("tokenizer", "select", {}),
+             "vocab_size": ("vocabulary size", "number", {"min_value": 100, "max_value": 60_000, "step": 1_000})},
+    "optimisation": {"epochs": ("epochs", "slider", {"max_value": 10}),
+                     "batch_size": ("batch size", "steps", {"options": [8, 16, 32, 64, 128]}),
+                     "lr": ("peak learning rate", "number", {"min_value": 1e-6, "max_value": 100.0, "format": "%.1e",
+                                                             "step": 1e-4, "help": "Far too high (try 10) and the "
+                                                             "loss may become NaN: the run then stops and says so."}),
+                     "warmup_fraction": ("warmup (share of steps)", "slider", {"max_value": 0.5, "step": 0.05}),
+                     "weight_decay": ("weight decay", "number", {"max_value": 1.0, "step": 0.01}),
+                     "dropout": ("dropout", "slider", {"max_value": 0.6, "step": 0.05}),
+                     "seed": ("seed", "number", {"max_value": 1_000_000})},
+    "more 1": {"truncation": ("truncation", "select", {}), "lr_schedule": ("learning-rate schedule", "select", {}),
+               "min_lr_fraction": ("learning-rate floor (share of the peak)", "slider", {"max_value": 0.5, "step": 0.05})},
+    "more 2": {"grad_clip": ("gradient clipping (max norm, 0 = off)", "number", {"max_value": 100.0, "step": 0.5}),
+               "word_dropout": ("word dropout", "slider", {"max_value": 0.5, "step": 0.05}),
+               "random_windows": ("windows at random places", "toggle", {})},
+    "more 3": {"eval_every": ("also evaluate every N steps (0 = epoch ends)", "number", {"max_value": 100_000, "step": 50}),
+               "patience": ("early-stopping patience (epochs, 0 = off)", "number", {"max_value": 10}),
+               "precision": ("precision", "select", {"help": PRECISION_HELP})},
+}
+WIDGETS = {"number": "number_input", "slider": "slider", "select": "selectbox", "steps": "select_slider",
+           "toggle": "toggle"}
+KNOBS_BY_NAME = {name: spec for column in KNOBS.values() for name, spec in column.items()}
+
+
+def knob_widget(column, name: str, task: str):
+    """One knob, drawn from the field table: a select's choices, a number's limits (the fields without
+    limits are shares, from 0), its help; off where the field means nothing for this task."""
+    label, kind, options = KNOBS_BY_NAME[name]
+    options = {"help": HELP.get(name), **options}
+    if kind in ("number", "slider"):
+        low, high = TRAIN_LIMITS.get(name, (0.0, None))
+        options = {"min_value": low, **({"max_value": high} if high is not None else {}), **options}
+    if kind == "select":
+        options["options"] = precisions_here() if name == "precision" else CHOICES[name]
+    if name == "train_size":
+        options["max_value"] = MOST_REVIEWS[task]
+    if name in TASK_ONLY:
+        options["disabled"] = TASK_ONLY[name] != task
+    return getattr(column, WIDGETS[kind])(label, **knob(name), **options)
 
 
 def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
@@ -314,70 +263,26 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
                           "Language model, quick: about 2 bits per character in under 5 minutes.")
         task = st.radio("train", list(TASK_LABELS), format_func=TASK_LABELS.get, horizontal=True, **knob("task"),
                         help="The same blocks: the language model adds a causal mask and predicts the next token.")
-        lm = task == "lm"
-        most = MOST_REVIEWS[task]
-        if st.session_state.get(TRAIN("train_size"), 0) > most:    # "all" of the other task's reviews
-            st.session_state[TRAIN("train_size")] = most
+        if st.session_state.get(TRAIN("train_size"), 0) > MOST_REVIEWS[task]:    # "all" of the other task's
+            st.session_state[TRAIN("train_size")] = MOST_REVIEWS[task]
+        values = {}
         data_col, opt_col = st.columns(2)
-        with data_col:
-            st.markdown("**Data and tokenizer**")
-            train_size = st.number_input("training reviews (incl. validation)", 20, most, step=500,
-                                         help=f"{most:,} is all of them: " + (
-                                             "the unlabelled 50,000 and the training split's 25,000."
-                                             if lm else "a balanced subset of the training split."),
-                                         **knob("train_size"))
-            test_size = st.number_input("test reviews", 20, IMDB_SPLIT_SIZE, step=500,
-                                        help="Held-out reviews of other movies; 25,000 is the whole test split.",
-                                        **knob("test_size"))
-            tokenizer = st.selectbox("tokenizer", TOKENIZER_KINDS, **knob("tokenizer"))
-            vocab_size = st.number_input("vocabulary size", 100, 60_000, step=1_000, **knob("vocab_size"))
-            st.caption(f"max_len {cfg.max_len} is in the sidebar, with the model.")
-        with opt_col:
-            st.markdown("**Optimisation**")
-            epochs = st.slider("epochs", 1, 10, **knob("epochs"))
-            batch_size = st.select_slider("batch size", [8, 16, 32, 64, 128], **knob("batch_size"))
-            lr = st.number_input("peak learning rate", 1e-6, 100.0, format="%.1e", step=1e-4, **knob("lr"),
-                                 help="Far too high (try 10) and the loss may become NaN: the run then stops and says so.")
-            warmup = st.slider("warmup (share of steps)", 0.0, 0.5, step=0.05, **knob("warmup_fraction"))
-            weight_decay = st.number_input("weight decay", 0.0, 1.0, step=0.01, **knob("weight_decay"))
-            dropout = st.slider("dropout", 0.0, 0.6, step=0.05, **knob("dropout"))
-            seed = st.number_input("seed", 0, 1_000_000, **knob("seed"))
+        for column, group, title in ((data_col, "data", "Data and tokenizer"), (opt_col, "optimisation", "Optimisation")):
+            column.markdown(f"**{title}**")
+            values.update({name: knob_widget(column, name, task) for name in KNOBS[group]})
+        data_col.caption(f"max_len {cfg.max_len} is in the sidebar, with the model.")
         with st.expander("More knobs"):
-            m1, m2, m3 = st.columns(3)
-            truncation = m1.selectbox("truncation", TRUNCATIONS, **knob("truncation"), disabled=lm,
-                                      help="head: keep the start; head_tail: the start and the end "
-                                           "(a language model reads whole reviews, in blocks).")
-            schedule = m1.selectbox("learning-rate schedule", LR_SCHEDULES, **knob("lr_schedule"))
-            floor = m1.slider("learning-rate floor (share of the peak)", 0.0, 0.5, step=0.05,
-                              **knob("min_lr_fraction"), help="Where the cosine ends: 0 decays to nothing.")
-            grad_clip = m2.number_input("gradient clipping (max norm, 0 = off)", 0.0, 100.0, step=0.5,
-                                        **knob("grad_clip"))
-            word_dropout = m2.slider("word dropout", 0.0, 0.5, step=0.05, **knob("word_dropout"), disabled=lm,
-                                     help="Classifier only: training tokens replaced by [UNK].")
-            eval_every = m3.number_input("also evaluate every N steps (0 = epoch ends)", 0, 100_000, step=50,
-                                         **knob("eval_every"))
-            patience = m3.number_input("early-stopping patience (epochs, 0 = off)", 0, 10, **knob("patience"))
-            windows = m2.toggle("windows at random places", **knob("random_windows"), disabled=not lm,
-                                help="Language model only: each batch takes windows starting anywhere in the "
-                                     "text (nanoGPT's way) instead of the same fixed blocks every epoch.")
-            precision = m3.selectbox("precision", precisions_here(), **knob("precision"),
-                                     help=PRECISION_HELP)
+            for column, group in zip(st.columns(3), ("more 1", "more 2", "more 3")):
+                values.update({name: knob_widget(column, name, task) for name in KNOBS[group]})
         name = st.text_input("run name (optional)", max_chars=100, placeholder="e.g. quick-mqa-rope",
                              help="Letters, digits, '.', '_' and '-'. Empty: the date and time.",
                              **remembered("train_run_name", ""))
-
         model_cfg = train_cfg = problem = None
         try:
-            model_cfg = cfg.replace(dropout=dropout, task=task)
-            train_cfg = TrainConfig(
-                train_size=None if train_size >= most else int(train_size),
-                test_size=None if test_size >= IMDB_SPLIT_SIZE else int(test_size), tokenizer=tokenizer,
-                vocab_size=int(vocab_size), truncation=truncation, epochs=int(epochs), batch_size=batch_size,
-                lr=float(lr), lr_schedule=schedule, warmup_fraction=float(warmup), min_lr_fraction=float(floor),
-                random_windows=bool(windows),
-                weight_decay=float(weight_decay), grad_clip=float(grad_clip), word_dropout=float(word_dropout),
-                eval_every=int(eval_every), patience=int(patience), seed=int(seed),
-                lowercase=not lm, val_fraction=0.01 if lm else 0.1, precision=precision)
+            model_cfg = cfg.replace(dropout=values.pop("dropout"), task=task)
+            values["train_size"] = None if values["train_size"] >= MOST_REVIEWS[task] else int(values["train_size"])
+            values["test_size"] = None if values["test_size"] >= IMDB_SPLIT_SIZE else int(values["test_size"])
+            train_cfg = train_config_for(task, values)
             check_run(model_cfg, train_cfg)
         except ValueError as error:
             problem = f"This run cannot start: {error}"
@@ -388,7 +293,7 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
         elsewhere = registry().busy_reason()     # none trains in this server: another one's run?
         if problem is None:
             show_estimate(model_cfg.replace(vocab_size=train_cfg.vocab_size), train_cfg, elsewhere is not None)
-            st.caption(precision_line(train_cfg))
+            st.caption(where_it_trains(train_cfg.device, train_cfg.precision))
         else:
             st.error(problem)
         if elsewhere and not st.session_state.get("train_error"):

@@ -20,7 +20,9 @@ Notation:
 Two paths compute the same numbers: `explicit_attention` writes the formula
 out and returns the weights for pictures; `fused_attention` calls
 `F.scaled_dot_product_attention`, which is faster and is what training uses.
-A test holds them equal.
+A test holds them equal. The functions a layer calls by name (attention,
+repeat_kv, rope, causal_mask, kv_step) are swap points (`minitx.swaps`): the
+labs put a learner's function there.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .positional import rope
+from .swaps import SwapPoints
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -58,12 +61,14 @@ def causal_mask(n_queries: int, n_keys: int, device=None) -> torch.Tensor:
 
 
 def attention_mask(key_padding_mask: torch.Tensor | None, seq_len: int,
-                   causal: bool = False, device=None, n_keys: int | None = None) -> torch.Tensor | None:
+                   causal: bool = False, device=None, n_keys: int | None = None,
+                   make_causal=causal_mask) -> torch.Tensor | None:
     """A boolean mask, True where a query may look at a key. Returns (B or 1, 1, T, S) or None.
 
     key_padding_mask is (B, S), True on real tokens and False on [PAD]: nobody
-    attends to padding. causal=True also hides every later token. The T queries
-    are the last T of the S = n_keys positions (S > T when a KV cache holds earlier ones).
+    attends to padding. causal=True also hides every later token (make_causal(T, S, device)
+    builds that part). The T queries are the last T of the S = n_keys positions (S > T when
+    a KV cache holds earlier ones).
     """
     n_keys = n_keys or seq_len
     mask = None
@@ -71,7 +76,7 @@ def attention_mask(key_padding_mask: torch.Tensor | None, seq_len: int,
         mask = key_padding_mask[:, None, None, :].bool()                        # (B, 1, 1, S)
         device = key_padding_mask.device
     if causal and seq_len > 1:       # one newest query may look at every key: nothing to hide
-        lower = causal_mask(seq_len, n_keys, device=device)                    # (T, S)
+        lower = make_causal(seq_len, n_keys, device=device)                    # (T, S)
         mask = lower[None, None] if mask is None else mask & lower              # (B, 1, T, S)
     return mask
 
@@ -111,10 +116,12 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 class GroupedQueryAttention(nn.Module):
-    """Attention with n_heads query heads sharing n_kv_heads key/value heads."""
+    """Attention with n_heads query heads sharing n_kv_heads key/value heads. `swaps`: the model's
+    swap points (minitx.swaps), a table of its own when the layer stands alone."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, swaps: SwapPoints | None = None):
         super().__init__()
+        self.swaps = swaps if swaps is not None else SwapPoints()
         self.n_heads = cfg.n_heads
         self.n_kv_heads = cfg.n_kv_heads
         self.head_dim = cfg.head_dim
@@ -134,7 +141,8 @@ class GroupedQueryAttention(nn.Module):
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, Dh)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, Dh)
         if self.use_rope:       # each position rotated by its own absolute index
-            q, k = rope(q, start, self.rope_base), rope(k, start, self.rope_base)
+            rotate = self.swaps.get("rope", rope)
+            q, k = rotate(q, start, self.rope_base), rotate(k, start, self.rope_base)
         return q, k, v
 
     def merge(self, out: torch.Tensor) -> torch.Tensor:
@@ -142,9 +150,8 @@ class GroupedQueryAttention(nn.Module):
         B, H, T, Dh = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))              # (B, T, D)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
-                causal: bool = False, need_weights: bool = False, cache=None, start: int = 0
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, *, key_padding_mask: torch.Tensor | None = None, causal: bool = False,
+                cache=None, start: int = 0, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x is (B, T, D); key_padding_mask (B, T) is True on real tokens.
 
         Returns the output (B, T, D) and, with need_weights=True, the
@@ -154,16 +161,27 @@ class GroupedQueryAttention(nn.Module):
         their keys and values are written into it, and the queries attend to all
         S = start + T positions it then holds.
         """
-        T = x.size(1)
+        swaps, T = self.swaps, x.size(1)
         q, k, v = self.project(x, start)                                                 # (B, H|G, T, Dh)
+        kv_step = swaps.get("kv_step")       # a whole one-token step with a cache, or None: the code below
+        if kv_step is not None and cache is not None and T == 1 and key_padding_mask is None and not need_weights:
+            return self.merge(kv_step(cache.keys, cache.values, k, v, q, start)), None
         if cache is not None:
             k, v = cache.update(k, v, start)                                             # (B, G, S, Dh)
-        mask = attention_mask(key_padding_mask, T, causal, device=x.device, n_keys=k.size(2))
+        repeat = swaps.get("repeat_kv", repeat_kv)
+        n_rep = self.n_heads // self.n_kv_heads
+        k, v = repeat(k, n_rep), repeat(v, n_rep)                                        # (B, H, S, Dh)
+        make_causal = swaps.get("causal_mask", causal_mask)
         dropout_p = self.attention_dropout if self.training else 0.0
-        if need_weights:
-            out, weights = explicit_attention(q, k, v, mask, dropout_p, self.training)
-        elif causal and T > 1 and key_padding_mask is None and k.size(2) == T:   # a plain causal mask
-            out, weights = fused_attention(q, k, v, dropout_p=dropout_p, is_causal=True), None
-        else:
-            out, weights = fused_attention(q, k, v, mask, dropout_p), None
+        if need_weights or swaps.swapped("attention"):       # the formula written out, with its weights
+            mask = attention_mask(key_padding_mask, T, causal, x.device, k.size(2), make_causal)
+            out, weights = swaps.get("attention", explicit_attention)(q, k, v, mask)
+            if dropout_p:                                     # attention dropout drops weights
+                out = F.dropout(weights, dropout_p).to(v.dtype) @ v
+        else:       # the same numbers from the fused kernel; a plain causal mask it need not even build
+            plain_causal = (causal and T > 1 and key_padding_mask is None and k.size(2) == T
+                            and not swaps.swapped("causal_mask"))
+            mask = None if plain_causal else attention_mask(key_padding_mask, T, causal, x.device, k.size(2),
+                                                             make_causal)
+            out, weights = fused_attention(q, k, v, mask, dropout_p, is_causal=plain_causal), None
         return self.merge(out), weights                                                  # (B, T, D)

@@ -27,6 +27,7 @@ from .dropout import Dropout
 from .feedforward import FeedForward
 from .moe import MixtureOfExperts
 from .positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
+from .swaps import SwapPoints
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -45,24 +46,25 @@ class RMSNorm(nn.Module):
     Cheaper than LayerNorm and, in practice, just as good.
     """
 
-    def __init__(self, d_model: int, eps: float = 1e-6):
+    def __init__(self, d_model: int, eps: float = 1e-6, swaps: SwapPoints | None = None):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(d_model))
+        self.swaps = swaps if swaps is not None else SwapPoints()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D)
-        return rms_norm(x, self.weight, self.eps)
+        return self.swaps.get("rms_norm", rms_norm)(x, self.weight, self.eps)
 
 
-def make_norm(cfg: ModelConfig) -> nn.Module:
-    return nn.LayerNorm(cfg.d_model) if cfg.norm == "layernorm" else RMSNorm(cfg.d_model, cfg.rms_norm_eps)
+def make_norm(cfg: ModelConfig, swaps: SwapPoints | None = None) -> nn.Module:
+    return nn.LayerNorm(cfg.d_model) if cfg.norm == "layernorm" else RMSNorm(cfg.d_model, cfg.rms_norm_eps, swaps)
 
 
-def make_positional(cfg: ModelConfig) -> nn.Module | None:
+def make_positional(cfg: ModelConfig, swaps: SwapPoints | None = None) -> nn.Module | None:
     """The table added to the embeddings, or None: RoPE works inside attention, and "none"
     leaves the model blind to order."""
     if cfg.pos_encoding == "sinusoidal":
-        return SinusoidalPositionalEncoding(cfg.max_len, cfg.d_model)
+        return SinusoidalPositionalEncoding(cfg.max_len, cfg.d_model, swaps)
     if cfg.pos_encoding == "learned":
         return LearnedPositionalEncoding(cfg.max_len, cfg.d_model)
     return None
@@ -93,33 +95,45 @@ def embed_ids(ids: torch.Tensor, embedding: nn.Embedding, scale: float, position
     return x if positional is None else positional(x, start)
 
 
+def pre_norm(x: torch.Tensor, attention_norm, attention, ffn_norm, feed_forward) -> torch.Tensor:
+    """The pre-norm wiring: each branch reads a normalised copy of the residual stream and adds what
+    it finds back to it; the stream itself is never normalised.  # (B, T, D) -> (B, T, D)"""
+    x = x + attention(attention_norm(x))
+    return x + feed_forward(ffn_norm(x))
+
+
 class TransformerBlock(nn.Module):
     """Attention, then the feed-forward network, each with a residual connection and a norm."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, swaps: SwapPoints | None = None):
         super().__init__()
+        self.swaps = swaps if swaps is not None else SwapPoints()
         self.pre_norm = cfg.norm_position == "pre"
-        self.attention = GroupedQueryAttention(cfg)
-        self.attention_norm = make_norm(cfg)
-        self.feed_forward = MixtureOfExperts(cfg) if cfg.ffn == "moe" else FeedForward(cfg)
-        self.ffn_norm = make_norm(cfg)
+        self.attention = GroupedQueryAttention(cfg, self.swaps)
+        self.attention_norm = make_norm(cfg, self.swaps)
+        self.feed_forward = MixtureOfExperts(cfg, self.swaps) if cfg.ffn == "moe" else FeedForward(cfg)
+        self.ffn_norm = make_norm(cfg, self.swaps)
         self.dropout = Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
-                need_weights: bool = False, causal: bool = False, cache=None,
-                start: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, *, key_padding_mask: torch.Tensor | None = None, causal: bool = False,
+                cache=None, start: int = 0, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, D) -> (B, T, D), and the attention weights (B, H, T, T) if asked for.
         causal hides later tokens; cache (one layer of a KVCache) keeps keys and values, x
         then being the tokens at positions start, start + 1, ..."""
-        def attend(h):
-            return self.attention(h, key_padding_mask, causal, need_weights, cache, start)
+        weights = None
 
-        if self.pre_norm:
-            attended, weights = attend(self.attention_norm(x))
-            x = x + self.dropout(attended)
-            x = x + self.dropout(self.feed_forward(self.ffn_norm(x)))
+        def attention(h):
+            nonlocal weights
+            out, weights = self.attention(h, key_padding_mask=key_padding_mask, causal=causal, cache=cache,
+                                          start=start, need_weights=need_weights)
+            return self.dropout(out)
+
+        def feed_forward(h):
+            return self.dropout(self.feed_forward(h))
+
+        if self.pre_norm:           # the wiring is a swap point: the block lab's function can stand in
+            x = self.swaps.get("block", pre_norm)(x, self.attention_norm, attention, self.ffn_norm, feed_forward)
         else:
-            attended, weights = attend(x)
-            x = self.attention_norm(x + self.dropout(attended))
-            x = self.ffn_norm(x + self.dropout(self.feed_forward(x)))
+            x = self.attention_norm(x + attention(x))
+            x = self.ffn_norm(x + feed_forward(x))
         return x, weights

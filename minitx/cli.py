@@ -29,8 +29,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .arguments import OneLineArgumentParser
-from .config import (DEVICES, FFNS, LR_SCHEDULES, NORM_POSITIONS, NORMS, POOLINGS, POS_ENCODINGS,
-                     PRECISIONS, TASKS, TOKENIZER_KINDS, TRUNCATIONS, ModelConfig, TrainConfig)
+from .config import CHOICES, HELP, ModelConfig, TrainConfig
 from .checkpoint import check_run_name, run_path
 from .data import DataUnavailableError
 from .presets import PRESETS
@@ -39,34 +38,7 @@ from .training_lock import TrainingLock, default_lock_path, describe_holder
 
 # Fields the tokenizer and the dataset decide, so no flag sets them.
 DERIVED_MODEL_FIELDS = {"vocab_size", "pad_id", "n_classes"}
-CHOICES = {"pos_encoding": POS_ENCODINGS, "norm": NORMS, "norm_position": NORM_POSITIONS,
-           "ffn": FFNS, "pooling": POOLINGS, "tokenizer": TOKENIZER_KINDS,
-           "truncation": TRUNCATIONS, "lr_schedule": LR_SCHEDULES, "device": DEVICES, "task": TASKS,
-           "precision": PRECISIONS}
-HELP = {
-    "task": "classify (sentiment, the encoder) or lm (a language model, the decoder)",
-    "n_kv_heads": "key/value heads: n_heads = MHA, 1 = MQA, a divisor between = GQA",
-    "ffn": "feed-forward: relu, gelu, swiglu, or moe (a mixture of SwiGLU experts)",
-    "n_experts": "experts of a mixture-of-experts feed-forward (--ffn moe)",
-    "experts_per_token": "experts each token is routed to (--ffn moe)",
-    "moe_loss_weight": "weight of the load-balancing loss added to the training loss (--ffn moe)",
-    "train_size": "training reviews (validation included; balanced for classify), or 'all'",
-    "test_size": "test reviews (balanced for classify), or 'all' for the full 25,000",
-    "vocab_size": "vocabulary size asked of the tokenizer",
-    "truncation": "which tokens a long review keeps",
-    "warmup_fraction": "share of all steps spent warming the learning rate up",
-    "min_lr_fraction": "where the cosine schedule ends, as a share of the learning rate (0: at 0)",
-    "random_windows": "language models: each batch takes windows at random places in the text, not fixed blocks",
-    "grad_clip": "max gradient norm, 0 = off",
-    "word_dropout": "share of training tokens replaced by [UNK]",
-    "patience": "epochs without a better validation accuracy before stopping; 0 = never",
-    "eval_every": "also evaluate every N steps; 0 = at epoch ends only",
-    "threads": "CPU threads, or 'all' (under torchrun: the cores shared out among its processes)",
-    "precision": "fp32; bf16 or fp16 run the forward pass in autocast (fp16 on a CUDA GPU only)",
-}
-
-
-def _optional_int(text: str) -> int | None:
+def optional_int(text: str) -> int | None:
     if text.lower() in ("all", "none"):
         return None
     try:
@@ -86,7 +58,7 @@ def _add_field_flags(group, config_class, skip=frozenset()) -> None:
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif kind == int | None:
-            group.add_argument(flag, type=_optional_int, metavar="N", **common)
+            group.add_argument(flag, type=optional_int, metavar="N", **common)
         elif f.name in CHOICES:
             group.add_argument(flag, choices=CHOICES[f.name], **common)
         else:

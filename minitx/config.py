@@ -33,6 +33,35 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}.")
 
 
+# The field table the command line (every field a flag, minitx.cli) and the Training page (the knobs it
+# shows) both read: each field's choices, and what it means where its name does not say.
+CHOICES = {"pos_encoding": POS_ENCODINGS, "norm": NORMS, "norm_position": NORM_POSITIONS,
+           "ffn": FFNS, "pooling": POOLINGS, "tokenizer": TOKENIZER_KINDS,
+           "truncation": TRUNCATIONS, "lr_schedule": LR_SCHEDULES, "device": DEVICES, "task": TASKS,
+           "precision": PRECISIONS}
+HELP = {
+    "task": "classify (sentiment, the encoder) or lm (a language model, the decoder)",
+    "n_kv_heads": "key/value heads: n_heads = MHA, 1 = MQA, a divisor between = GQA",
+    "ffn": "feed-forward: relu, gelu, swiglu, or moe (a mixture of SwiGLU experts)",
+    "n_experts": "experts of a mixture-of-experts feed-forward (--ffn moe)",
+    "experts_per_token": "experts each token is routed to (--ffn moe)",
+    "moe_loss_weight": "weight of the load-balancing loss added to the training loss (--ffn moe)",
+    "train_size": "training reviews (validation included; balanced for classify), or 'all'",
+    "test_size": "test reviews (balanced for classify), or 'all' for the full 25,000",
+    "vocab_size": "vocabulary size asked of the tokenizer",
+    "truncation": "which tokens a long review keeps",
+    "warmup_fraction": "share of all steps spent warming the learning rate up",
+    "min_lr_fraction": "where the cosine schedule ends, as a share of the learning rate (0: at 0)",
+    "random_windows": "language models: each batch takes windows at random places in the text, not fixed blocks",
+    "grad_clip": "max gradient norm, 0 = off",
+    "word_dropout": "share of training tokens replaced by [UNK]",
+    "patience": "epochs without a better validation accuracy before stopping; 0 = never",
+    "eval_every": "also evaluate every N steps; 0 = at epoch ends only",
+    "threads": "CPU threads, or 'all' (under torchrun: the cores shared out among its processes)",
+    "precision": "fp32; bf16 or fp16 run the forward pass in autocast (fp16 on a CUDA GPU only)",
+}
+
+
 # The whole-number and real-number fields, with the smallest and largest value each may take
 # (None: no upper limit). The command line and its tests read the same table.
 MODEL_LIMITS = {"vocab_size": (3, 1_000_000), "d_model": (1, 8192), "n_heads": (1, 1024),

@@ -35,6 +35,7 @@ from torch import nn
 from .block import TransformerBlock, embed_ids, init_embedding, make_norm, make_positional
 from .config import ModelConfig
 from .dropout import Dropout
+from .swaps import SwapPoints
 
 
 class LayerCache:
@@ -88,12 +89,17 @@ class CausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.swaps = SwapPoints()             # the functions every layer looks up by name (minitx.swaps)
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.embed_scale = init_embedding(self.embedding, scale=cfg.scale_embeddings)
-        self.positional = make_positional(cfg)
+        self.positional = make_positional(cfg, self.swaps)
         self.embedding_dropout = Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.final_norm = make_norm(cfg) if cfg.norm_position == "pre" else nn.Identity()
+        self.layers = nn.ModuleList(TransformerBlock(cfg, self.swaps) for _ in range(cfg.n_layers))
+        self.final_norm = make_norm(cfg, self.swaps) if cfg.norm_position == "pre" else nn.Identity()
+
+    def using(self, **functions):
+        """`with model.using(attention=fn): ...`: fn at that swap point inside the block (minitx.swaps)."""
+        return self.swaps.using(**functions)
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None, start: int = 0,
                 need_weights: bool = False, last_only: bool = False) -> LMOutput:
@@ -104,8 +110,8 @@ class CausalLM(nn.Module):
         x = self.embedding_dropout(x)                                              # (B, T, D)
         states, attentions = [], []
         for index, layer in enumerate(self.layers):
-            x, weights = layer(x, need_weights=need_weights, causal=True, start=start,
-                               cache=cache.layers[index] if cache is not None else None)
+            x, weights = layer(x, causal=True, cache=cache.layers[index] if cache is not None else None,
+                               start=start, need_weights=need_weights)
             states.append(x)
             attentions.append(weights)
         if last_only:

@@ -23,22 +23,23 @@ from torch import nn
 from .block import TransformerBlock, embed_ids, init_embedding, make_norm, make_positional
 from .config import ModelConfig
 from .dropout import Dropout
+from .swaps import SwapPoints
 
 
 class Encoder(nn.Module):
     """A stack of layers; pre-norm stacks end with one more norm, since their residual stream is raw."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, swaps: SwapPoints | None = None):
         super().__init__()
-        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.final_norm = make_norm(cfg) if cfg.norm_position == "pre" else nn.Identity()
+        self.layers = nn.ModuleList(TransformerBlock(cfg, swaps) for _ in range(cfg.n_layers))
+        self.final_norm = make_norm(cfg, swaps) if cfg.norm_position == "pre" else nn.Identity()
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                 need_weights: bool = False) -> tuple[torch.Tensor, list[torch.Tensor], list]:
         """Returns the final states (B, T, D), the residual stream after each layer, and the weights."""
         states, attentions = [], []
         for layer in self.layers:
-            x, weights = layer(x, key_padding_mask, need_weights)
+            x, weights = layer(x, key_padding_mask=key_padding_mask, need_weights=need_weights)
             states.append(x)
             attentions.append(weights)
         return self.final_norm(x), states, attentions
@@ -68,13 +69,18 @@ class SentimentClassifier(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.swaps = SwapPoints()             # the functions every layer looks up by name (minitx.swaps)
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
         self.embed_scale = init_embedding(self.embedding, cfg.pad_id, cfg.scale_embeddings)
-        self.positional = make_positional(cfg)
+        self.positional = make_positional(cfg, self.swaps)
         self.embedding_dropout = Dropout(cfg.dropout)
-        self.encoder = Encoder(cfg)
+        self.encoder = Encoder(cfg, self.swaps)
         self.head_dropout = Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.d_model, cfg.n_classes)
+
+    def using(self, **functions):
+        """`with model.using(attention=fn): ...`: fn at that swap point inside the block (minitx.swaps)."""
+        return self.swaps.using(**functions)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token vectors plus positional code.  # (B, T) -> (B, T, D)"""

@@ -1,16 +1,18 @@
 """How long will a run take? Time a few real training steps of the model here, then multiply.
 
-The estimate has three parts: preparing the data (reading, tokenizer, encoding,
-roughly linear in the number of reviews), the training steps (measured: one
-optimiser step of this very model, dropout on, at each of four typical review
-lengths, averaged: a step's cost grows faster than its length, so one step at
-the mean length would come out too cheap), and the evaluations (a forward pass
-costs about a fifth of a step, per review).
+The estimate has three parts: what a run does before its first step (starting
+its process, reading the data, the tokenizer, encoding: roughly linear in the
+number of reviews), the training steps (measured: optimiser steps of this very
+model, dropout on, at each of four typical review lengths, the median of three
+each, averaged: a step's cost grows faster than its length, so one step at the
+mean length would come out too cheap), and the evaluations (a forward pass
+costs about a quarter of a step, per review).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -24,11 +26,12 @@ from .model import build_model
 from .train import IMDB_SPLIT_SIZE, LM_POOL_SIZE
 from .train.loop import make_optimizer
 
-# an evaluation forward pass (no dropout, no backward, no AdamW) against a training step, per
-# review, as measured on a 2-core CPU
-FORWARD_SHARE = 0.19
-# starting the worker, reading IMDB, training the tokenizer and encoding, fitted on a 2-core CPU
-PREPARE_BASE_SECONDS, PREPARE_SECONDS_PER_REVIEW = 2.5, 0.2e-3
+# an evaluation (a forward pass, no dropout, no backward, no AdamW, and the task's scores) against a
+# training step, per review or block, measured in runs of quick and lm-quick (benchmarks/estimate.py)
+FORWARD_SHARE = 0.25
+# what a run does before its first step: starting its process and importing torch, reading IMDB, training
+# the tokenizer, encoding; fitted to the same runs
+PREPARE_BASE_SECONDS, PREPARE_SECONDS_PER_REVIEW = 5.3, 0.2e-3
 
 
 def representative_lengths(lengths: Sequence[int], max_len: int, groups: int = 4) -> list[int]:
@@ -77,7 +80,7 @@ def describe_lengths(lengths: Sequence[int], max_len: int) -> str:
 
 
 def time_training_step(model_cfg: ModelConfig, batch_size: int, lengths: Sequence[int],
-                       probe_batch: int = 4, cheap_seconds: float = 0.25) -> float:
+                       probe_batch: int = 4, cheap_seconds: float = 0.25, repeats: int = 3) -> float:
     """Mean seconds per optimiser step of this model over batches of these lengths, measured here.
 
     Steps on a small probe batch at the longest length come first. If they were cheap, each
@@ -119,8 +122,9 @@ def time_training_step(model_cfg: ModelConfig, batch_size: int, lengths: Sequenc
         rows, scale = batch_size, 1.0
         if probe < batch_size:
             timed_step(batch_size, longest)  # the full batch allocates more; not timed either
-    counts = Counter(lengths)            # lengths cut to max_len repeat: time each one once
-    seconds = {n: timed_step(rows, n) for n in counts}
+    counts = Counter(lengths)            # lengths cut to max_len repeat: time each one once a round
+    rounds = [{n: timed_step(rows, n) for n in counts} for _ in range(repeats)]
+    seconds = {n: statistics.median(r[n] for r in rounds) for n in counts}   # one slow or lucky step moves no median
     return scale * sum(count * seconds[n] for n, count in counts.items()) / len(lengths)
 
 
@@ -135,6 +139,21 @@ class RunEstimate:
     @property
     def total_seconds(self) -> float:
         return self.prepare_seconds + self.train_seconds + self.eval_seconds
+
+
+def estimate_for(model_cfg: ModelConfig, train_cfg: TrainConfig, review_lengths: Sequence[int],
+                 step_time=time_training_step) -> tuple[RunEstimate, float, str]:
+    """The estimate the Training page shows, from the lengths of some reviews under this run's kind of
+    tokenizer: (the estimate, the mean step time measured here, the lengths it was timed at, in words).
+    A language model's steps are all blocks of max_len tokens; a classifier's, reviews of typical lengths."""
+    if model_cfg.is_lm:
+        lengths, per_review = [model_cfg.max_len], sum(review_lengths) / max(1, len(review_lengths))
+        what = f"on blocks of {model_cfg.max_len} tokens"
+    else:
+        lengths, per_review = representative_lengths(review_lengths, model_cfg.max_len), None
+        what = describe_lengths(lengths, model_cfg.max_len)
+    seconds = step_time(model_cfg, train_cfg.batch_size, tuple(lengths))
+    return estimate_run(train_cfg, seconds, model_cfg, per_review), seconds, what
 
 
 def estimate_run(train_cfg: TrainConfig, step_seconds: float, model_cfg: ModelConfig | None = None,

@@ -17,14 +17,17 @@ products themselves. This module computes the same step for one sequence:
 2) a layer's query, key and value matrices are one matrix, and so are the gate
    and up matrices of its feed-forward network: one pass over memory serves
    all of them, and a layer is about 35 operations instead of 170;
-3) the model's own `nn.Linear` and embedding weights become views of these
-   tensors, so the model is stored once and the two paths read the same numbers
-   (a pretrained model's cache keeps this layout: loading it copies nothing).
+3) the engine is an object the caller asks for, `FastDecoder(model)`, and the
+   model is left as it was: by default the engine keeps its own copy of the
+   weights in this layout. A loader that wants one copy only builds the model
+   on the layout instead (`share_layout`, before anyone holds the model: the
+   pretrained loader does, and its cache keeps this layout).
 
-`generate` uses it for every new token when the model has one (the pretrained
-loader attaches it; `attach(model)` does it for any supported model). A test
-holds `FastDecoder.step` equal to `CausalLM.forward` with a cache, and their
-greedy tokens the same.
+`generate(model, ..., engine=FastDecoder(model))` takes every step through it
+while the model's swap points (minitx.swaps) hold minitx's functions; with a
+learner's function swapped in, it runs the model's own forward. A test holds
+`FastDecoder.step` equal to `CausalLM.forward` with a cache, and their greedy
+tokens the same.
 
 Notation: D model size, H query heads, G key/value heads, Dh head size,
 F feed-forward size, V vocabulary, S slabs (cores), N = (H + 2G) * Dh.
@@ -40,6 +43,7 @@ from .block import RMSNorm, embed_ids
 from .attention import causal_mask
 from .decoder import CausalLM, KVCache
 from .positional import rope_angles
+from .swaps import NAMES
 
 
 # Each fused matrix of a layer, and the nn.Linear layers whose weights it holds side by side, in order.
@@ -148,35 +152,40 @@ def supports(model: nn.Module) -> str | None:
     return None
 
 
+def share_layout(model: CausalLM, layout: dict[str, torch.Tensor]) -> None:
+    """Build the model on `layout` (decode_layout of its own weights): its parameters become views of
+    the layout's tensors, so one float32 copy serves the model and a FastDecoder given the same layout.
+    For a loader, before anyone holds the model (its parameters are new objects afterwards)."""
+    model.load_state_dict(model_state(model, layout), assign=True)
+
+
 class FastDecoder:
     """The decode step (and a prompt's pass) of one sequence through a CausalLM, in the decode layout (see the
-    module docstring)."""
+    module docstring). It reads the model's embedding and norms and never changes the model."""
+
+    # minitx's functions it computes itself: a model with any of these swap points swapped runs its own forward
+    COMPUTES = frozenset(NAMES) - {"top_p"}
 
     def __init__(self, model: CausalLM, layout: dict[str, torch.Tensor] | None = None, cores: int | None = None):
-        """Give the model's weights the decode layout: `layout` (from decode_layout, or read back from a
-        cache) or, by default, the model's own weights rearranged. The model's weights then are views of
-        it; the model must be done training (its parameters are new objects)."""
+        """`layout`: decode_layout of the model's weights, the storage share_layout built the model on;
+        by default a copy of the model's weights as they are now (build it once the model is done training)."""
         why = supports(model)
         if why is not None:
             raise ValueError(f"FastDecoder cannot run this model: {why}.")
         self.model, self.cfg = model, model.cfg
         self.layout = decode_layout(model) if layout is None else layout
-        model.load_state_dict(model_state(model, self.layout), assign=True)
         self.layers = [PackedLayer(layer, i, self.layout, cores) for i, layer in enumerate(model.layers)]
         self.head = slabs(self.layout["head"], cores)                                          # (S, D / S, V)
         self.attention_norms = [_norm(layer.attention_norm) for layer in model.layers]
         self.ffn_norms = [_norm(layer.ffn_norm) for layer in model.layers]
         self.final_norm = _norm(model.final_norm)
         self._turns = None
-        self._pointers = self._model_pointers()
 
-    def _model_pointers(self) -> list[int]:
-        return [parameter.data_ptr() for parameter in self.model.parameters()]
-
-    def is_current(self) -> bool:
-        """False once the model's weights were replaced (model.to(), load_state_dict, ...): the
-        layout this decoder reads no longer holds them."""
-        return self._model_pointers() == self._pointers
+    def runs(self, model: CausalLM) -> bool:
+        """Whether a step of `model` can go through this engine: its own model, with minitx's functions."""
+        if model is not self.model:
+            raise ValueError("this FastDecoder was built for another model.")
+        return not self.COMPUTES.intersection(model.swaps.replaced)
 
     def _rope(self, start: int, length: int) -> torch.Tensor:
         """The turn of positions start ... start + length - 1 as complex numbers cos + i sin.  -> (T, 1, Dh/2)"""
@@ -229,16 +238,3 @@ class FastDecoder:
 
 def _plus(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return x if bias is None else x + bias
-
-
-def attach(model: CausalLM, layout: dict[str, torch.Tensor] | None = None, cores: int | None = None) -> FastDecoder:
-    """Give a model that is done training a FastDecoder (its weights become views of the decoder's
-    layout); generate() then takes every one-token step through it."""
-    model.fast_decoder = FastDecoder(model, layout, cores)
-    return model.fast_decoder
-
-
-def decoder_of(model: nn.Module) -> FastDecoder | None:
-    """The model's FastDecoder if it has one that still holds its weights, else None."""
-    decoder = getattr(model, "fast_decoder", None)
-    return decoder if decoder is not None and decoder.is_current() else None

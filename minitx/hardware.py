@@ -9,6 +9,10 @@ from __future__ import annotations
 import functools
 import platform
 
+import torch
+
+from .train import resolve_device
+
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
 REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", *BF16_FLAGS)
 
@@ -36,3 +40,16 @@ def bf16_units() -> list[str]:
     """Which of the bf16 units the CPU has ([] when it has none, or the platform does not say)."""
     flags = cpu_flags()
     return [flag for flag in BF16_FLAGS if flag in flags]
+
+
+def precisions_here() -> list[str]:
+    """The precisions a run can train in here: fp16 only on a CUDA GPU."""
+    return ["fp32", "bf16", "fp16"] if torch.cuda.is_available() else ["fp32", "bf16"]
+
+
+def where_it_trains(device: str, precision: str) -> str:
+    """The device and precision a run will use, and what this processor has for bf16, in a sentence."""
+    if resolve_device(device).type == "cuda":
+        return f"Trains on {torch.cuda.get_device_name(0)} in {precision}."
+    units = bf16_units()
+    return f"Trains on the CPU ({cpu_name()}) in {precision}; bf16 units: {', '.join(units) if units else 'none'}."

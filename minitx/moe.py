@@ -30,6 +30,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .feedforward import FeedForward
+from .swaps import SwapPoints
 
 
 def route(probs: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -55,8 +56,9 @@ class MixtureOfExperts(nn.Module):
     experts each token went to, best first.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, swaps: SwapPoints | None = None):
         super().__init__()
+        self.swaps = swaps if swaps is not None else SwapPoints()
         self.n_experts, self.top_k = cfg.n_experts, cfg.experts_per_token
         self.router = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
         self.experts = nn.ModuleList(FeedForward(cfg, kind="swiglu") for _ in range(cfg.n_experts))
@@ -69,7 +71,7 @@ class MixtureOfExperts(nn.Module):
         # 1) the router's probability for every expert, per token
         probs = self.router(tokens).float().softmax(-1)              # (N, E)
         # 2) each token's k best experts and their weights; the load-balancing loss
-        weights, chosen, self.aux_loss = route(probs, self.top_k)    # (N, k), (N, k), ()
+        weights, chosen, self.aux_loss = self.swaps.get("moe_route", route)(probs, self.top_k)   # (N, k) x2, ()
         weights = weights.to(x.dtype)
         # 3) each expert runs on the tokens routed to it, its output added in with its weight
         out = torch.zeros_like(tokens)                               # (N, D)

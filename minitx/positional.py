@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .swaps import SwapPoints
+
 
 def sinusoidal_table(max_len: int, d_model: int, base: float = 10_000.0) -> torch.Tensor:
     """The fixed sine/cosine table: row p is the code for position p.  # (max_len, D)"""
@@ -35,14 +37,18 @@ def sinusoidal_table(max_len: int, d_model: int, base: float = 10_000.0) -> torc
 
 
 class SinusoidalPositionalEncoding(nn.Module):
-    """Adds the fixed table to the embeddings; it is a buffer, never trained."""
+    """Adds the fixed table to the embeddings; it is a buffer, never trained (a function swapped in
+    at swap point "sinusoidal", minitx.swaps, makes the table instead)."""
 
-    def __init__(self, max_len: int, d_model: int):
+    def __init__(self, max_len: int, d_model: int, swaps: SwapPoints | None = None):
         super().__init__()
         self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+        self.swaps = swaps if swaps is not None else SwapPoints()
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # x: (B, T, D)
-        return x + self.table[start: start + x.size(1)]
+        make = self.swaps.get("sinusoidal")
+        table = self.table if make is None else make(*self.table.shape).to(self.table)          # (max_len, D)
+        return x + table[start: start + x.size(1)]
 
 
 class LearnedPositionalEncoding(nn.Module):

@@ -83,6 +83,20 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
 }
 
 
+# What each task fixes that the Training page does not show: a language model reads text as written and
+# needs little of it to choose its best step on; a classifier's reviews are lowercased for its word
+# vocabulary. And the knobs that mean something for one task only.
+TASK_DEFAULTS = {"classify": {"lowercase": True, "val_fraction": 0.1},
+                 "lm": {"lowercase": False, "val_fraction": 0.01}}
+TASK_ONLY = {"truncation": "classify", "word_dropout": "classify", "random_windows": "lm"}
+
+
+def train_config_for(task: str, knobs: dict) -> TrainConfig:
+    """The training config of a run of `task` from the knobs a learner set ({field: value}), over the
+    task's defaults; ValueError saying what cannot work."""
+    return TrainConfig.from_dict({**TASK_DEFAULTS[task], **knobs})
+
+
 def preset(name: str) -> tuple[ModelConfig, TrainConfig]:
     if name not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {name!r}.")

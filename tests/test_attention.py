@@ -30,7 +30,7 @@ def test_gqa_with_as_many_kv_heads_as_heads_is_plain_multi_head_attention():
     x = torch.randn(3, 7, cfg.d_model)
     mask = torch.ones(3, 7, dtype=torch.bool)
     mask[1, 5:] = False
-    ours, _ = attn(x, mask)
+    ours, _ = attn(x, key_padding_mask=mask)
     theirs = reference_mha(x, attn.q_proj.weight, attn.q_proj.bias, attn.k_proj.weight,
                            attn.k_proj.bias, attn.v_proj.weight, attn.v_proj.bias,
                            attn.out_proj.weight, attn.out_proj.bias, cfg.n_heads, mask)

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from minitx.labs import LABS, get_lab
-from minitx.labs.book import LabBook
+from ui.lab_files import LearnerFiles
 from minitx.labs.checking import check
 from tests.conftest import IN_CI
 from tests.lab_sources import ALLOCATES_TOO_MUCH, LOOPS_FOREVER, RAISES, RIGHT, SYNTAX_ERROR, WRONG
@@ -83,14 +83,14 @@ def test_every_lab_on_the_page_stub_wrong_and_right(build, labs_dir):
 
 def test_runaway_and_broken_code_each_get_a_message_and_the_worker_carries_on(build, monkeypatch):
     at = build
-    from minitx.labs.sandbox import Limits
+    from minitx.sandbox.limits import Limits
     from ui.labs import lab_worker
 
     worker = lab_worker()
     worker.limits = Limits(cpu_seconds=1, wall_seconds=5)   # the worker is not started yet: it takes these
     assert worker.pid is None
     cases = [(SYNTAX_ERROR, "Syntax error on line 3, column 14"), (RAISES, "KeyError: 'no such key'"),
-             (LOOPS_FOREVER, "more than 1 s of processor time"), (ALLOCATES_TOO_MUCH, "more memory than it may have")]
+             (LOOPS_FOREVER, "more than 1 s of processor time"), (ALLOCATES_TOO_MUCH, "more memory than the 2 GiB it may have")]
     for template, says in cases:
         started = time.monotonic()
         submit(at, "attention", template.format(function="attention"))
@@ -123,9 +123,9 @@ def test_what_was_written_and_passed_is_there_after_a_restart(build, labs_dir):
     assert ":material/check_circle:] attention" in marks and ":material/cancel:] rope" in marks
     again.selectbox(key="build_lab").set_value("rope").run()
     assert any("RoPE ignored `start`" in i.value for i in again.info)
-    assert LabBook(labs_dir).source("rope") == WRONG["rope"][0][1]
+    assert LearnerFiles(labs_dir).source("rope") == WRONG["rope"][0][1]
     again.button(key="build_reset_rope").click().run()
-    assert LabBook(labs_dir).source("rope") == get_lab("rope").stub
+    assert LearnerFiles(labs_dir).source("rope") == get_lab("rope").stub
     st.cache_resource.clear()
 
 
@@ -151,7 +151,7 @@ def test_a_browser_on_another_machine_may_not_run_code_unless_the_server_allows_
 
 
 def _pass_every_lab(folder: Path) -> None:
-    book = LabBook(folder)
+    book = LearnerFiles(folder)
     for lab in LABS:
         book.record(lab.name, RIGHT[lab.name], check(lab, RIGHT[lab.name]))
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from minitx.cli import _optional_int, build_parser, configs_from_args, main
+from minitx.cli import optional_int, build_parser, configs_from_args, main
 from minitx.config import FRACTIONS, MODEL_LIMITS, TRAIN_LIMITS, TrainConfig
 from minitx.presets import PRESETS
 
@@ -34,7 +34,7 @@ def test_bad_flags_give_one_line_and_exit_code_2(capsys, args, message):
 def numeric_flags() -> list[tuple[str, str]]:
     """(field, --flag) of every numeric flag the command line has."""
     return [(a.dest, a.option_strings[0]) for a in build_parser()._actions
-            if a.type in (int, float, _optional_int)]
+            if a.type in (int, float, optional_int)]
 
 
 def limits(field: str) -> tuple:

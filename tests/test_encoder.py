@@ -24,7 +24,7 @@ def test_shapes_through_every_module(variant):
     x = torch.randn(B, T, D)
     mask = torch.ones(B, T, dtype=torch.bool)
     assert FeedForward(cfg)(x).shape == (B, T, D)
-    out, weights = TransformerBlock(cfg)(x, mask, need_weights=True)
+    out, weights = TransformerBlock(cfg)(x, key_padding_mask=mask, need_weights=True)
     assert out.shape == (B, T, D) and weights.shape == (B, cfg.n_heads, T, T)
     hidden, states, attentions = Encoder(cfg)(x, mask)
     assert hidden.shape == (B, T, D) and len(states) == cfg.n_layers

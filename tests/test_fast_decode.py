@@ -1,10 +1,10 @@
-"""The fast decode step: the same numbers as CausalLM.forward with a cache, in the CPU's layout."""
+"""The decode engine: the same numbers as CausalLM.forward with a cache, in the CPU's layout, leaving the model alone."""
 
 import pytest
 import torch
 
 from minitx.decoder import CausalLM, KVCache
-from minitx.fast_decode import FastDecoder, attach, decoder_of, slab_count
+from minitx.fast_decode import FastDecoder, decode_layout, share_layout, slab_count
 from minitx.generate import generate
 from tests.conftest import random_ids, tiny_config
 
@@ -33,7 +33,7 @@ def model_of(seed=0, **changes) -> CausalLM:
 def test_each_step_equals_the_model_with_a_cache(variant, cores):
     reference = model_of(**VARIANTS[variant])
     fast = model_of(**VARIANTS[variant])
-    decoder = attach(fast, cores=cores)
+    decoder = FastDecoder(fast, cores=cores)
     ids = random_ids(1, 16)                                                       # (1, T)
     with torch.inference_mode():
         expected_cache, cache = KVCache.for_model(reference, 1, 16), KVCache.for_model(fast, 1, 16)
@@ -49,31 +49,44 @@ def test_greedy_and_sampled_text_is_the_same_through_either_path():
     model = model_of(**VARIANTS["llama"])
     prompt = random_ids(1, 5)[0].tolist()
     plain = [generate(model, prompt, 40, temperature=t, top_k=5, seed=1).new_ids for t in (0, 1.0)]
-    attach(model)
-    assert [generate(model, prompt, 40, temperature=t, top_k=5, seed=1).new_ids for t in (0, 1.0)] == plain
-    assert [generate(model, prompt, 40, temperature=t, top_k=5, seed=1, fast=False).new_ids for t in (0, 1.0)] == plain
+    engine = FastDecoder(model)
+    assert [generate(model, prompt, 40, temperature=t, top_k=5, seed=1, engine=engine).new_ids
+            for t in (0, 1.0)] == plain
 
 
-def test_the_model_keeps_its_numbers_and_shares_the_decoders_memory():
+def test_the_engine_leaves_the_model_alone_and_a_loader_can_share_one_copy():
     model = model_of(**VARIANTS["llama"])
-    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    decoder = attach(model)
-    after = model.state_dict()
-    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    qkv = decoder.layout["layers.0.qkv"]                                          # (D, N)
+    before = {name: (p, p.data_ptr(), p.detach().clone()) for name, p in model.named_parameters()}
+    FastDecoder(model)
+    after = dict(model.named_parameters())           # the very parameters, on the same memory, unchanged
+    assert all(after[k] is p and p.data_ptr() == ptr and torch.equal(p, copy) for k, (p, ptr, copy) in before.items())
+    layout = decode_layout(model)                      # what a loader does, once, before anyone holds the model
+    share_layout(model, layout)
+    engine = FastDecoder(model, layout)
     q = model.layers[0].attention.q_proj.weight
-    assert q.untyped_storage().data_ptr() == qkv.untyped_storage().data_ptr()     # a view, not a copy
-    assert model.embedding.weight.untyped_storage().data_ptr() == decoder.layout["head"].untyped_storage().data_ptr()
+    assert q.untyped_storage().data_ptr() == engine.layout["layers.0.qkv"].untyped_storage().data_ptr()
+    assert model.embedding.weight.untyped_storage().data_ptr() == engine.layout["head"].untyped_storage().data_ptr()
+    assert all(torch.equal(model.state_dict()[k], copy) for k, (_, _, copy) in before.items())
 
 
-def test_a_model_whose_weights_were_replaced_no_longer_uses_its_decoder():
+def test_a_model_with_a_function_swapped_in_runs_its_own_forward_and_sampling_swaps_keep_the_engine():
     model = model_of(**VARIANTS["llama"])
-    attach(model)
-    assert decoder_of(model) is not None
-    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
-    assert decoder_of(model) is None
+    engine = FastDecoder(model)
     prompt = random_ids(1, 5)[0].tolist()
-    assert len(generate(model, prompt, 6, temperature=0).new_ids) == 6            # the plain path, still right
+    calls = []
+
+    def counted(x, weight, eps):
+        calls.append(1)
+        return torch.nn.functional.rms_norm(x, (x.size(-1),), weight, eps)
+
+    with model.using(rms_norm=counted):
+        assert not engine.runs(model)
+        swapped = generate(model, prompt, 6, temperature=0, engine=engine).new_ids
+    assert calls and swapped == generate(model, prompt, 6, temperature=0).new_ids
+    with model.using(top_p=lambda logits, p: logits):  # sampling's: the engine still takes the steps
+        assert engine.runs(model)
+    with pytest.raises(ValueError, match="another model"):
+        engine.runs(model_of(**VARIANTS["llama"]))
 
 
 @pytest.mark.parametrize("changes, why", [(dict(norm_position="post"), "post-norm"),

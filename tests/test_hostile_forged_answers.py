@@ -48,10 +48,10 @@ def worker(request):
 def test_a_forger_does_not_pass_its_own_wrong_function_nor_answer_for_later_jobs(worker):
     mistake = WRONG["attention"][0][1]                     # no 1/sqrt(Dh)
     first = check(worker, "attention", FORGER + mistake)
-    assert first["status"] == "ok" and not first["result"]["passed"], first
-    assert "No 1/√Dh" in first["result"]["title"]
+    assert first.verdict.ok and not first.result["passed"], first
+    assert "No 1/√Dh" in first.result["title"]
     for lab in ("rope", "bpe_merge"):          # later jobs, other labs: run and judged here
         later = check(worker, lab, WRONG[lab][0][1])
-        assert later["status"] == "ok" and not passed(later), later
-        assert later["result"]["lab"] == lab and later["result"]["title"] != "Passed: forged."
+        assert later.verdict.ok and not passed(later), later
+        assert later.result["lab"] == lab and later.result["title"] != "Passed: forged."
     assert worker.restarts == 0

@@ -4,6 +4,7 @@ of it gets anywhere: those paths do not exist in there, and there is no network.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import threading
@@ -59,7 +60,7 @@ def test_no_file_of_the_user_no_write_into_the_project_no_connection(worker):
         answer = check(worker, "attention", SNOOP.format(paths=paths, plant=str(plant),
                                                          port=listener.getsockname()[1]) + RIGHT["attention"])
         assert passed(answer), answer
-        printed = answer["output"]
+        printed = answer.output
         assert "READ" not in printed and "the user's secret" not in printed, printed
         assert printed.count("cannot read") == len(paths)
         assert "WROTE" not in printed and not plant.exists()
@@ -91,7 +92,7 @@ def _is_me(pid):                          # /proc counts in the sandbox's PID na
 for pid in os.listdir("/proc"):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"minitx.labs.zygote" not in f.read() or _is_me(pid):
+            if b"minitx.sandbox.fork_server" not in f.read() or _is_me(pid):
                 continue
     except (OSError, ValueError):
         continue
@@ -111,11 +112,11 @@ for pid in os.listdir("/proc"):
 '''
 
 
-def test_a_job_cannot_reach_into_the_zygote_every_later_job_is_forked_from(worker):
+def test_a_job_cannot_reach_into_the_fork_server_every_later_job_is_forked_from(worker):
     answer = check(worker, "attention", REACH_THE_ZYGOTE + RIGHT["attention"])
     assert passed(answer), answer
-    printed = answer["output"]
-    # the zygote, its keeper for this job, this job's init: there to be seen, as processes of the sandbox
+    printed = answer.output
+    # the fork server, its keeper for this job, this job's init: there to be seen, as processes of the sandbox
     assert printed.count("FOUND") >= 3, printed
     assert "OPENED" not in printed and printed.count("cannot open") >= 9, printed
 
@@ -136,8 +137,8 @@ def test_running_a_pretrained_model_with_my_code_is_isolated_too(worker, tmp_pat
         answer = worker.request({"op": "try", "lab": "attention", "source": attack + RIGHT["attention"],
                                  "prompt": "The capital of France", "chat": False, "max_new_tokens": 4,
                                  "model": str(model)}, wall_seconds=120)
-        assert answer["status"] == "ok" and answer["result"]["same"] is True, answer
-        assert "cannot read" in answer["output"] and "the user's secret" not in answer["output"], answer
+        assert answer.verdict.ok and answer.result["same"] is True, answer
+        assert "cannot read" in answer.output and "the user's secret" not in answer.output, answer
         assert alive_with(mark) == []
     finally:
         secret.unlink()
@@ -172,15 +173,51 @@ finally:
         os.remove("/tmp/fill")
 with open("/tmp/planted.py", "w") as f:
     f.write("print('PLANTED RAN')\\n")
+os.makedirs("/tmp/left/behind")
 '''
 
 
-def test_the_sandbox_s_tmp_is_small_and_a_module_left_there_is_not_imported_later(worker):
-    """/tmp in the sandbox is memory: a job that writes 2 GiB there is refused at 256 MiB. And a later
-    job's process, forked from the same zygote, does not import a module an earlier job left there."""
+def test_the_sandbox_s_tmp_is_small_and_every_job_gets_a_fresh_one(worker):
+    """/tmp in the sandbox is memory: a job that writes 2 GiB there is refused at 256 MiB. A later job,
+    forked from the same fork server, finds /tmp empty: nothing an earlier job left, the module it
+    planted not importable."""
     answer = check(worker, "attention", FILLS_TMP + RIGHT["attention"])
     assert passed(answer), answer
-    assert "refused after 2" in answer["output"] and "MiB: OSError" in answer["output"], answer["output"]
-    later = check(worker, "attention", "try:\n    import planted\nexcept ImportError:\n    print('NOT FOUND')\n"
+    assert "refused after 2" in answer.output and "MiB: OSError" in answer.output, answer.output
+    later = check(worker, "attention", "import os\nprint('LEFT', [f for f in ('planted.py', 'left', 'fill') if "
+                  "os.path.exists('/tmp/' + f)])\ntry:\n    import planted\nexcept ImportError:\n    print('NOT FOUND')\n"
                   + RIGHT["attention"])
-    assert passed(later) and "NOT FOUND" in later["output"] and "PLANTED RAN" not in later["output"], later
+    assert passed(later) and "LEFT []" in later.output, later.output
+    assert "NOT FOUND" in later.output and "PLANTED RAN" not in later.output, later
+
+
+SHOWS_ITS_SURROUNDINGS = '''
+import os, sys
+
+for path in ("/proc/1/cmdline", "/proc/self/cmdline", "secret.txt", {secret!r}):
+    try:
+        with open(path, "rb") as f:
+            print(path, repr(f.read()[:2000]))
+    except OSError as error:
+        print(path, "cannot read", type(error).__name__)
+'''
+
+
+def test_the_folder_the_worker_started_in_and_bwrap_s_own_arguments_are_not_there(tmp_path):
+    """Started from a folder holding a secret (the folder is on `python -m`'s module path), the worker's
+    jobs cannot read it; no command line in the sandbox shows bwrap's options (the host's folders)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "started-here"
+    folder.mkdir()
+    (folder / "secret.txt").write_text("the user's secret")
+    (folder / "attention.py").write_text(SHOWS_ITS_SURROUNDINGS.format(secret=str(folder / "secret.txt"))
+                                         + RIGHT["attention"])
+    shared_worker("isolated")                 # skips (or fails under CI) where bwrap cannot run
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "minitx.labs", "check", "attention", "attention.py"], cwd=folder,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the user's secret" not in done.stdout and done.stdout.count("cannot read") == 2, done.stdout
+    assert "--ro-bind" not in done.stdout and "--setenv" not in done.stdout and "bwrap" not in done.stdout, done.stdout

@@ -32,7 +32,7 @@ def worker():
 def test_patching_torch_or_the_checker_does_not_pass_a_wrong_function(worker, lab):
     what, source, words = WRONG[lab][0]
     answer = check(worker, lab, PATCHES + source)
-    assert answer["status"] == "ok", answer
-    report = answer["result"]
+    assert answer.verdict.ok, answer
+    report = answer.result
     assert not report["passed"] and report["title"] != "Passed: patched.", report
     assert words in report["title"] + report["detail"], (what, report["title"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from minitx.labs.sandbox import Limits
+from minitx.sandbox.limits import Limits
+from minitx.sandbox.verdict import Kind
 from tests.hostile_support import check, start_worker
 
 MEMORY = '''
@@ -46,10 +47,10 @@ def workers():                                # the worker's count is the same c
 
 def test_memory_spread_over_processes_is_counted_together(workers):
     answer = check(workers["memory"], "attention", MEMORY)
-    assert answer["status"] == "limit" and "memory together" in answer["message"], answer
+    assert answer.verdict.kind is Kind.TREE_MEMORY and "memory together" in answer.verdict.message, answer
 
 
 def test_processor_time_spread_over_processes_is_counted_together(workers):
     answer = check(workers["time"], "attention", RELAY)
-    assert answer["status"] == "limit", answer
-    assert "processor time together" in answer["message"], answer
+    assert answer.verdict.kind is Kind.TREE_CPU_TIME, answer
+    assert "processor time together" in answer.verdict.message, answer

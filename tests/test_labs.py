@@ -13,11 +13,14 @@ import pytest
 import torch
 
 from minitx.labs import LABS, get_lab
-from minitx.labs.book import LabBook
 from minitx.labs.checking import check, load_function
 from minitx.labs.cli import main as labs_cli
-from minitx.labs.plug import learner_code
-from minitx.labs.sandbox import LabWorker, Limits, decode, encode, run_limited
+from ui.lab_files import LearnerFiles
+from minitx.labs.swap_in import swaps_for
+from minitx.labs.worker import LabWorker
+from minitx.sandbox.limits import Limits
+from minitx.sandbox.verdict import Kind
+from minitx.sandbox.wire import decode, encode
 from tests.conftest import tiny_config
 from tests.lab_sources import ALLOCATES_TOO_MUCH, LOOPS_FOREVER, RAISES, RIGHT, SYNTAX_ERROR, WRONG
 
@@ -41,7 +44,8 @@ def test_the_labs_are_the_ones_the_interface_names():
 @pytest.mark.parametrize("name", NAMES)
 def test_each_lab_passes_minitx_and_a_learner_and_names_each_typical_mistake(name):
     lab = get_lab(name)
-    assert check(lab, reference_file(lab)).passed
+    borrowed = check(lab, reference_file(lab))          # every case matches, but it is not the learner's
+    assert borrowed.stage == "borrowed" and not borrowed.passed and "minitx's own answer" in borrowed.minitx_use
     stub = check(lab, lab.stub)
     assert stub.stage == "stub" and "not written yet" in stub.title
     right = check(lab, RIGHT[name], "right.py")
@@ -63,6 +67,27 @@ def test_every_known_mistake_is_recognised_by_its_own_message(name):
         source = f"from minitx.labs import get_lab\n{lab.function} = get_lab({name!r}).mistakes[{index}].wrong\n"
         report = check(lab, source)
         assert report.stage == "diagnosis" and report.title == mistake.message, (index, report.title)
+
+
+ATTENTION_BY = {
+    "a comment": "# my own attention, not minitx's\n",
+    "minitx's repeat_kv": "from minitx.attention import repeat_kv\n",
+    "minitx's attention, by module": "import minitx.attention as A\n_unused = A.explicit_attention\n",
+    "a whole module by importlib": "import importlib\n_m = importlib.import_module('minitx.attention')\n",
+    "a computed name": "_m = __import__('mini' + 'tx')\n",
+}
+
+
+@pytest.mark.parametrize("how, uses, borrows", [
+    ("a comment", None, False), ("minitx's repeat_kv", "minitx.attention.repeat_kv", False),
+    ("minitx's attention, by module", "minitx.attention.explicit_attention", True),
+    ("a whole module by importlib", "minitx.attention", True), ("a computed name", "computed", False)])
+def test_what_of_minitx_a_file_uses_is_read_from_its_code_not_its_text(how, uses, borrows):
+    report = check(get_lab("attention"), ATTENTION_BY[how] + RIGHT["attention"])
+    assert report.passed is not borrows and report.stage == ("borrowed" if borrows else "passed"), report.title
+    assert (uses or "") in report.minitx_use and bool(report.minitx_use) is (uses is not None), report.minitx_use
+    if not borrows:
+        assert "does not count as yours" not in report.minitx_use
 
 
 def test_a_syntax_error_gives_its_line_and_column_and_an_exception_only_the_learners_lines():
@@ -118,37 +143,43 @@ def test_values_cross_the_sandbox_as_json_and_back():
         decode({"__tensor__": "float32", "shape": [2, 2], "data": [1.0]})
 
 
-@pytest.mark.skipif(not UNIX, reason="the limits need fork and /proc (Linux)")
-def test_an_endless_loop_a_huge_allocation_and_a_sleep_end_with_a_message_within_seconds():
-    limits = Limits(cpu_seconds=1, wall_seconds=5)     # the wall clock far behind: this is the CPU limit's
+@pytest.fixture(scope="module")
+def strict_worker():
+    """A worker with small limits: 1 s of processor time, 3 s of wall time, 1,000 bytes of prints."""
+    if not UNIX:
+        pytest.skip("the limits need fork and /proc (Linux)")
+    worker = LabWorker(Limits(cpu_seconds=1, wall_seconds=3, output_bytes=1_000))
+    worker.start()
+    yield worker
+    worker.close()
+
+
+def _check(worker, source: str):
+    return worker.request({"op": "check", "lab": "attention", "source": source})
+
+
+def test_an_endless_loop_a_huge_allocation_and_a_sleep_end_with_a_message_within_seconds(strict_worker):
     started = time.monotonic()
-    answer = run_limited(lambda: check(get_lab("attention"), LOOPS_FOREVER.format(function="attention")).to_dict(),
-                         limits)
-    assert answer["status"] == "limit" and "more than 1 s of processor time" in answer["message"]
+    answer = _check(strict_worker, LOOPS_FOREVER.format(function="attention"))
+    assert answer.verdict.kind in (Kind.CPU_TIME, Kind.TREE_CPU_TIME), answer
+    assert "s of processor time" in answer.verdict.message and time.monotonic() - started < 5
+
+    answer = _check(strict_worker, ALLOCATES_TOO_MUCH.format(function="attention"))
+    assert answer.verdict.ok and answer.result["stage"] == "limit", answer
+    assert "more memory than the 2 GiB it may have" in answer.result["title"]
+    assert "the request that was refused, for 46.57 GiB" in answer.result["title"]
+
+    started = time.monotonic()
+    answer = _check(strict_worker, "import time\n\ndef attention(*a):\n    time.sleep(60)\n")
+    assert answer.verdict.kind is Kind.WALL_TIME and "ran for more than 3 s" in answer.verdict.message
     assert time.monotonic() - started < 5
 
-    answer = run_limited(lambda: check(get_lab("attention"),
-                                       ALLOCATES_TOO_MUCH.format(function="attention")).to_dict(), limits)
-    assert answer["status"] == "ok" and answer["result"]["stage"] == "limit"
-    assert "more memory than it may have (you asked for 46.6 GiB)" in answer["result"]["title"]
 
-    started = time.monotonic()
-    answer = run_limited(lambda: time.sleep(60), Limits(cpu_seconds=1, wall_seconds=2))
-    assert answer["status"] == "limit" and "ran for more than 2 s" in answer["message"]
-    assert time.monotonic() - started < 4
-
-
-@pytest.mark.skipif(not UNIX, reason="the limits need fork and /proc (Linux)")
-def test_what_learner_code_prints_comes_back_capped():
-    def chatty():
-        print("hello from the learner")
-        for _ in range(10_000):
-            print("x" * 100)
-        return 1
-
-    answer = run_limited(chatty, Limits(output_bytes=1_000))
-    assert answer["result"] == 1 and answer["output"].startswith("hello from the learner")
-    assert len(answer["output"]) < 1_100 and answer["output"].endswith("is not shown)")
+def test_what_learner_code_prints_comes_back_capped(strict_worker):
+    chatty = "print('hello from the learner')\nfor _ in range(10_000):\n    print('x' * 100)\n" + RIGHT["attention"]
+    answer = _check(strict_worker, chatty)
+    assert answer.verdict.ok and answer.result["passed"] and answer.output.startswith("hello from the learner")
+    assert len(answer.output) < 1_100 and answer.output.endswith("is not shown)")
 
 
 def _children_of(pid: int) -> list[int]:
@@ -167,7 +198,7 @@ def _children_of(pid: int) -> list[int]:
 
 
 def _alive_below(pid: int) -> list[int]:
-    from minitx.labs.job import descendants, gone
+    from minitx.sandbox.processes import descendants, gone
 
     return sorted(p for p in descendants(pid) if not gone(p))
 
@@ -177,23 +208,23 @@ def test_the_worker_stays_warm_through_runaway_code_and_leaves_nothing_behind():
     worker = LabWorker(Limits(cpu_seconds=1, wall_seconds=1.5))
     try:
         first = worker.request({"op": "check", "lab": "attention", "source": RIGHT["attention"]})
-        assert first["status"] == "ok" and first["result"]["passed"]
+        assert first.verdict.ok and first.result["passed"]
         pid = worker.pid
-        zygote = _children_of(pid)
-        sandbox = _alive_below(zygote[0])          # bwrap's own and the zygote's processes (no job's)
+        server = _children_of(pid)
+        sandbox = _alive_below(server[0])          # the fork server's processes (no job's)
         forks = "import os\n\ndef attention(*args):\n    os.fork()\n    while True:\n        pass\n"
         for source in (LOOPS_FOREVER.format(function="attention"), forks,
                        "import time\n\ndef attention(*a):\n    time.sleep(100)\n"):
             answer = worker.request({"op": "check", "lab": "attention", "source": source})
-            assert answer["status"] == "limit", answer
-            # the job's processes, its own child included, are gone: what is left is the zygote the next
-            # job's process is forked from, the same one all along
-            assert len(zygote) == 1 and _children_of(pid) == zygote
-            assert "minitx.labs.zygote" in Path(f"/proc/{zygote[0]}/cmdline").read_text()
-            assert _alive_below(zygote[0]) == sandbox
+            assert answer.verdict.stopped, answer
+            # the job's processes, its own child included, are gone: what is left is the fork server the
+            # next job's process is forked from, the same one all along
+            assert len(server) == 1 and _children_of(pid) == server
+            assert "minitx.sandbox.fork_server" in Path(f"/proc/{server[0]}/cmdline").read_text()
+            assert _alive_below(server[0]) == sandbox
         assert worker.pid == pid and worker.restarts == 0  # the same warm worker all along
         again = worker.request({"op": "check", "lab": "attention", "source": RIGHT["attention"]})
-        assert again["result"]["passed"]
+        assert again.result["passed"]
     finally:
         worker.close()
     assert worker.pid is None and not Path(f"/proc/{pid}").exists()
@@ -207,9 +238,9 @@ def test_a_worker_that_stops_answering_is_killed_and_replaced():
         stuck = worker.pid
         os.kill(stuck, 19)                                 # SIGSTOP: it can no longer answer
         answer = worker.request({"op": "check", "lab": "attention", "source": RIGHT["attention"]})
-        assert answer["status"] == "limit" and "stopped answering" in answer["message"]
+        assert answer.verdict.kind is Kind.UNRESPONSIVE and "stopped answering" in answer.verdict.message
         assert worker.restarts == 1 and not Path(f"/proc/{stuck}").exists()
-        assert worker.request({"op": "check", "lab": "attention", "source": RIGHT["attention"]})["result"]["passed"]
+        assert worker.request({"op": "check", "lab": "attention", "source": RIGHT["attention"]}).result["passed"]
         assert worker.pid != stuck
     finally:
         worker.close()
@@ -273,12 +304,12 @@ def test_the_command_line_runs_as_a_module(tmp_path):
 # -- the lab book --------------------------------------------------------------------------
 
 def test_the_lab_book_keeps_what_was_written_and_what_passed(tmp_path):
-    book = LabBook(tmp_path / "labs")
+    book = LearnerFiles(tmp_path / "labs")
     assert book.source("attention") == get_lab("attention").stub and book.status("attention") == "new"
     book.record("attention", WRONG["attention"][0][1], check(get_lab("attention"), WRONG["attention"][0][1]))
     assert book.status("attention") == "failing" and book.passed_source("attention") is None
     book.record("attention", RIGHT["attention"], check(get_lab("attention"), RIGHT["attention"]))
-    again = LabBook(tmp_path / "labs")                     # a restart reads the same folder
+    again = LearnerFiles(tmp_path / "labs")                     # a restart reads the same folder
     assert again.status("attention") == "passed" and again.passed_source("attention") == RIGHT["attention"]
     (tmp_path / "labs" / "attention.py").write_text(RIGHT["attention"] + "\n# edited in an editor\n")
     assert again.status("attention") == "changed" and again.passed_source("attention") is None
@@ -307,7 +338,7 @@ def test_a_learner_s_right_function_in_the_model_gives_minitx_s_numbers_and_is_t
     with torch.no_grad():
         ours = model(ids, need_weights=True)
         fused = model(ids).logits
-        with learner_code(_functions(name)):
+        with model.using(**swaps_for(_functions(name))):
             theirs = model(ids, need_weights=True)
             theirs_fused = model(ids).logits
         after = model(ids).logits
@@ -327,9 +358,9 @@ def test_a_wrong_function_in_the_model_shows_and_a_right_generation_step_writes_
     wrong = load_function(get_lab("rope"), WRONG["rope"][0][1])          # ignores start
     prompt = ids[0].tolist()
     ours = generate(model, prompt, 12, temperature=0.9, top_p=0.8, seed=3)
-    with learner_code({**_functions("kv_step"), **_functions("top_p")}):
+    with model.using(**swaps_for({**_functions("kv_step"), **_functions("top_p")})):
         theirs = generate(model, prompt, 12, temperature=0.9, top_p=0.8, seed=3)
-    with learner_code({"rope": wrong}):
+    with model.using(**swaps_for({"rope": wrong})):
         drifted = generate(model, prompt, 12, temperature=0, seed=3)
     assert theirs.new_ids == ours.new_ids
     greedy = generate(model, prompt, 12, temperature=0, seed=3)

@@ -54,7 +54,7 @@ def test_a_hugging_face_folder_runs_in_minitx_as_in_transformers(tiny):
         (4, 2, 100_000.0, 1e-5, False, False)
     ids = tokenizer.encode(TEXT).ids
     torch.testing.assert_close(logits(pretrained.model, ids), logits(hf, ids), atol=1e-5, rtol=0)
-    cached = generate(pretrained.model, ids, 24, temperature=0).new_ids
+    cached = generate(pretrained.model, ids, 24, temperature=0, engine=pretrained.engine).new_ids
     plain = generate(pretrained.model, ids, 24, temperature=0, use_cache=False).new_ids
     with torch.inference_mode():
         theirs = hf.generate(torch.tensor([ids]), max_new_tokens=24, min_new_tokens=24, do_sample=False)
@@ -98,7 +98,7 @@ def test_a_gguf_file_is_dequantized_once_then_read_from_the_cache(tiny, tmp_path
 def test_bf16_weights_keep_the_model_close(tiny):
     folder, hf, tokenizer = tiny
     pretrained = load_pretrained(folder / "tiny-F32.gguf", dtype="bf16")
-    assert pretrained.model.embedding.weight.dtype == torch.bfloat16
+    assert pretrained.model.embedding.weight.dtype == torch.bfloat16 and pretrained.engine is None
     ids = tokenizer.encode(TEXT).ids
     assert (logits(pretrained.model, ids).float() - logits(hf, ids)).abs().max() < 0.1
     assert len(generate(pretrained.model, ids, 8, temperature=0).new_ids) == 8
@@ -196,7 +196,7 @@ def test_smollm2_chat_answers_are_the_same_greedy_tokens_as_transformers(smollm2
     ours, theirs, _ = smollm2
     ids = ours.chat.encode([{"role": "user", "content": "Explain in three sentences why the sky is blue."}])
     stop = ours.tokenizer.stop_ids
-    cached = generate(ours.model, ids, 32, temperature=0, eos_id=stop)
+    cached = generate(ours.model, ids, 32, temperature=0, eos_id=stop, engine=ours.engine)
     plain = generate(ours.model, ids, 32, temperature=0, eos_id=stop, use_cache=False)
     with torch.inference_mode():
         reference = theirs.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False, eos_token_id=stop)
@@ -207,7 +207,7 @@ def test_smollm2_chat_answers_are_the_same_greedy_tokens_as_transformers(smollm2
 def test_smollm2_answers_the_capital_of_france(smollm2):
     ours = smollm2[0]
     ids = ours.chat.encode([{"role": "user", "content": "What is the capital of France?"}])
-    answer = generate(ours.model, ids, 24, temperature=0, eos_id=ours.tokenizer.stop_ids)
+    answer = generate(ours.model, ids, 24, temperature=0, eos_id=ours.tokenizer.stop_ids, engine=ours.engine)
     assert "Paris" in ours.tokenizer.decode(answer.new_ids) and answer.stopped_at_eos
 
 

@@ -33,3 +33,80 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert len(test_commands) == 1, test_commands
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert test_commands[0] in ci_lines
+
+
+# -- the ceilings of issue 46: the layout stays what its map says ---------------------------------------
+
+PACKAGES = ("minitx", "ui", "app_pages")
+LIVE_TRAINING = ("minitx/runs.py", "minitx/launch.py", "ui/live.py", "app_pages/training.py", "streamlit_app.py")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imports(modules: dict[str, Path]) -> tuple[dict[str, set[str]], list[str]]:
+    """Which project modules each one imports (anywhere in it), and every private name imported from another."""
+    def owner(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    edges, private = {}, []
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [(alias.name, None) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+                source = ".".join(p for p in (base, node.module) if p)
+                targets = [(f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source, alias.name)
+                           for alias in node.names]
+            else:
+                continue
+            for name, imported in targets:
+                target = owner(name)
+                if target and target != module:
+                    edges.setdefault(module, set()).add(target)
+                    if imported and imported.startswith("_") and not imported.startswith("__"):
+                        private.append(f"{module} imports {target}.{imported}")
+    return edges, private
+
+
+def test_no_module_imports_a_private_name_of_another_and_none_is_in_an_import_circle():
+    modules = _modules()
+    edges, private = _imports(modules)
+    assert private == []
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in edges.get(todo.pop(), ()):
+                if nxt == goal:
+                    return True
+                if nxt not in seen and modules[nxt].name != "__init__.py":   # a package's __init__ only re-exports
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return False
+
+    circles = sorted({" <-> ".join(sorted((a, b))) for a in edges for b in edges[a]
+                      if modules[b].name != "__init__.py" and reaches(b, a)})
+    assert circles == []
+
+
+def _lines(paths) -> int:
+    return sum(len(path.read_text().splitlines()) for path in paths)
+
+
+def test_the_live_training_code_stays_under_900_lines():
+    assert _lines(ROOT / p for p in LIVE_TRAINING) <= 900
+
+
+def test_the_labs_and_the_sandbox_stay_under_4000_lines():
+    assert _lines([*(ROOT / "minitx" / "labs").rglob("*.py"), *(ROOT / "minitx" / "sandbox").rglob("*.py")]) <= 4000

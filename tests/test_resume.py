@@ -152,10 +152,11 @@ def test_a_run_with_my_attention_in_the_sandbox_stops_and_continues_to_the_same_
     what it saved into place: stopping it and continuing it from the registry still ends as one run."""
     import time
 
+    from minitx.labs.training_run import LearnerCodeLauncher
     from minitx.runs import RunRegistry
     from tests.lab_sources import RIGHT
 
-    registry = RunRegistry(tmp_path, training_lock=tmp_path / "lock")
+    registry = RunRegistry(tmp_path, training_lock=tmp_path / "lock", launcher=LearnerCodeLauncher())
     mine = {"attention": RIGHT["attention"]}
     try:
         whole = registry.wait(registry.start(*CLASSIFIER, "whole", learner_code=mine), timeout=120)

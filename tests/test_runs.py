@@ -13,7 +13,9 @@ import pytest
 
 from minitx.checkpoint import load_run, run_folders
 from minitx.config import ModelConfig, TrainConfig
-from minitx.runs import WORKER_NICENESS, RunBusyError, RunRegistry, format_duration
+from minitx.labs.training_run import LearnerCodeLauncher
+from minitx.launch import WORKER_NICENESS
+from minitx.runs import RunBusyError, RunRegistry, format_duration
 from tests.lab_sources import NAN_FROM_THE_THIRD_CALL
 
 TINY_MODEL = ModelConfig(d_model=32, n_heads=2, n_kv_heads=1, n_layers=1, d_ff=64, max_len=64)
@@ -38,7 +40,7 @@ def wait_for(predicate, registry, run_id, timeout=120.0):
 
 @pytest.fixture
 def registry(imdb, tmp_path):
-    reg = RunRegistry(tmp_path / "checkpoints")
+    reg = RunRegistry(tmp_path / "checkpoints", launcher=LearnerCodeLauncher())     # as the app makes it
     yield reg
     reg.shutdown(timeout=60)
 
@@ -116,7 +118,7 @@ def test_nan_loss_fails_with_the_reason_saves_nothing_and_frees_the_machine(regi
 
     def no_worker():
         raise OSError("too many open files")
-    monkeypatch.setattr(registry._context, "Queue", no_worker)    # fails before the run exists
+    monkeypatch.setattr(registry.launcher.local.context, "Queue", no_worker)    # fails before the run exists
     with pytest.raises(OSError, match="too many open files"):
         registry.start(TINY_MODEL, TINY_TRAIN, name="no-worker")
     assert registry.training_lock.holder() is None and registry.active() is None
@@ -142,7 +144,7 @@ def test_shutdown_kills_a_worker_that_does_not_stop_and_it_is_reaped(registry):
     run_id = registry.start(SLOW_MODEL, SLOW_TRAIN, name="deaf")
     wait_for(lambda s: s.step > 0, registry, run_id)
     run = registry._runs[run_id]
-    run.stop_event = threading.Event()         # Stop no longer reaches the worker
+    run.process.stop_event = threading.Event()         # Stop no longer reaches the worker
     started = time.monotonic()
     registry.shutdown(timeout=2)
     assert time.monotonic() - started < 15

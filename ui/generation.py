@@ -20,17 +20,17 @@ MAX_NEW_TOKENS = 512
 
 @st.cache_data(show_spinner="Generating...", max_entries=32)
 def generated(_model, _tokenizer, model_key: str, prompt: str, max_new_tokens: int, temperature: float,
-              top_k: int, top_p: float, seed: int, use_cache: bool = True, _chat=None):
+              top_k: int, top_p: float, seed: int, use_cache: bool = True, _chat=None, _engine=None):
     """generate() once per model (named by model_key: a chat's key names the chat) and settings; the
     page reruns on every control below it. With _chat (a chat template), the prompt is a user's
-    message and the model answers it."""
+    message and the model answers it; _engine: the model's decode engine, if it has one."""
     ids = _chat.encode([{"role": "user", "content": prompt}]) if _chat else prompt_ids(_tokenizer, prompt)
     if not ids:
         ids = _tokenizer.encode(" ").ids          # a pretrained model has no token that starts a text
     # untimed, the same settings: a first call of each operation pays one-off costs
-    generate(_model, ids[-2:], 2, temperature, top_k, top_p, seed, use_cache=use_cache)
+    generate(_model, ids[-2:], 2, temperature, top_k, top_p, seed, use_cache=use_cache, engine=_engine)
     return generate(_model, ids, max_new_tokens, temperature, top_k, top_p, seed,
-                    use_cache=use_cache, eos_id=_tokenizer.stop_ids)
+                    use_cache=use_cache, eos_id=_tokenizer.stop_ids, engine=_engine)
 
 
 def controls(key: str, vocab_size: int, context: int, prompt: str = "This movie was", chat: bool = False) -> dict:
@@ -133,3 +133,17 @@ def show(tokenizer, prompt: str, out, settings: dict, key: str, chat: bool = Fal
     st.altair_chart(charts.bars(rows, "token", "probability",
                                 title=f"Step {step}: the 10 most likely next tokens (written: {chosen})"),
                     key=f"{key}_top")
+
+
+def samples_slider(written: list[dict], key: str) -> None:
+    """What a language model wrote at each evaluation (minitx.curves.samples), on a slider: from random
+    pieces at step 0 to sentences; a new slider with every evaluation, so that a run's newest shows."""
+    if not written:
+        return
+    steps = [w["step"] for w in written]
+    step = st.select_slider("at training step", steps, value=steps[-1], key=f"{key}_{len(steps)}") \
+        if len(steps) > 1 else steps[0]
+    chosen = written[steps.index(step)]
+    st.code(chosen["sample"], language=None, wrap_lines=True)
+    if chosen.get("bits_per_char") is not None:
+        st.caption(f"Step {step}: {chosen['bits_per_char']:.3f} bits per character on the validation text.")

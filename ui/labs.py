@@ -2,7 +2,7 @@
 run code here, the pictures of target / yours / difference, and the "use my code" switch.
 
 A learner's code never runs in this process: every request goes to the lab worker
-(minitx.labs.sandbox), which runs it in a child process under limits and answers in JSON.
+(minitx.labs.worker), which runs it in a job of its own in the sandbox and answers with a verdict.
 """
 
 from __future__ import annotations
@@ -14,14 +14,24 @@ import streamlit as st
 import torch
 
 from minitx.labs import get_lab
-from minitx.labs.book import LabBook
 from minitx.labs.checking import Report
-from minitx.labs.sandbox import LabWorker, decode, encode
+from ui.lab_files import LearnerFiles
+from minitx.labs.worker import Answer, LabWorker
+from minitx.sandbox.wire import decode, encode
 from ui import charts
 from ui.access import code_refusal
 from ui.common import static_table
 
 BUILD_PAGE = "app_pages/build.py"
+SANDBOX_TEXT = {
+    "isolated": "Checks, the pages drawn with your code, SmolLM2 and training runs with it run it in an "
+                "isolated sandbox (bubblewrap): as another user, with no network, no files but Python's, "
+                "minitx's and the data (a training run also writes its own run), and nothing it starts "
+                "outlives its job.",
+    "limits only": "Your code runs in a separate process with limits on time, memory and processes, and "
+                   "everything it starts is stopped with its job; it is not isolated from the network or "
+                   "your files (bubblewrap cannot run here).",
+}
 
 
 def _close(worker: LabWorker) -> None:
@@ -39,17 +49,17 @@ def lab_worker() -> LabWorker:
 @st.cache_resource(show_spinner=False)
 def sandbox_mode() -> str:
     """"isolated" where bwrap runs here, else "limits only" (tried once per server)."""
-    from minitx.labs.jail import isolation
+    from minitx.sandbox.confine import confinement
 
-    return isolation()
+    return confinement().name
 
 
-def lab_book() -> LabBook:
+def lab_book() -> LearnerFiles:
     """The learner's files and progress (my_labs/, or $MINITX_LABS), read fresh on every run."""
-    return LabBook()
+    return LearnerFiles()
 
 
-def run_job(payload: dict, spinner: str) -> dict:
+def run_job(payload: dict, spinner: str) -> Answer:
     with st.spinner(spinner):
         return lab_worker().request(payload)
 
@@ -59,25 +69,25 @@ def check_and_record(name: str, source: str) -> Report:
     lab = get_lab(name)
     answer = run_job({"op": "check", "lab": name, "source": source, "filename": f"{name}.py"},
                      "Checking, in a separate process...")
-    if answer.get("status") == "ok":
-        report = Report.from_dict(answer["result"])
-    else:
-        report = Report(lab.name, False, "limit", answer.get("message") or "The check did not finish.")
-    report.output = answer.get("output", "")
+    try:
+        report = Report.from_dict(answer.result) if answer.verdict.ok else None
+    except TypeError:                    # it came from the worker: check, not trust
+        report = None
+    report = report or Report(lab.name, False, "limit", answer.verdict.message if not answer.verdict.ok
+                              else "The check did not finish.")
+    report.output = answer.output
     lab_book().record(name, source, report)
     return report
 
 
-def _result(answer: dict) -> tuple[object | None, str | None]:
+def _result(answer: Answer) -> tuple[object | None, str | None]:
     """A worker's answer as (result, None), or (None, why there is none)."""
-    if answer.get("status") == "ok":
-        try:
-            return decode(answer["result"]), None
-        except (ValueError, KeyError, TypeError):
-            return None, "what came back was not well formed."
-    if answer.get("status") == "learner_error":
-        return None, answer["error"]["title"]
-    return None, answer.get("message") or "It did not finish."
+    if not answer.verdict.ok:
+        return None, answer.verdict.message
+    try:
+        return decode(answer.result), None
+    except (ValueError, KeyError, TypeError):
+        return None, "what came back was not well formed."
 
 
 def run_demo(name: str, source: str, request: dict, others: dict[str, str] | None = None
@@ -138,14 +148,16 @@ def _draw(picture: dict, key: str) -> None:
 
 def show_report(report: Report, key: str) -> None:
     """The check's verdict, what to do about it, the cases, the picture and what the code printed."""
-    (st.success if report.passed else st.error)(report.title, icon=":material/check_circle:" if report.passed
-                                                else ":material/error:")
+    verdict = st.success if report.passed else st.warning if report.stage == "borrowed" else st.error
+    verdict(report.title, icon=":material/check_circle:" if report.passed else ":material/error:")
     if report.detail:
         if report.stage in ("compile", "error", "load") or report.detail.startswith("line "):
             st.code(report.detail, language="text")
         else:
             for line in report.detail.splitlines():
                 st.caption(line)
+    if report.minitx_use:
+        st.caption(f":material/info: {report.minitx_use}")
     if report.cases:
         rows = [{"case": c["case"], "result": c["result"], "largest difference": f"{c['largest difference']:.1e}"}
                 for c in report.cases]
@@ -274,10 +286,10 @@ def generation_section(name: str, source: str, spec: dict, tokenizer, prompt_ids
                  width="stretch")
 
 
-def try_in_smollm2(name: str, source: str, question: str, max_new_tokens: int) -> dict:
-    """SmolLM2 answering the question with minitx's function and with the learner's, in the worker
-    (which keeps the model; each run is a sandbox child): the worker's answer."""
-    from minitx.labs.inside import TRY_LIMITS
+def try_in_smollm2(name: str, source: str, question: str, max_new_tokens: int) -> Answer:
+    """SmolLM2 answering the question with minitx's function and with the learner's, each a job of its
+    own forked from one process that holds the model: the worker's answer."""
+    from minitx.labs.trial import TRY_LIMITS
 
     with st.spinner("Running SmolLM2 twice, with minitx's function and with yours (the first time, the worker "
                     "loads the model)..."):
@@ -285,12 +297,12 @@ def try_in_smollm2(name: str, source: str, question: str, max_new_tokens: int) -
                                      "max_new_tokens": max_new_tokens}, wall_seconds=2 * TRY_LIMITS.wall_seconds + 60)
 
 
-def show_try(answer: dict, function: str) -> None:
+def show_try(answer: Answer, function: str) -> None:
     """What SmolLM2 wrote with minitx's function and with the learner's, and how far their logits are."""
-    if answer.get("status") != "ok":
-        st.error(f"SmolLM2 could not run: {answer.get('message')}")
+    if not answer.verdict.ok:
+        st.error(f"SmolLM2 could not run: {answer.verdict.message}")
         return
-    result = answer["result"]
+    result = answer.result
     rows = [{"with": f"minitx's {function}", "SmolLM2 writes": result["ours"]["text"]}]
     if "problem" in result:
         st.error(f"With your {function} the model did not run to the end: {result['problem']}")
@@ -303,6 +315,6 @@ def show_try(answer: dict, function: str) -> None:
         (st.success if same else st.warning)(
             "The same answer, token for token." if same else
             "A different answer: your function changes what the model computes (see the logit difference).")
-    if answer.get("output"):
+    if answer.output:
         with st.expander("what your code printed"):
-            st.code(answer["output"], language=None)
+            st.code(answer.output, language=None)

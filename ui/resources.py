@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from minitx.checkpoint import LoadedRun, load_run, read_run_configs, run_folders
+from minitx.checkpoint import LoadedRun, describe_runs, load_run, read_run_configs, run_folders
 from minitx.config import BYTE_LEVEL_MIN_VOCAB
 from minitx.data import DataUnavailableError, imdb_subsets
 from minitx.tokenizer import Tokenizer, cached_tokenizer
@@ -31,11 +31,6 @@ def imdb_sample(size: int = SAMPLE_REVIEWS, seed: int = 0) -> tuple[list[str], l
     except DataUnavailableError:
         return None
     return split.texts, split.labels
-
-
-@st.cache_resource(show_spinner="Loading the newest trained run...")
-def _load(path: str, modified: float) -> LoadedRun:
-    return load_run(path)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -71,7 +66,7 @@ def newest_run(task: str = "classify") -> tuple[LoadedRun | None, str | None]:
         try:
             if read_run_configs(path)[0].task != task:
                 continue
-            return _load(str(path), path.stat().st_mtime), None
+            return loaded_run(str(path), path.stat().st_mtime), None
         except ValueError as error:
             problems.append(f"{path.name}: {error}")
     what = "language model" if task == "lm" else "classifier"
@@ -157,3 +152,23 @@ def imdb_test_sample(size: int = 500, seed: int = 1) -> tuple[list[str], list[in
     except DataUnavailableError:
         return None
     return split.texts, split.labels
+
+
+def saved_runs():
+    """describe_runs of checkpoints/, read again only when a run folder or a file in one changes
+    (a run's metrics.json holds its whole history: megabytes to parse on every rerun)."""
+    directory = checkpoints_dir()
+    signature = tuple((path.name, tuple(sorted((f.name, f.stat().st_mtime_ns) for f in path.iterdir())))
+                      for path in run_folders(directory))
+    return _described(str(directory), signature)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _described(directory: str, signature: tuple):
+    return describe_runs(directory)
+
+
+@st.cache_resource(show_spinner="Loading the run...", max_entries=4)
+def loaded_run(path: str, modified: float) -> LoadedRun:
+    """A saved run's model and tokenizer, cached until its folder changes."""
+    return load_run(path)

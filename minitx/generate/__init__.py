@@ -11,9 +11,9 @@ Without a cache every step runs the whole sequence through the model again.
 With the KV cache (minitx.decoder.KVCache) the prompt goes through once and
 each later step feeds only the newest token: its query attends to the keys
 and values every earlier step left in the cache. Same tokens, far less work.
-(nanoGPT's `generate` is the dozen-line version of this loop.) A model with a
-minitx.fast_decode.FastDecoder (a pretrained one) takes those one-token steps
-through it: the same numbers, arranged for the CPU's memory.
+(nanoGPT's `generate` is the dozen-line version of this loop.) Given an engine
+(minitx.fast_decode.FastDecoder: a pretrained model comes with one), the steps
+go through it: the same numbers, arranged for the CPU's memory.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..decoder import CausalLM, KVCache
-from ..fast_decode import decoder_of
+from ..fast_decode import FastDecoder
 
 MAX_TEMPERATURE = 100.0
 
@@ -76,47 +76,50 @@ def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
         raise ValueError(f"top_p must be from 0 to 1 (1: off), not {top_p!r}.")
 
 
-def allowed_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """The logits with every token outside the top k and outside the nucleus set to -inf.
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The logits with every token outside the nucleus set to -inf: the smallest set of most likely
+    tokens whose probabilities add up to at least top_p. The most likely token is always kept, so
+    top_p 0 is greedy.   # (..., V)"""
+    # a stable sort: of equally likely tokens the lower id counts first, on every machine
+    probs, order = logits.softmax(-1).sort(dim=-1, descending=True, stable=True)   # (..., V)
+    before = probs.cumsum(-1) - probs                                        # mass of the better ones
+    drop_sorted = before >= top_p
+    drop_sorted[..., 0] = False                                              # the best always stays
+    drop = drop_sorted.scatter(-1, order, drop_sorted)                       # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
 
-    The nucleus is the smallest set of most likely tokens whose probabilities add up to at
-    least top_p; the most likely token is always kept, so top_p 0 is greedy.   # (..., V)
-    """
+
+def allowed_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0,
+                   nucleus: Callable = top_p_filter) -> torch.Tensor:
+    """The logits with every token outside the top k and outside the nucleus (`nucleus`: the
+    model's swap point "top_p", minitx.swaps) set to -inf.   # (..., V)"""
     if top_k and top_k < logits.size(-1):
         kth = logits.topk(top_k, dim=-1).values[..., -1:]                       # (..., 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        # a stable sort: of equally likely tokens the lower id counts first, on every machine
-        probs, order = logits.softmax(-1).sort(dim=-1, descending=True, stable=True)   # (..., V)
-        before = probs.cumsum(-1) - probs                                        # mass of the better ones
-        drop_sorted = before >= top_p
-        drop_sorted[..., 0] = False                                              # the best always stays
-        drop = drop_sorted.scatter(-1, order, drop_sorted)                       # back to vocabulary order
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+    return nucleus(logits, top_p) if top_p < 1.0 else logits
 
 
 def next_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
-               generator: torch.Generator | None = None) -> int:
+               generator: torch.Generator | None = None, nucleus: Callable = top_p_filter) -> int:
     """One token from a (V,) row of logits: the most likely at temperature 0 (which top-k and top-p
     always keep), else sampled from the tokens they keep, after dividing by the temperature."""
     if temperature == 0:
         return int(logits.argmax())
-    probs = allowed_logits(logits.float() / temperature, top_k, top_p).softmax(-1)   # (V,)
+    probs = allowed_logits(logits.float() / temperature, top_k, top_p, nucleus).softmax(-1)   # (V,)
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
 @torch.inference_mode()
 def generate(model: CausalLM, prompt_ids: list[int], max_new_tokens: int = 50, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, seed: int = 0, use_cache: bool = True,
-             eos_id: int | Collection[int] | None = None, n_top: int = 10, fast: bool = True,
+             eos_id: int | Collection[int] | None = None, n_top: int = 10, engine: FastDecoder | None = None,
              on_token: Callable[[int], None] | None = None) -> Generation:
     """Continue prompt_ids (for minitx's own language models, starting with the end-of-review
     token) for up to max_new_tokens tokens, stopping after eos_id (one id or several). The same
     seed gives the same text, with or without the cache. on_token(id) is called as each token
-    comes; n_top candidates of every step are kept for the pages (0: none). fast=False keeps
-    every step in CausalLM.forward even where a FastDecoder could take it (the labs put the
-    learner's functions there).
+    comes; n_top candidates of every step are kept for the pages (0: none). engine: the model's
+    FastDecoder, which takes the steps while the model's swap points hold minitx's functions
+    (a learner's function swapped in runs in the model's own forward).
 
     Everything must fit the model's context (max_len): more new tokens than it holds are cut to
     max_len - 1, and a prompt too long for the rest keeps its last tokens; `notes` says so.
@@ -143,7 +146,8 @@ def generate(model: CausalLM, prompt_ids: list[int], max_new_tokens: int = 50, t
     generator = torch.Generator(device=device).manual_seed(seed)
     ids = torch.tensor([prompt_ids], device=device)                               # (1, T)
     cache = KVCache.for_model(model, batch=1, length=len(prompt_ids) + max_new_tokens) if use_cache else None
-    decoder = decoder_of(model) if use_cache and fast else None
+    decoder = engine if engine is not None and use_cache and engine.runs(model) else None
+    nucleus = model.swaps.get("top_p", top_p_filter)
     stop = {eos_id} if isinstance(eos_id, int) else set(eos_id or ())
     new_ids, probabilities, top, stopped = [], [], [], False
     started = time.perf_counter()
@@ -155,7 +159,7 @@ def generate(model: CausalLM, prompt_ids: list[int], max_new_tokens: int = 50, t
     prefill_seconds = time.perf_counter() - started
     for step in range(max_new_tokens):
         probs = logits.float().softmax(-1)                                        # the model's own view
-        token = next_token(logits, temperature, top_k, top_p, generator)
+        token = next_token(logits, temperature, top_k, top_p, generator, nucleus)
         new_ids.append(token)
         probabilities.append(float(probs[token]))
         if n_top:

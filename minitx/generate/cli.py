@@ -65,17 +65,18 @@ def _saved_run(model: str | None, checkpoint_dir: str) -> Path | None:
     return None
 
 
-def load(args) -> tuple[torch.nn.Module, object, object, str, float]:
-    """(model, tokenizer, chat template or None, name, seconds to load) for --model."""
+def load(args) -> tuple[torch.nn.Module, object, object, str, float, object]:
+    """(model, tokenizer, chat template or None, name, seconds to load, decode engine or None) for --model."""
     started = time.perf_counter()
     run = _saved_run(args.model, args.checkpoint_dir)
     if run is not None:
         loaded = load_run(run)
         if not loaded.model_config.is_lm:
             raise ValueError(f"run {run.name} is a sentiment classifier; it cannot write text.")
-        return loaded.model.eval(), loaded.tokenizer, None, run.name, time.perf_counter() - started
+        return loaded.model.eval(), loaded.tokenizer, None, run.name, time.perf_counter() - started, None
     pretrained = load_pretrained(args.model, args.dtype)
-    return pretrained.model, pretrained.tokenizer, pretrained.chat, pretrained.name, pretrained.load_seconds
+    return (pretrained.model, pretrained.tokenizer, pretrained.chat, pretrained.name, pretrained.load_seconds,
+            pretrained.engine)
 
 
 class Stream:
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         check_sampling(args.temperature, args.top_k, args.top_p)
         if args.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be at least 1, not {args.max_new_tokens}.")
-        model, tokenizer, chat, name, load_seconds = load(args)
+        model, tokenizer, chat, name, load_seconds, engine = load(args)
         if args.chat and chat is None:
             raise ValueError(f"{name} has no chat template: leave out --chat and give it text to continue.")
         ids = chat.encode([{"role": "user", "content": args.prompt}]) if args.chat else prompt_ids(tokenizer, args.prompt)
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     stream = Stream(tokenizer)
     try:
         out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
-                       use_cache=not args.no_cache, eos_id=tokenizer.stop_ids, n_top=0, on_token=stream)
+                       use_cache=not args.no_cache, eos_id=tokenizer.stop_ids, n_top=0, engine=engine,
+                       on_token=stream)
     except KeyboardInterrupt:
         print("\ninterrupted.", file=sys.stderr)
         return 130

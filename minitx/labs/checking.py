@@ -11,16 +11,16 @@
        exactly (no 1/sqrt(Dh), RoPE ignoring start, ...), a rule it breaks (a later token
        changing an earlier output), else where the first difference is and how large.
 
-minitx's answers are computed before any of the learner's code runs, on copies of the
-inputs, so nothing the learner's file does can change them. By default the learner's code
-runs in the process that calls `check`; the lab worker passes `load=` a loader whose
-function runs in a sandboxed process of its own (`minitx.labs.job`), so that the answers,
-the comparison and the verdict are computed where the learner's code never ran.
+minitx's answers are computed first, on copies of the inputs. The lab worker passes `load=` a
+loader whose function runs in a process of its own in the sandbox (minitx.labs.remote), so that
+the answers, the comparison and the verdict are made where the learner's code never ran. A file
+that hands in minitx's own answer (read from its syntax tree: minitx.labs.imports) does not pass.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import linecache
 import re
 import traceback
@@ -28,7 +28,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..sandbox.job import Stopped
+from ..sandbox.limits import LIMITS
+from ..sandbox.verdict import Kind, Verdict
 from .compare import Comparison, compare_tensors, describe, shape_problem
+from .imports import minitx_use
 from .lab import Case, Lab
 
 
@@ -40,7 +44,7 @@ class Report:
     lab: str
     passed: bool
     stage: str                            # compile, load, stub, error, type, shape, inputs, diagnosis,
-                                          # mismatch, limit (the sandbox stopped it) or passed
+                                          # mismatch, limit (the sandbox stopped it), borrowed or passed
     title: str
     detail: str = ""
     case: str | None = None               # the case it failed on
@@ -48,6 +52,7 @@ class Report:
     cases: list[dict] = field(default_factory=list)   # per case: label, result, largest difference
     picture: dict | None = None           # target / yours for the case shown (minitx.labs.pictures)
     output: str = ""                      # what the learner's code printed, capped by the sandbox
+    minitx_use: str = ""                  # what of minitx the file uses, in a sentence ("" if nothing)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,11 +85,8 @@ def call(lab: Lab, fn, case: Case) -> tuple[tuple, dict]:
     must change appended), and the arguments as they were left."""
     args = clone(case.args)
     result = fn(*args.values())
-    if len(lab.outputs) - len(lab.mutates) > 1 and isinstance(result, (tuple, list)):
-        returned = tuple(result)
-    else:
-        returned = (result,)
-    return returned + tuple(args[name] for name in lab.mutates), args
+    several = len(lab.outputs) - len(lab.mutates) > 1 and isinstance(result, (tuple, list))
+    return (tuple(result) if several else (result,)) + tuple(args[name] for name in lab.mutates), args
 
 
 def minitx_answer(lab: Lab, case: Case) -> tuple:
@@ -100,22 +102,23 @@ class LearnerRaised(Exception):
         self.memory = data.get("memory")
 
 
-class JobStopped(BaseException):
-    """The process running the learner's code was stopped (a limit) or ended: not the learner's
-    exception, so no check catches it as one. `message` says why."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+MAX_FRAMES = 40
 
 
 def learner_lines(error: BaseException, filename: str) -> tuple[str, int | None]:
-    """The traceback's frames in the learner's file (ours and torch's left out), and the last line."""
+    """The traceback's frames in the learner's file (ours and torch's left out), and the last line. A
+    line repeated (a recursion) is shown once with a count, as Python's own traceback does."""
     if isinstance(error, LearnerRaised):
         return error.lines, error.line
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
-    text = "\n".join(f"line {f.lineno}, in {f.name}:  {(f.line or '').strip()}" for f in frames)
-    return text, frames[-1].lineno if frames else None
+    lines = []
+    for line, same in itertools.groupby(f"line {f.lineno}, in {f.name}:  {(f.line or '').strip()}"[:300]
+                                        for f in frames):
+        more = len(list(same)) - 1
+        lines += [line, f"  [the line above repeated {more} more time{'s' * (more > 1)}]"] if more else [line]
+    if len(lines) > MAX_FRAMES:
+        lines = [*lines[:MAX_FRAMES // 2], f"  [{len(lines) - MAX_FRAMES} lines left out]", *lines[-MAX_FRAMES // 2:]]
+    return "\n".join(lines), frames[-1].lineno if frames else None
 
 
 def error_text(error: BaseException) -> str:
@@ -204,7 +207,7 @@ def diagnose(lab: Lab, fn, case: Case, want: tuple, got: tuple) -> str | None:
     for rule in lab.properties:
         try:
             message = rule(fn, case, lambda f, c: call(lab, f, c)[0])
-        except JobStopped:
+        except Stopped:
             raise
         except Exception:          # the learner's function failed on the rule's call: no diagnosis from it
             continue
@@ -237,16 +240,24 @@ class LearnerCodeError(ValueError):
         self.stage, self.title, self.detail, self.line = stage, title, detail, line
 
 
+def memory_asked(error: BaseException) -> str | None:
+    """For an allocation that failed under the memory limit, what the refused request was, in words
+    ("" when it does not say); None for any other error."""
+    text = str(error)
+    if not (isinstance(error, MemoryError) or "can't allocate memory" in text or "not enough memory" in text):
+        return None
+    asked = re.search(r"allocate (\d+) bytes", text)
+    return f" (the request that was refused, for {int(asked.group(1)) / 2**30:,.2f} GiB, came on top of what " \
+           f"it already held)" if asked else ""
+
+
 def out_of_memory(error: BaseException) -> str | None:
     """A sentence when the error is an allocation that failed under the sandbox's memory limit."""
     if isinstance(error, LearnerRaised):
         return error.memory
-    text = str(error)
-    if isinstance(error, MemoryError) or "can't allocate memory" in text or "not enough memory" in text:
-        asked = re.search(r"allocate (\d+) bytes", text)
-        size = f" (you asked for {int(asked.group(1)) / 2**30:,.1f} GiB)" if asked else ""
-        return f"Your code asked for more memory than it may have{size} and was stopped."
-    return None
+    asked = memory_asked(error)
+    return None if asked is None else Verdict(Kind.MEMORY, {"limit_gib": LIMITS.memory_bytes / 2**30,
+                                                            "asked": asked}).message
 
 
 def compile_file(source: str, filename: str):
@@ -309,9 +320,11 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
     """Run every check of `lab` on the learner's `source`. See the module docstring. load(lab, source,
     filename, cases) -> the learner's function, run elsewhere (LearnerCodeError if the file cannot give it)."""
     def report(stage, title, detail="", case=None, line=None, picture=None):
-        return Report(lab.name, stage == "passed", stage, title, detail, case, line, results, picture)
+        return Report(lab.name, stage == "passed", stage, title, detail, case, line, results, picture,
+                      minitx_use=use.sentence)
 
     results: list[dict] = []
+    use = minitx_use(lab, source)
     try:
         code = compile_file(source, filename)                        # 1) it compiles
         # 2) minitx's answers first, then the learner's file
@@ -326,7 +339,7 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
     for number, (case, want) in enumerate(zip(cases, answers)):
         try:
             got, left = call(lab, fn, case)
-        except JobStopped:
+        except Stopped:
             raise
         except NotImplementedError:
             if number == 0:
@@ -360,11 +373,12 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
                           picture=_picture(lab, case, want, got))
     exact = sum(r["result"] == "exact" for r in results)
     largest = max(r["largest difference"] for r in results)
-    note = ("\nYour file imports minitx: calling minitx's own answer passes, but teaches little."
-            if "minitx" in source else "")
+    picture = _picture(lab, cases[0], answers[0], first_got)
+    if use.borrows_answer:
+        return report("borrowed", f"All {len(cases)} cases match, but with minitx's own answer: write "
+                                  f"`{lab.function}` yourself for the lab to count it.", picture=picture)
     return report("passed", f"Passed: {len(cases)} cases, {exact} exactly equal to minitx's, the largest "
-                            f"difference {largest:.1e}.", note.strip(),
-                  picture=_picture(lab, cases[0], answers[0], first_got))
+                            f"difference {largest:.1e}.", picture=picture)
 
 
 def _picture(lab: Lab, case: Case, want: tuple, got: tuple) -> dict | None:

@@ -5,11 +5,13 @@
     python -m minitx.labs check attention my_labs/attention.py
     python -m minitx.labs try attention my_labs/attention.py --prompt "The capital of France is"
 
-`check` runs the same checks as the Build it page, in a child process with the same limits,
-and exits 0 when the function passes, 1 when it does not, 2 when NAME or FILE is unusable.
-`try` runs SmolLM2 (--model) greedily with minitx's function and with yours, each in such a
-child (with the processor time a 135 M-parameter model needs), prints both continuations and
-the largest logit difference, and exits 0 when the two texts are the same, 1 when they differ.
+`check` runs the same checks as the Build it page, your code in the same sandbox with the same
+limits, and exits 0 when the function passes, 1 when it does not, 2 when NAME or FILE is unusable.
+`try` runs SmolLM2 (--model) greedily with minitx's function and with yours, each in a job of its
+own (with the processor time a 135 M-parameter model needs), prints both continuations and the
+largest logit difference, and exits 0 when the two texts are the same, 1 when they differ. What your
+code printed is shown with its control characters escaped: it cannot move the cursor or clear the
+terminal.
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ import textwrap
 from pathlib import Path
 
 from ..arguments import OneLineArgumentParser
+from ..sandbox.confine import confinement
+from ..sandbox.job import ForkServers
+from ..sandbox.limits import LIMITS
+from ..sandbox.processes import ending_what_it_leaves
 from . import LABS, get_lab
-from .inside import MAX_NEW_TOKENS as INSIDE_MAX_TOKENS
-from .inside import TRY_LABS
+from .checking import Report
+from .trial import MAX_NEW_TOKENS as INSIDE_MAX_TOKENS
+from .trial import TRY_LABS, try_in_model
+from .worker import SERVE, WARM, run_job
 
 MAX_FILE_BYTES = 1_000_000
 
@@ -95,44 +103,44 @@ def read_source(file: str) -> str:
         raise ValueError(f"{file} cannot be read: {error.strerror}.") from None
 
 
+def printable(text: str) -> str:
+    """Text from the learner's code as a terminal may show it: control characters (an escape code
+    that clears the screen, a carriage return that overwrites a line) as their escapes; lines and tabs kept."""
+    return "".join(c if c in "\n\t" or c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def check(name: str, file: str) -> int:
     try:
         lab = get_lab(name)
         source = read_source(file)
     except ValueError as error:
         return fail(str(error))
-    from .checking import Report
-    from .jail import isolation
-    from .job import Zygotes, ending_what_it_leaves
-    from .sandbox import LIMITS
-    from .worker import run_job
-
     with ending_what_it_leaves():
-        zygotes = Zygotes(LIMITS)
+        servers = ForkServers(WARM, SERVE, LIMITS)
         try:
-            answer = run_job({"op": "check", "lab": lab.name, "source": source, "filename": file}, zygotes, LIMITS)
+            answer = run_job({"op": "check", "lab": lab.name, "source": source, "filename": file}, servers, LIMITS)
         finally:
-            zygotes.close()
-    if answer["status"] == "ok":
-        report = Report.from_dict(answer["result"])
-    else:
-        report = Report(lab.name, False, "limit", answer.get("message", "The check did not finish."))
-    report.output = answer.get("output", "")
+            servers.close()
+    report = Report.from_dict(answer.result) if answer.verdict.ok else \
+        Report(lab.name, False, "limit", answer.verdict.message)
+    report.output = answer.output
     print(format_report(lab, report))
-    print(f"\n(sandbox: {isolation()})")
+    print(f"\n(sandbox: {confinement().name})")
     return 0 if report.passed else 1
 
 
 def format_report(lab, report) -> str:
     """The report as a terminal shows it: the verdict, the message, the cases, what was printed."""
     lines = [f"{lab.name} ({lab.function}): {'PASSED' if report.passed else 'FAILED'}", "",
-             *textwrap.wrap(report.title, 100)]
+             *textwrap.wrap(printable(report.title), 100)]
     if report.detail:
         lines.append("")
-        for line in report.detail.splitlines():     # prose is wrapped; code (a caret, a traceback) is not
-            code = report.stage == "compile" or line.startswith("line ")
+        for line in printable(report.detail).splitlines():   # prose is wrapped; code (a caret, a traceback) is not
+            code = report.stage == "compile" or line.startswith(("line ", "  ["))
             lines += ["    " + line] if code else textwrap.wrap(line, 96, initial_indent="    ",
                                                                 subsequent_indent="    ")
+    if report.minitx_use:
+        lines += ["", *textwrap.wrap(report.minitx_use, 100)]
     if report.cases:
         lines += ["", "cases:"]
         for case in report.cases:
@@ -140,7 +148,7 @@ def format_report(lab, report) -> str:
             lines.append(f"  {mark} {case['case']} ({case['result']}, largest difference "
                          f"{case['largest difference']:.1e})")
     if report.output:
-        lines += ["", "what your code printed:", *("    " + line for line in report.output.splitlines()[:40])]
+        lines += ["", "what your code printed:", *("    " + line for line in printable(report.output).splitlines()[:40])]
     if not report.passed and lab.hints:
         lines += ["", f"a hint: {lab.hints[0]}"]
     return "\n".join(lines)
@@ -149,7 +157,6 @@ def format_report(lab, report) -> str:
 def try_in_model_cli(args) -> int:
     """SmolLM2 with minitx's function and with the learner's: exit 0 the same text, 1 not, 2 unusable input."""
     from ..pretrained import PretrainedUnavailable, load_pretrained
-    from .inside import try_in_model
 
     try:
         get_lab(args.name)
@@ -167,13 +174,15 @@ def try_in_model_cli(args) -> int:
     ids = ids[-(pretrained.model.cfg.max_len - args.max_new_tokens):]
     if not ids:
         return fail("the prompt is empty: give the model some text to continue.")
-    result = try_in_model(args.name, source, pretrained, ids, args.max_new_tokens, args.file)
+    with ending_what_it_leaves():
+        result = try_in_model(args.name, source, pretrained, ids, args.max_new_tokens, args.file)
     print(f"{pretrained.name}, {len(ids)} prompt tokens, up to {args.max_new_tokens} new ones")
     print(f"with minitx's {get_lab(args.name).function}: {result['ours']['text']!r}")
     if "problem" in result:
-        print(f"with yours: it did not run to the end: {result['problem']}")
+        print(f"with yours: it did not run to the end: {printable(result['problem'])}")
         if result.get("output"):
-            print("what your code printed:", *("    " + line for line in result["output"].splitlines()[:20]), sep="\n")
+            print("what your code printed:", *("    " + line for line in printable(result["output"]).splitlines()[:20]),
+                  sep="\n")
         return 1
     print(f"with yours:   {result['yours']['text']!r}")
     print(f"largest difference of the logits after the prompt: {result['largest_difference']:.2e}")

@@ -1,17 +1,17 @@
 """What the concept pages show with a learner's function: the real model run twice, once with
 minitx's function and once with theirs, and what came out of each.
 
-Runs inside a sandbox child (`minitx.labs.worker`), which is why every answer is plain
-JSON-ready data (`sandbox.encode`). The page sends the model (a checkpoint's folder, or a
-config and seed for random weights, as `ui.resources.random_model` builds it) and token ids.
+Runs in the learner's process (`minitx.labs.learner_process`), which is why every answer is plain
+JSON-ready data (`minitx.sandbox.wire.encode`). The page sends the model (a checkpoint's folder, or a
+config and seed for random weights, as `ui.resources.random_model` builds it) and token ids. The
+learner's functions go in at the model's swap points (`model.using`, `minitx.labs.swap_in`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .. import attention as attention_module
-from ..attention import attention_mask
+from ..attention import attention_mask, explicit_attention, repeat_kv
 from ..bpe import learn_merges
 from ..checkpoint import load_run
 from ..config import ModelConfig
@@ -19,9 +19,9 @@ from ..generate import generate
 from ..inspect import gqa_walkthrough
 from ..model import build_model
 from ..moe import expert_choices
+from ..sandbox.wire import encode
 from .lab import Lab
-from .plug import learner_code
-from .sandbox import encode
+from .swap_in import swaps_for
 
 MAX_NEW_TOKENS = 40
 
@@ -56,7 +56,7 @@ def in_model(lab: Lab, functions: dict, request: dict) -> dict:
     ids = torch.tensor([request["ids"]])                                      # (1, T)
     ours_logits, ours_attention = _forward(model, ids)
     experts_ours = _first_experts(model)
-    with learner_code(functions):
+    with model.using(**swaps_for(functions)):
         yours_logits, yours_attention = _forward(model, ids)
         experts_yours = _first_experts(model)
     answer = {"task": model.cfg.task, "largest_difference": float((ours_logits - yours_logits).abs().max()),
@@ -66,7 +66,7 @@ def in_model(lab: Lab, functions: dict, request: dict) -> dict:
         n_new = min(int(request.get("new_tokens", 20)), MAX_NEW_TOKENS, model.cfg.max_len - ids.size(1))
         eos = request.get("eos_id")
         answer["new_ids_ours"] = generate(model, ids[0].tolist(), n_new, temperature=0, eos_id=eos).new_ids
-        with learner_code(functions):
+        with model.using(**swaps_for(functions)):
             answer["new_ids_yours"] = generate(model, ids[0].tolist(), n_new, temperature=0, eos_id=eos).new_ids
     else:
         answer["probabilities_ours"] = ours_logits.softmax(-1)[0]
@@ -82,8 +82,9 @@ def attention_heads(lab: Lab, functions: dict, request: dict) -> dict:
     x, key_padding_mask = request["x"], request.get("key_padding_mask")
     walk = gqa_walkthrough(cfg, x, key_padding_mask, causal=request.get("causal", False))
     mask = attention_mask(key_padding_mask, x.size(1), request.get("causal", False))
-    with learner_code(functions):
-        out, weights = attention_module.explicit_attention(walk.q, walk.k, walk.v, mask)
+    repeat, n_rep = functions.get("repeat_kv", repeat_kv), cfg.n_heads // cfg.n_kv_heads
+    attend = functions.get("attention", explicit_attention)
+    out, weights = attend(walk.q, repeat(walk.k, n_rep), repeat(walk.v, n_rep), mask)
     return encode({"weights": weights, "largest_difference": float((weights - walk.weights).abs().max()),
                    "output_difference": float((out - walk.explicit).abs().max())})
 
@@ -96,7 +97,7 @@ def sampled(lab: Lab, functions: dict, request: dict) -> dict:
     settings = {k: request[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed")}
     settings["max_new_tokens"] = min(settings["max_new_tokens"], MAX_NEW_TOKENS)
     ours = generate(model, request["ids"], eos_id=request.get("eos_id"), **settings)
-    with learner_code(functions):
+    with model.using(**swaps_for(functions)):
         yours = generate(model, request["ids"], eos_id=request.get("eos_id"), **settings)
     return encode({"new_ids_ours": ours.new_ids, "new_ids_yours": yours.new_ids,
                    "probabilities_ours": ours.probabilities, "probabilities_yours": yours.probabilities})

@@ -1,36 +1,72 @@
-"""The lab worker: `python -m minitx.labs.worker`, started by `sandbox.LabWorker`, never by hand.
+"""The lab worker: one process that judges the learner's code, and the server's handle on it (`LabWorker`).
 
-It reads one JSON request per line on stdin and answers one JSON line on stdout. The
-learner's code of a check, call, demo or try runs in a learner process of its own, isolated
-where bwrap runs (`minitx.labs.job`); minitx's answers and the verdict are computed here. The
-worker itself never runs a learner's code. It exits when its stdin closes (the server has gone).
+    server (Streamlit) --a JSON line, a token per request--> worker (python -m minitx.labs.worker)
+      worker: minitx's answers, the comparison and the verdict (minitx.labs.checking);
+              the learner's code in a job of its own, forked by a fork server in the sandbox
+              (minitx.sandbox.job, minitx.sandbox.confine), which only returns outputs
+      <-- one JSON line: {"verdict": {...}, "result": ..., "output": ..., "request_token": ...}
 
-    {"op": "check", "lab": "attention", "source": "...", "filename": "attention.py"}
-    {"op": "call", "lab": "sinusoidal", "source": "...", "args": [...]}       -> the function's result
-    {"op": "demo", "lab": "attention", "source": "...", "request": {...}}     -> minitx.labs.demos
+    {"op": "check", "lab": "attention", "source": "...", "filename": "attention.py"}   -> a Report's dict
+    {"op": "call", "lab": "sinusoidal", "source": "...", "args": [...]}                -> the function's result
+    {"op": "demo", "lab": "attention", "source": "...", "request": {...}}              -> minitx.labs.demos
     {"op": "try", "lab": "attention", "source": "...", "prompt": "...", "chat": true, "max_new_tokens": 24}
-        -> SmolLM2 with minitx's function and with the learner's (minitx.labs.inside)
+        -> SmolLM2 with minitx's function and with the learner's (minitx.labs.trial)
 
-For "try" the worker loads the pretrained model once and keeps it (minitx's own runs are forks of
-the worker, which share its weights), and so does the zygote the learner's runs are forked from.
+The worker is started once and kept warm (importing torch takes seconds); it never runs a learner's
+code itself. It serves one request at a time, in the order they came (several app sessions share it);
+an answer without its request's token is never taken for the answer; a worker that stops answering
+is killed and started again. Everything crosses as JSON, never pickle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
+import secrets
+import signal
+import subprocess
 import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from ..sandbox.confine import confinement
+from ..sandbox.job import ForkServers, Stopped
+from ..sandbox.limits import LIMITS, Limits
+from ..sandbox.processes import become_subreaper, end_children
+from ..sandbox.verdict import Kind, Verdict
+from ..sandbox.wire import Lines, decode, encode, parse, protocol_stream, send
+from . import get_lab
+from .checking import LearnerCodeError, LearnerRaised, check, check_without_running
+from .remote import load
+
+WARM, SERVE = "minitx.labs.learner_process:warm", "minitx.labs.learner_process:serve"
 
 
-def run_job(request: dict, zygotes, limits) -> dict:
-    """A check, call or demo: the learner's code in a learner process of its own (`minitx.labs.job`);
-    for a check, minitx's answers and the verdict here. {"status": "ok" | "error" | "learner_error" |
-    "limit", ..., "output": what the learner's code printed}."""
-    from . import get_lab
-    from .checking import JobStopped, LearnerCodeError, LearnerRaised, check, check_without_running
-    from .job import Job
-    from .sandbox import decode, encode
+@dataclass
+class Answer:
+    """What the worker says about one request: the verdict, the result as data, what the code printed."""
 
+    verdict: Verdict
+    result: object = None
+    output: str = ""
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict.to_dict(), "result": self.result, "output": self.output}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Answer":
+        output = data.get("output")
+        return cls(Verdict.from_dict(data.get("verdict")), data.get("result"), output if isinstance(output, str) else "")
+
+
+# -- the worker process ------------------------------------------------------------------------
+
+def run_job(request: dict, servers: ForkServers, limits: Limits) -> Answer:
+    """A check, call or demo: the learner's code in a job of its own; for a check, minitx's answers
+    and the verdict here."""
     lab = get_lab(request["lab"])
     source, filename = str(request["source"]), request.get("filename") or f"{lab.name}.py"
     op = request["op"]
@@ -44,111 +80,203 @@ def run_job(request: dict, zygotes, limits) -> dict:
     if op == "check":
         known = check_without_running(lab, source, filename)       # no process needed to say so
         if known is not None:
-            return {"status": "ok", "result": known.to_dict(), "output": ""}
-    job = None
+            return Answer(Verdict(Kind.OK), known.to_dict())
+    job, answer = None, None
     try:
-        job = Job(zygotes.spawn(folders), limits)
+        job = servers.spawn(folders, limits=limits)
         job.start()
         if op == "check":
-            answer = {"status": "ok", "result": check(lab, source, filename, load=job.load).to_dict()}
+            report = check(lab, source, filename, load=lambda *a: load(job, *a))
+            answer = Answer(Verdict(Kind.OK), report.to_dict())
         elif op == "call":
-            function = job.load(lab, source, filename)
-            answer = {"status": "ok", "result": encode(function(*decode(request["args"])))}
+            answer = Answer(Verdict(Kind.OK), encode(load(job, lab, source, filename)(*decode(request["args"]))))
         else:
-            job.load(lab, source, filename)
+            load(job, lab, source, filename)
             reply = job.ask({"op": "demo", "request": request["request"], "with": request.get("with") or {}})
             if "learner_error" in reply:
-                answer = {"status": "learner_error", "error": reply["learner_error"]}
+                answer = Answer(Verdict(Kind.UNUSABLE, {"text": reply["learner_error"].get("title", "")}))
             elif "raised" in reply:
-                answer = {"status": "error", "message": reply["raised"].get("text", "")}
+                raise LearnerRaised(reply["raised"])
             else:
-                answer = {"status": "ok", "result": reply.get("result")}
+                answer = Answer(Verdict(Kind.OK), reply.get("result"))
     except LearnerCodeError as error:
-        answer = {"status": "learner_error", "error": {"stage": error.stage, "title": error.title,
-                                                       "detail": error.detail, "line": error.line}}
+        answer = Answer(Verdict(Kind.UNUSABLE, {"text": error.title, "stage": error.stage, "detail": error.detail,
+                                                "line": error.line}))
     except LearnerRaised as error:
-        answer = {"status": "error", "message": error.text}
+        answer = Answer(Verdict(Kind.RAISED, {"text": error.memory or error.text}))
     except NotImplementedError:
-        answer = {"status": "error", "message": f"NotImplementedError: `{lab.function}` is not written yet."}
-    except JobStopped as stop:
-        answer = {"status": "limit", "message": stop.message}
+        answer = Answer(Verdict(Kind.RAISED, {"text": f"NotImplementedError: `{lab.function}` is not written yet."}))
+    except Stopped as stop:
+        answer = Answer(stop.verdict)
     finally:
         output = job.end() if job is not None else ""
-    answer["output"] = output
+    answer.output = output
     return answer
 
 
-class Inside:
-    """The pretrained model the worker keeps for "try" jobs, and minitx's own runs of it, by prompt."""
+class Trials:
+    """The pretrained model the worker keeps for "try" requests (for its tokenizer and chat template),
+    and minitx's own runs of it, by prompt."""
 
-    def __init__(self, zygotes):
-        self.pretrained, self.references, self.zygotes = None, {}, zygotes
+    def __init__(self, servers: ForkServers):
+        self.pretrained, self.references, self.servers = None, {}, servers
 
-    def answer(self, request: dict) -> dict:
+    def answer(self, request: dict) -> Answer:
         from ..pretrained import PretrainedUnavailable, load_pretrained
-        from .inside import sampling_for, try_in_model
+        from .trial import sampling_for, try_in_model
 
         try:
             if self.pretrained is None:
                 self.pretrained = load_pretrained(request.get("model"))
         except PretrainedUnavailable as error:
-            return {"status": "error", "message": str(error), "output": ""}
+            return Answer(Verdict(Kind.NOT_STARTED, {"why": f": {error}"}))
         chat, tokenizer = self.pretrained.chat, self.pretrained.tokenizer
-        prompt = str(request.get("prompt", ""))
+        prompt, new = str(request.get("prompt", "")), int(request.get("max_new_tokens", 24))
         ids = chat.encode([{"role": "user", "content": prompt}]) if request.get("chat") and chat else \
             tokenizer.encode(prompt).ids
-        context = self.pretrained.model.cfg.max_len - int(request.get("max_new_tokens", 24))
-        ids = ids[-context:] or tokenizer.encode(" ").ids          # cut from the left to fit, never empty
-        key = (tuple(ids), int(request.get("max_new_tokens", 24)), tuple(sampling_for(request["lab"]).items()))
-        result = try_in_model(request["lab"], request["source"], self.pretrained, ids, key[1],
-                              request.get("filename"), self.references.get(key), self.zygotes)
+        ids = ids[-(self.pretrained.model.cfg.max_len - new):] or tokenizer.encode(" ").ids   # cut to fit, never empty
+        key = (tuple(ids), new, tuple(sampling_for(request["lab"]).items()))
+        result = try_in_model(request["lab"], request["source"], self.pretrained, ids, new, request.get("filename"),
+                              self.references.get(key), self.servers)
         self.references[key] = result.pop("reference")
-        return {"status": "ok", "result": result, "output": result.pop("output", "")}
+        return Answer(Verdict(Kind.OK), result, result.pop("output", ""))
 
 
 def main() -> None:
-    protocol = os.fdopen(os.dup(1), "wb")         # answers go here; fd 1 itself now goes to stderr,
-    os.dup2(2, 1)                                  # so that a stray print cannot break a JSON line
-    os.set_inheritable(protocol.fileno(), False)
-
-    def send(answer: dict) -> None:
-        protocol.write(json.dumps(answer).encode() + b"\n")
-        protocol.flush()
-
+    protocol = protocol_stream()
     import torch
 
     torch.set_num_threads(1)
-    from . import demos, exercises  # noqa: F401  (imported once here, warm in every forked child)
-    from .jail import isolation
-    from .job import Zygotes, become_subreaper, end_orphans
-    from .sandbox import Limits
-
     become_subreaper()
     limits = Limits(**json.loads(os.environ.get("MINITX_LABS_LIMITS") or "{}"))
-    zygotes = Zygotes(limits)
-    zygotes.start()                                # every job's process is forked from it: started now
+    servers = ForkServers(WARM, SERVE, limits)
+    servers.start()                                # every job's process is forked from it: started now
     torch.ones(8, 8) @ torch.ones(8, 8)            # the first operation's one-off costs, paid here
-    send({"ready": True, "pid": os.getpid(), "sandbox": isolation()})
-    inside = Inside(zygotes)
+    send(protocol, {"ready": True, "pid": os.getpid(), "sandbox": confinement().name})
+    trials = Trials(servers)
     for line in sys.stdin.buffer:
-        request = None
+        request = parse(line)
         try:
-            request = json.loads(line)
-            if not isinstance(request, dict):
+            if request is None:
                 raise ValueError("a request is a JSON object")
             if request.get("op") == "sandbox":
-                answer = {"status": "ok", "result": isolation(), "output": ""}
-            elif request.get("op") == "try":       # minitx's run in a fork of this worker, the learner's in a job
-                answer = inside.answer(request)
+                answer = Answer(Verdict(Kind.OK), confinement().name)
+            elif request.get("op") == "try":
+                answer = trials.answer(request)
             else:
-                answer = run_job(request, zygotes, limits)
+                answer = run_job(request, servers, limits)
         except (ValueError, KeyError, TypeError, RuntimeError) as error:
-            answer = {"status": "error", "message": f"a bad request: {error}", "output": ""}
-        end_orphans(keep=zygotes.keep())           # whatever a job left behind, before the next one
-        zygotes.start()                            # again, if a job's end took it down
-        if isinstance(request, dict) and isinstance(request.get("request_token"), str):
-            answer["request_token"] = request["request_token"]
-        send(answer)
+            answer = Answer(Verdict(Kind.RAISED, {"text": f"a bad request: {error}"}))
+        end_children(keep=servers.keep())          # whatever a job left behind, before the next one
+        servers.start()                            # again, if a job's end took it down
+        token = request.get("request_token") if request is not None else None
+        send(protocol, {**answer.to_dict(), "request_token": token})
+
+
+# -- the server's side ---------------------------------------------------------------------------
+
+class LabWorker:
+    """The server's handle on the worker process. Thread-safe: requests are served one at a time, in
+    the order they came.
+
+        worker = LabWorker()
+        answer = worker.request({"op": "check", "lab": "attention", "source": ...})   # an Answer
+        worker.close()
+    """
+
+    def __init__(self, limits: Limits = LIMITS, start_timeout: float = 120.0, reply_margin: float = 30.0):
+        self.limits, self.start_timeout = limits, start_timeout
+        self.reply_margin = reply_margin          # seconds past a job's wall limit before the worker counts as stuck
+        self._process, self._lines, self.restarts = None, None, 0
+        self._turn, self._tickets, self._serving = threading.Condition(), 0, 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
+    @contextlib.contextmanager
+    def _in_turn(self):
+        """The caller's turn, after every request that came before it."""
+        with self._turn:
+            ticket, self._tickets = self._tickets, self._tickets + 1
+            self._turn.wait_for(lambda: self._serving == ticket)
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._serving += 1
+                self._turn.notify_all()
+
+    def start(self) -> None:
+        """Start the worker now (it takes a few seconds to import torch), if it is not running."""
+        with self._in_turn():
+            self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        if self.pid is not None:
+            return
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+               "MINITX_LABS_LIMITS": json.dumps(self.limits.to_dict())}
+        self._process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        self._lines = Lines(self._process.stdout, 1 << 30)
+        if self._next(self.start_timeout).get("ready") is not True:
+            self._kill()
+            raise RuntimeError("the lab worker did not start (is minitx importable by this Python?).")
+
+    def _next(self, timeout: float) -> dict:
+        """The worker's next line ({} for none in time, or when it has gone)."""
+        try:
+            return self._lines.get(timeout) or {}
+        except queue.Empty:
+            return {}
+
+    def request(self, payload: dict, wall_seconds: float | None = None) -> Answer:
+        """Send one request and wait for its answer. wall_seconds: how long its job may take, if longer
+        than the usual limit (a run of a pretrained model)."""
+        with self._in_turn():
+            self._ensure_started()
+            token = secrets.token_hex(16)          # the answer must carry it: no other process can answer
+            line = json.dumps({**payload, "request_token": token}).encode() + b"\n"
+            try:
+                self._send(line)
+            except OSError:                        # it died since the last request: once more, on a new one
+                self._restart()
+                self._send(line)
+            # the worker kills a job at its wall limit; a worker silent for longer is stuck
+            deadline = time.monotonic() + (wall_seconds or self.limits.wall_seconds) + self.reply_margin
+            while time.monotonic() < deadline:
+                answer = self._next(deadline - time.monotonic())
+                if answer.get("request_token") == token:
+                    return Answer.from_dict(answer)
+                if not answer and self.pid is None:
+                    break                          # it has gone
+            self._restart()
+            return Answer(Verdict(Kind.UNRESPONSIVE))
+
+    def _send(self, line: bytes) -> None:
+        self._process.stdin.write(line)
+        self._process.stdin.flush()
+
+    def _restart(self) -> None:
+        self._kill()
+        self.restarts += 1
+        self._ensure_started()
+
+    def _kill(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            for stream in (process.stdin, process.stdout):
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def close(self) -> None:
+        """Stop the worker (and any job it has); the next request starts a new one."""
+        with self._in_turn():
+            self._kill()
 
 
 if __name__ == "__main__":

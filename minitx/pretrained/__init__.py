@@ -2,7 +2,8 @@
 
     pretrained = load_pretrained("smollm2-135m")
     ids = pretrained.chat.encode([{"role": "user", "content": "What is the capital of France?"}])
-    answer = generate(pretrained.model, ids, 24, temperature=0, eos_id=pretrained.tokenizer.stop_ids)
+    answer = generate(pretrained.model, ids, 24, temperature=0, eos_id=pretrained.tokenizer.stop_ids,
+                      engine=pretrained.engine)
     pretrained.tokenizer.decode(answer.new_ids)      # 'The capital of France is Paris.'
 
 Where the weights come from depends on `source`:
@@ -18,7 +19,9 @@ Where the weights come from depends on `source`:
 Weights are never in git. A GGUF file is dequantized once; its float32 weights
 are then kept in minitx's cache (minitx.pretrained.cache), so later loads take
 a fraction of the time. The model is minitx's own CausalLM: every page, hook
-and lab works on it as on a model trained here.
+and lab works on it as on a model trained here. In float32 it comes with its
+decode engine (minitx.fast_decode.FastDecoder), and the loader builds the model
+on the engine's layout: one copy of the weights serves both.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 import torch
 
 from ..decoder import CausalLM
-from ..fast_decode import attach
+from ..fast_decode import FastDecoder, decode_layout, share_layout
 from ..tokenizer import Tokenizer
 from .cache import cache_folder, read_cached, write_cached
 from .catalog import DEFAULT_MODEL, KNOWN_MODELS, KnownModel
@@ -65,6 +68,7 @@ class Pretrained:
     source: Path                      # the file or folder it was read from
     load_seconds: float
     from_cache: bool                  # its float32 weights came from minitx's cache
+    engine: FastDecoder | None = None  # the decode engine, on the model's own weights (float32 only)
 
 
 def wheel_file(known: KnownModel) -> Path | None:
@@ -121,49 +125,55 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _read(path: Path, use_cache: bool) -> tuple[PretrainedCheckpoint, Path | None]:
-    """The checkpoint at path, and the cache folder to keep it in (None: from the cache already, or no cache)."""
+def _read(path: Path, use_cache: bool) -> tuple[PretrainedCheckpoint, dict | None, Path | None]:
+    """The checkpoint at path; the decode layout of its weights if they came from minitx's cache (the
+    checkpoint then holds no state dict); and the cache folder to keep them in (None: no cache, or from it)."""
     if path.is_dir():
-        return read_hf_folder(path), None
+        return read_hf_folder(path), None, None
     if path.suffix.lower() != ".gguf":
         raise PretrainedUnavailable(f"{path} is neither a .gguf file nor a model folder.")
     folder = cache_folder(path) if use_cache else None
     if folder is not None and (cached := read_cached(folder)) is not None:
-        return cached, None
-    return read_gguf(path), folder
+        return *cached, None
+    return read_gguf(path), None, folder
 
 
 def load_pretrained(source: str | os.PathLike | None = None, dtype: str = "fp32", use_cache: bool = True) -> Pretrained:
     """The model, its tokenizer and its chat template from `source` (see the module docstring), in
-    eval mode, weights in fp32 or bf16. Anything missing or unreadable raises PretrainedUnavailable
-    with one sentence naming the file and the fix."""
+    eval mode, weights in fp32 (with its decode engine) or bf16. Anything missing or unreadable raises
+    PretrainedUnavailable with one sentence naming the file and the fix."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}.")
     started = time.perf_counter()
     path = locate(source)
     try:
-        checkpoint, keep_in = _read(path, use_cache)
+        checkpoint, layout, keep_in = _read(path, use_cache)
     except PretrainedUnavailable:
         raise
     except ValueError as error:
         raise PretrainedUnavailable(str(error)) from None
     except OSError as error:
         raise PretrainedUnavailable(f"cannot read {path}: {error.strerror or error}.") from None
-    from_cache = checkpoint.in_decode_layout
-    if from_cache:                           # the model's weights become views of the cached tensors
-        model, layout = empty_model(checkpoint.config), checkpoint.state
+    from_cache = layout is not None
+    if from_cache:
+        model = empty_model(checkpoint.config)
     else:
-        model, layout = load_into_model(checkpoint.state, checkpoint.config), None
-    decoder = attach(model, layout)          # the weights take the fast decode step's layout, once
-    checkpoint.state = layout = None         # the model holds its weights now, nothing else
+        model = load_into_model(checkpoint.state, checkpoint.config)
+        layout = decode_layout(model)
+    checkpoint.state = None
+    # the model is built on the engine's layout, once, here: one float32 copy of the weights serves both
+    share_layout(model, layout)
+    engine = FastDecoder(model, layout)
     if keep_in is not None:
-        write_cached(keep_in, checkpoint, decoder.layout)
+        write_cached(keep_in, checkpoint, layout)
         _release_freed_memory()
+    layout = None
     if dtype != "fp32":     # bf16 products are fast only in PyTorch's usual row-major layout: the plain forward
-        model.fast_decoder = decoder = None
+        engine = None
         model.load_state_dict({name: tensor.to(DTYPES[dtype]).contiguous()
                                for name, tensor in model.state_dict().items()}, assign=True)
     known = KNOWN_MODELS.get(str(source or os.environ.get(ENVIRONMENT) or DEFAULT_MODEL).lower())
     name = known.title if known is not None else checkpoint.name
     chat = ChatTemplate(checkpoint.chat_template, checkpoint.tokenizer) if checkpoint.chat_template else None
-    return Pretrained(model, checkpoint.tokenizer, chat, name, path, time.perf_counter() - started, from_cache)
+    return Pretrained(model, checkpoint.tokenizer, chat, name, path, time.perf_counter() - started, from_cache,
+                      engine)

@@ -6,8 +6,8 @@ file (or a changed one) never meets weights that are not its own, and it is
 written whole or not at all, as a run folder is.
 
     ~/.cache/minitx/pretrained/<sha256 of the file, first 24 hex digits>/
-        model.safetensors   the weights, float32, in minitx.fast_decode's layout: the model's
-                            weights are views of them, so loading copies nothing
+        model.safetensors   the weights, float32, in minitx.fast_decode's decode layout (not a
+                            state dict): the loader builds the model on it, so loading copies nothing
         tokenizer.json      the tokenizer (HF tokenizers' format)
         settings.json       the ModelConfig, the special tokens, the chat template, the name
 """
@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer as BackendTokenizer
 
@@ -43,17 +44,18 @@ def cache_folder(path: str | os.PathLike) -> Path:
     return cache_dir("pretrained") / file_hash(path)[:24]
 
 
-def read_cached(folder: Path) -> PretrainedCheckpoint | None:
-    """The checkpoint kept in folder, or None if there is none (or it is damaged: it is then made again)."""
+def read_cached(folder: Path) -> tuple[PretrainedCheckpoint, dict[str, torch.Tensor]] | None:
+    """The checkpoint kept in folder (its state None) and its weights' decode layout, or None if there is
+    none (or it is damaged: it is then made again)."""
     try:
         settings = json.loads((folder / "settings.json").read_text(encoding="utf-8"))
         if settings.get("format") != FORMAT:
             return None
         backend = BackendTokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer = Tokenizer(backend, settings["specials"], settings["start"])
-        return PretrainedCheckpoint(settings["name"], ModelConfig.from_dict(settings["config"]),
-                                    load_file(str(folder / "model.safetensors")), tokenizer,
-                                    settings["chat_template"], in_decode_layout=True)
+        checkpoint = PretrainedCheckpoint(settings["name"], ModelConfig.from_dict(settings["config"]), None,
+                                          tokenizer, settings["chat_template"])
+        return checkpoint, load_file(str(folder / "model.safetensors"))
     except Exception:           # missing, cut short, or from another version: any of these is rebuilt
         return None
 

@@ -17,10 +17,9 @@ class PretrainedCheckpoint:
 
     name: str                                  # how the source calls itself, for the pages
     config: ModelConfig
-    state: dict[str, torch.Tensor]             # minitx's state dict, float32 (or its decode layout, below)
+    state: dict[str, torch.Tensor] | None      # minitx's state dict, float32 (None: the weights came another way)
     tokenizer: Tokenizer
     chat_template: str | None                  # Jinja, as the model was fine-tuned to read
-    in_decode_layout: bool = False             # state is minitx.fast_decode's layout (as the cache keeps it)
 
 
 def context_length(value: int) -> int:

@@ -145,10 +145,12 @@ def check_same_run(path: Path, model_cfg: ModelConfig, train_cfg: TrainConfig) -
 def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Iterable = (),
                  stop=None, checkpoint_dir: str | os.PathLike | None = "checkpoints",
                  run_name: str | None = None, source: str | None = None, notes: dict | None = None,
-                 resume: str | os.PathLike | None = None, stop_after_steps: int | None = None) -> RunOutcome:
+                 resume: str | os.PathLike | None = None, stop_after_steps: int | None = None,
+                 swaps: dict | None = None) -> RunOutcome:
     """Everything a run needs, in order; the model is saved, with what continuing it needs, unless
     the run failed or never stepped. `notes` are kept with its metrics (which of its functions a
-    learner wrote, say). `resume` is a saved run's folder to continue (its configs, but for
+    learner wrote, say); `swaps` are functions at the model's swap points for the whole run
+    (minitx.swaps). `resume` is a saved run's folder to continue (its configs, but for
     RESUMABLE_CHANGES, must be these): it is saved over itself. stop_after_steps stops (and saves)
     once that many steps are taken in all.
 
@@ -164,14 +166,14 @@ def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Iter
         checkpoint_dir, run_name = resume.parent, resume.name
     try:
         return _run(model_cfg, train_cfg, list(callbacks), stop, checkpoint_dir, run_name, source, ranks,
-                    wall_start, notes or {}, resume, stop_after_steps)
+                    wall_start, notes or {}, resume, stop_after_steps, swaps or {})
     finally:
         if ranks is not None:
             ranks.close()
 
 
 def _run(model_cfg, train_cfg, callbacks, stop, checkpoint_dir, run_name, source, ranks, wall_start,
-         notes, resume, stop_after_steps) -> RunOutcome:
+         notes, resume, stop_after_steps, swaps) -> RunOutcome:
     world = ranks.world_size if ranks else 1
     torch.set_num_threads(train_cfg.threads or max(1, available_cores() // world))
     device = ranks.device if ranks else resolve_device(train_cfg.device)
@@ -190,6 +192,7 @@ def _run(model_cfg, train_cfg, callbacks, stop, checkpoint_dir, run_name, source
     model_cfg = model_cfg.replace(vocab_size=task.tokenizer.vocab_size, pad_id=PAD_ID)
     torch.manual_seed(train_cfg.seed)
     model = build_model(model_cfg)
+    model.swaps.use(**swaps)
     trainer = Trainer(model, task, train_cfg, device, callbacks, stop, ranks)
     recorders = task.recorders(model, trainer.total_steps)
     if saved is not None:

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ...block import TransformerBlock, rms_norm
+from ...block import pre_norm, rms_norm
 from .. import pictures
 from ..lab import Case, Lab, Mistake, Output
 from .common import header, randn
@@ -124,9 +124,8 @@ def block(x: Tensor, attention_norm, attention, ffn_norm, feed_forward) -> Tenso
 
 
 def block_reference(x, attention_norm, attention, ffn_norm, feed_forward):
-    """The pre-norm branch of minitx.block.TransformerBlock.forward."""
-    x = x + attention(attention_norm(x))
-    return x + feed_forward(ffn_norm(x))
+    """minitx.block.pre_norm, the wiring every pre-norm TransformerBlock calls."""
+    return pre_norm(x, attention_norm, attention, ffn_norm, feed_forward)
 
 
 def _post_norm(x, attention_norm, attention, ffn_norm, feed_forward):
@@ -203,7 +202,7 @@ BLOCK = Lab(
          "branch reads a normalised copy of the residual stream and adds its output back: the "
          "stream carries every layer's contribution unnormalised, which trains stably when deep.",
     stub=BLOCK_STUB, reference=block_reference, cases=block_cases,
-    outputs=(Output("the new stream", "(B, T, D)"),), answer=(TransformerBlock.forward,),
+    outputs=(Output("the new stream", "(B, T, D)"),), answer=(pre_norm,),
     mistakes=(
         Mistake("That is the post-norm block of the 2017 paper, norm(x + branch(x)): in a pre-norm block the "
                 "norm comes first, on the branch's input, x + branch(norm(x)).", _post_norm),

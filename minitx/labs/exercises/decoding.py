@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ...attention import explicit_attention, repeat_kv
 from ...decoder import LayerCache
-from ...generate import allowed_logits
+from ...generate import allowed_logits, top_p_filter
 from ...moe import route
 from .. import pictures
 from ..compare import Comparison, compare_tensors
@@ -241,7 +241,7 @@ TOP_P = Lab(
          "smallest set of most likely tokens that together reach probability p, and samples only "
          "from those.",
     stub=TOP_P_STUB, reference=top_p_reference, cases=top_p_cases,
-    outputs=(Output("the filtered logits", "(..., V)"),), answer=(allowed_logits,),
+    outputs=(Output("the filtered logits", "(..., V)"),), answer=(top_p_filter, allowed_logits),
     mistakes=(
         Mistake("The probabilities were summed in float16: it rounds 0.49993 to 0.5, and a token just under p "
                 "is dropped. Keep them in float32, as softmax gives them.", _half_nucleus),

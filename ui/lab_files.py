@@ -1,4 +1,4 @@
-"""The learner's lab book: their file for each lab and which labs have passed, kept in a folder.
+"""The learner's files, one per lab, and which labs have passed, kept in a folder.
 
     my_labs/attention.py      what they wrote, saved every time they check it
     my_labs/progress.json     per lab: passed or not, the message, when, and a hash of the file
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from . import LABS, get_lab
-from .checking import Report
+from minitx.labs import LABS, get_lab
+from minitx.labs.checking import Report
 
 
 def default_folder() -> Path:
@@ -45,7 +45,7 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-class LabBook:
+class LearnerFiles:
     """One learner's files and progress in `folder`."""
 
     def __init__(self, folder: str | os.PathLike | None = None):
