@@ -105,7 +105,7 @@ def smollm2() -> None:
     holding the model too. Each a median of 5."""
     from minitx.generate import generate
     from minitx.heads import find_heads
-    from minitx.labs.sandbox import LabWorker
+    from minitx.labs.worker import LabWorker
     from ui.models import PRETRAINED, pretrained
 
     model, problem = pretrained()
@@ -131,12 +131,13 @@ def smollm2() -> None:
     finder = [round(timed(lambda: find_heads(model.model, text_ids, 50, 17, model.model.cfg.vocab_size)), 3)
               for _ in range(REPEATS)]
     ids = model.chat.encode([{"role": "user", "content": "What is the capital of France?"}])
-    first_token = [round(generate(model.model, ids, 1, temperature=0, n_top=0).seconds, 4) for _ in range(REPEATS)]
+    first_token = [round(generate(model.model, ids, 1, temperature=0, n_top=0, engine=model.engine).seconds, 4)
+                   for _ in range(REPEATS)]
     worker = LabWorker()
     source = "def attention(q, k, v, mask=None):\n    import minitx.attention as a\n    return a.explicit_attention(q, k, v, mask)\n"
     answer = worker.request({"op": "try", "lab": "attention", "source": source, "prompt": "Hi", "chat": True,
                              "max_new_tokens": 4}, wall_seconds=300)
-    assert answer["status"] == "ok", answer
+    assert answer.verdict.ok, answer
     server, lab_worker = memory_mb(), memory_mb(worker.pid)
     worker.close()
     write_result("page-speed-smollm2", {

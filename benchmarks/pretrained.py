@@ -54,7 +54,7 @@ def rss():
 p = load_pretrained()
 after_load = rss()
 ids = p.chat.encode([{{"role": "user", "content": {STORY!r}}}])
-generate(p.model, ids, {NEW}, temperature=0, n_top=0)
+generate(p.model, ids, {NEW}, temperature=0, n_top=0, engine=p.engine)
 print(json.dumps({{"seconds": p.load_seconds, "from_cache": p.from_cache, "rss_mb_after_load": after_load,
                   "rss_mb_after_generating": rss()}}))
 """
@@ -103,12 +103,12 @@ def timed_transformers(model, ids: list[int], new: int) -> tuple[float, list[int
         return time.perf_counter() - start, out[0, len(ids):].tolist()
 
 
-def decode_profile(model, ids: list[int], steps: int = 20) -> dict:
+def decode_profile(model, ids: list[int], engine, steps: int = 20) -> dict:
     """Where a decode step's time goes: the top operations, milliseconds per step."""
     from torch.profiler import profile
 
     with profile() as trace:
-        generate(model, ids, steps + 1, temperature=0, n_top=0)     # the prompt's pass, then `steps` steps
+        generate(model, ids, steps + 1, temperature=0, n_top=0, engine=engine)     # the prompt's pass, then `steps`
     rows = sorted(trace.key_averages(), key=lambda e: -e.self_cpu_time_total)[:10]
     total = sum(e.self_cpu_time_total for e in trace.key_averages())
     return {"per_step_ms_all_operations": round(total / 1000 / steps, 2),
@@ -133,12 +133,12 @@ def main() -> None:
     bytes_per_token = sum(t.numel() * t.element_size() for t in ours.model.parameters())
 
     # decode: in turns, after one warm-up each
-    generate(ours.model, ids, 16, temperature=0, n_top=0)
+    generate(ours.model, ids, 16, temperature=0, n_top=0, engine=ours.engine)
     timed_transformers(theirs, ids, 16)
     speeds = {"minitx": [], "transformers": []}
     tokens = {}
     for _ in range(args.repeats):
-        out = generate(ours.model, ids, NEW, temperature=0, n_top=0)
+        out = generate(ours.model, ids, NEW, temperature=0, n_top=0, engine=ours.engine)
         speeds["minitx"].append(round(NEW / out.seconds, 2))
         seconds, tokens["transformers"] = timed_transformers(theirs, ids, NEW)
         speeds["transformers"].append(round(NEW / seconds, 2))
@@ -147,13 +147,13 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in speeds.items()}
     bandwidth = read_bandwidth()
     bound = bandwidth * 1e9 / bytes_per_token
-    profile = decode_profile(ours.model, ids)
+    profile = decode_profile(ours.model, ids, ours.engine)
 
     # prefill: a 256-token prompt to its first new token
     prompt = (ours.tokenizer.encode(" ".join(["The cat learned to fly over the quiet town at night."] * 40)).ids)[:PREFILL]
     prefill = {"minitx": [], "transformers": []}
     for _ in range(args.repeats):
-        out = generate(ours.model, prompt, 1, temperature=0, n_top=0)
+        out = generate(ours.model, prompt, 1, temperature=0, n_top=0, engine=ours.engine)
         prefill["minitx"].append(round(PREFILL / out.seconds, 1))
         prefill["transformers"].append(round(PREFILL / timed_transformers(theirs, prompt, 1)[0], 1))
     print("prefill", prefill, flush=True)
@@ -162,7 +162,7 @@ def main() -> None:
     cache_runs = {"with_cache": [], "without_cache": []}
     for _ in range(args.repeats):
         for name, use_cache in (("with_cache", True), ("without_cache", False)):
-            out = generate(ours.model, ids, CACHE_NEW, temperature=0, n_top=0, use_cache=use_cache)
+            out = generate(ours.model, ids, CACHE_NEW, temperature=0, n_top=0, use_cache=use_cache, engine=ours.engine)
             cache_runs[name].append(round(CACHE_NEW / out.seconds, 2))
         print("cache", cache_runs, flush=True)
     del theirs

@@ -1,13 +1,16 @@
 """Build it: labs in which the learner writes each piece of the transformer.
 
-Each lab is one function with a fixed signature and a docstring in the package's shape
-notation (`minitx.labs.exercises`). The learner's version is checked against minitx's
-own (`checking`), in a separate process with limits on time and memory (`sandbox`),
-and can then run inside the real model in place of minitx's (`plug`, `in_model`).
+    exercises/          each lab: the function to write, minitx's answer, cases, the usual mistakes
+    checking.py         the checks, in the order a learner can act on; compare.py, pictures.py: their parts
+    imports.py          what of minitx a learner's file uses, from its syntax tree
+    worker.py           the lab worker: judges (minitx's answers, the comparison, the verdict); LabWorker
+    learner_process.py  the learner's process: what runs in it, and the function as the checker calls it
+    swap_in.py          a lab's function at the model's swap point (minitx.swaps)
+    demos.py, trial.py  the real model with the learner's function: the pages' demos, SmolLM2 ("try")
+    training_run.py     a training run with the learner's code, confined; the app's run launcher
+    cli.py              python -m minitx.labs list | start | check | try
 
-    python -m minitx.labs list
-    python -m minitx.labs start DIR              # a stub file per lab
-    python -m minitx.labs check attention DIR/attention.py
+The learner's code is started, confined and ended by minitx.sandbox; judged here, in the worker.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@
        changing an earlier output), else where the first difference is and how large.
 
 minitx's answers are computed first, on copies of the inputs. The lab worker passes `load=` a
-loader whose function runs in a process of its own in the sandbox (minitx.labs.remote), so that
+loader whose function runs in a process of its own in the sandbox (minitx.labs.learner_process), so that
 the answers, the comparison and the verdict are made where the learner's code never ran. A file
 that hands in minitx's own answer (read from its syntax tree: minitx.labs.imports) does not pass.
 """

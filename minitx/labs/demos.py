@@ -103,6 +103,17 @@ def sampled(lab: Lab, functions: dict, request: dict) -> dict:
                    "probabilities_ours": ours.probabilities, "probabilities_yours": yours.probabilities})
 
 
+def write_with(pretrained, ids: list[int], max_new_tokens: int, sampling: dict, functions: dict) -> dict:
+    """A pretrained model's continuation of ids with these functions at their swap points ({}: minitx's
+    own), through CausalLM.forward and its KV cache, and the logits after the prompt's last token."""
+    model = pretrained.model
+    with model.using(**swaps_for(functions)), torch.inference_mode():
+        first = model(torch.tensor([ids]), last_only=True).logits[0, -1]                  # (V,)
+        out = generate(model, ids, max_new_tokens, seed=0, eos_id=pretrained.tokenizer.stop_ids, n_top=0,
+                       **sampling)
+    return {"ids": out.new_ids, "first_logits": encode(first.float())}
+
+
 def merges(lab: Lab, functions: dict, request: dict) -> dict:
     """The first n BPE merges learned with the learner's merge step from the page's word counts."""
     words = {tuple(symbols): int(count) for symbols, count in request["words"]}

@@ -2,7 +2,7 @@
 mistakes it knows by sight.
 
 A lab never runs the learner's code itself: `minitx.labs.checking` does, in a
-separate process (`minitx.labs.sandbox`).
+separate process in the sandbox (`minitx.sandbox`).
 """
 
 from __future__ import annotations

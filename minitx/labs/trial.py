@@ -2,27 +2,22 @@
 
 Both runs are jobs forked from one fork server that has loaded the model (neither loads it again):
 minitx's, in a process that loads nothing of the learner's; the learner's, with their function at its
-swap point (minitx.labs.swap_in). The comparison is made here: the same greedy text? the largest
-difference of the logits after the prompt? Running a 135 M-parameter model takes more processor time
-than a check: TRY_LIMITS.
+swap point (minitx.labs.demos.write_with). The comparison is made here: the same greedy text? the
+largest difference of the logits after the prompt? A 135 M-parameter model takes more time: TRY_LIMITS.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-
-from ..generate import generate
 from ..sandbox.bubblewrap import readable_folders
 from ..sandbox.job import ForkServers, Stopped
 from ..sandbox.limits import LIMITS
 from ..sandbox.verdict import Kind, Verdict
-from ..sandbox.wire import decode, encode
+from ..sandbox.wire import decode
 from . import get_lab
 from .checking import LearnerCodeError, LearnerRaised
-from .remote import load
-from .swap_in import swaps_for
+from .learner_process import load
 
 # the labs whose function the decoder calls, so SmolLM2 can run with the learner's
 TRY_LABS = ("attention", "repeat_kv", "rope", "rms_norm", "causal_mask", "kv_step", "top_p", "block")
@@ -34,17 +29,6 @@ def sampling_for(lab: str) -> dict:
     """Greedy, except for top_p, whose function only runs when sampling (seeded, so both runs agree)."""
     return {"temperature": 1.0, "top_k": 0, "top_p": 0.9} if lab == "top_p" else \
         {"temperature": 0.0, "top_k": 0, "top_p": 1.0}
-
-
-def write_with(pretrained, ids: list[int], max_new_tokens: int, sampling: dict, functions: dict) -> dict:
-    """The model's continuation of ids with these functions at their swap points ({} for minitx's own),
-    through CausalLM.forward and its KV cache, and the logits after the prompt's last token."""
-    model = pretrained.model
-    with model.using(**swaps_for(functions)), torch.inference_mode():
-        first = model(torch.tensor([ids]), last_only=True).logits[0, -1]                  # (V,)
-        out = generate(model, ids, max_new_tokens, seed=0, eos_id=pretrained.tokenizer.stop_ids, n_top=0,
-                       **sampling)
-    return {"ids": out.new_ids, "first_logits": encode(first.float())}
 
 
 def run(servers: ForkServers, model: str, ids: list[int], max_new_tokens: int, sampling: dict,

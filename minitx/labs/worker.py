@@ -40,7 +40,7 @@ from ..sandbox.verdict import Kind, Verdict
 from ..sandbox.wire import Lines, decode, encode, parse, protocol_stream, send
 from . import get_lab
 from .checking import LearnerCodeError, LearnerRaised, check, check_without_running
-from .remote import load
+from .learner_process import load
 
 WARM, SERVE = "minitx.labs.learner_process:warm", "minitx.labs.learner_process:serve"
 
