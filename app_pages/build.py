@@ -113,7 +113,7 @@ if name in TRY_LABS:
     st.header(f"SmolLM2 with your {lab.function}")
     st.markdown(f"A real language model, SmolLM2-135M-Instruct (30 layers), with **your** `{lab.function}` in "
                 f"place of minitx's in every layer{' and every step' if name in ('kv_step', 'top_p') else ''}: "
-                "does it still write the same answer? Yours runs in the sandbox above, minitx's beside it, "
+                "does it still write the same answer? Yours and minitx's each run in a sandboxed process of their own, "
                 "and the two are compared here.")
     left, right = st.columns([3, 1])
     question = left.text_input("ask it", "What is the capital of France?", key="build_try_prompt", max_chars=2_000)

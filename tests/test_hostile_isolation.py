@@ -135,7 +135,7 @@ def test_running_a_pretrained_model_with_my_code_is_isolated_too(worker, tmp_pat
     attack = SNOOP_AND_LINGER.format(secret=str(secret), mark=mark)
     try:
         answer = worker.request({"op": "try", "lab": "attention", "source": attack + RIGHT["attention"],
-                                 "prompt": "The capital of France", "chat": False, "max_new_tokens": 4,
+                                 "ids": tokenizer.encode("The capital of France").ids, "max_new_tokens": 4,
                                  "model": str(model)}, wall_seconds=120)
         assert answer.verdict.ok and answer.result["same"] is True, answer
         assert "cannot read" in answer.output and "the user's secret" not in answer.output, answer

@@ -15,12 +15,16 @@ import torch
 
 from minitx.labs import get_lab
 from minitx.labs.checking import Report
-from ui.lab_files import LearnerFiles
+from minitx.labs.trial import TRY_LIMITS, try_ids
 from minitx.labs.worker import Answer, LabWorker
+from minitx.sandbox.confine import confinement
+from minitx.sandbox.verdict import Kind, Verdict
 from minitx.sandbox.wire import decode, encode
 from ui import charts
 from ui.access import code_refusal
 from ui.common import static_table
+from ui.lab_files import LearnerFiles
+from ui.models import pretrained
 
 BUILD_PAGE = "app_pages/build.py"
 SANDBOX_TEXT = {
@@ -49,8 +53,6 @@ def lab_worker() -> LabWorker:
 @st.cache_resource(show_spinner=False)
 def sandbox_mode() -> str:
     """"isolated" where bwrap runs here, else "limits only" (tried once per server)."""
-    from minitx.sandbox.confine import confinement
-
     return confinement().name
 
 
@@ -287,13 +289,15 @@ def generation_section(name: str, source: str, spec: dict, tokenizer, prompt_ids
 
 
 def try_in_smollm2(name: str, source: str, question: str, max_new_tokens: int) -> Answer:
-    """SmolLM2 answering the question with minitx's function and with the learner's, each a job of its
-    own forked from one process that holds the model: the worker's answer."""
-    from minitx.labs.trial import TRY_LIMITS
-
-    with st.spinner("Running SmolLM2 twice, with minitx's function and with yours (the first time, the worker "
+    """SmolLM2 (the server's, ui.models) answering the question with minitx's function and with the
+    learner's, each a job of its own forked from one process that holds the model: the worker's answer."""
+    model, problem = pretrained()
+    if model is None:
+        return Answer(Verdict(Kind.NOT_STARTED, {"why": f": {problem}"}))
+    with st.spinner("Running SmolLM2 twice, with minitx's function and with yours (the first time, the sandbox "
                     "loads the model)..."):
-        return lab_worker().request({"op": "try", "lab": name, "source": source, "prompt": question, "chat": True,
+        return lab_worker().request({"op": "try", "lab": name, "source": source, "model": str(model.source),
+                                     "ids": try_ids(model, question, max_new_tokens),
                                      "max_new_tokens": max_new_tokens}, wall_seconds=2 * TRY_LIMITS.wall_seconds + 60)
 
 
@@ -302,12 +306,12 @@ def show_try(answer: Answer, function: str) -> None:
     if not answer.verdict.ok:
         st.error(f"SmolLM2 could not run: {answer.verdict.message}")
         return
-    result = answer.result
-    rows = [{"with": f"minitx's {function}", "SmolLM2 writes": result["ours"]["text"]}]
+    result, text = answer.result, pretrained()[0].tokenizer.decode
+    rows = [{"with": f"minitx's {function}", "SmolLM2 writes": text(result["ours"])}]
     if "problem" in result:
         st.error(f"With your {function} the model did not run to the end: {result['problem']}")
     else:
-        rows.append({"with": f"your {function}", "SmolLM2 writes": result["yours"]["text"]})
+        rows.append({"with": f"your {function}", "SmolLM2 writes": text(result["yours"])})
     static_table(pd.DataFrame(rows), width="stretch")
     if "problem" not in result:
         same = result["same"]

@@ -28,7 +28,7 @@ from ..sandbox.processes import ending_what_it_leaves
 from . import LABS, get_lab
 from .checking import Report
 from .trial import MAX_NEW_TOKENS as INSIDE_MAX_TOKENS
-from .trial import TRY_LABS, try_in_model
+from .trial import TRY_LABS, try_ids, try_in_model
 from .worker import SERVE, WARM, run_job
 
 MAX_FILE_BYTES = 1_000_000
@@ -168,23 +168,20 @@ def try_in_model_cli(args) -> int:
         pretrained = load_pretrained(args.model)
     except (ValueError, PretrainedUnavailable) as error:
         return fail(str(error))
-    tokenizer = pretrained.tokenizer
-    ids = pretrained.chat.encode([{"role": "user", "content": args.prompt}]) if args.chat and pretrained.chat \
-        else tokenizer.encode(args.prompt).ids
-    ids = ids[-(pretrained.model.cfg.max_len - args.max_new_tokens):]
-    if not ids:
+    if not (args.chat and pretrained.chat) and not pretrained.tokenizer.encode(args.prompt).ids:
         return fail("the prompt is empty: give the model some text to continue.")
+    ids, text = try_ids(pretrained, args.prompt, args.max_new_tokens, args.chat), pretrained.tokenizer.decode
     with ending_what_it_leaves():
-        result = try_in_model(args.name, source, pretrained, ids, args.max_new_tokens, args.file)
+        result = try_in_model(args.name, source, str(pretrained.source), ids, args.max_new_tokens, args.file)
     print(f"{pretrained.name}, {len(ids)} prompt tokens, up to {args.max_new_tokens} new ones")
-    print(f"with minitx's {get_lab(args.name).function}: {result['ours']['text']!r}")
+    print(f"with minitx's {get_lab(args.name).function}: {text(result['ours'])!r}")
     if "problem" in result:
         print(f"with yours: it did not run to the end: {printable(result['problem'])}")
         if result.get("output"):
             print("what your code printed:", *("    " + line for line in printable(result["output"]).splitlines()[:20]),
                   sep="\n")
         return 1
-    print(f"with yours:   {result['yours']['text']!r}")
+    print(f"with yours:   {text(result['yours'])!r}")
     print(f"largest difference of the logits after the prompt: {result['largest_difference']:.2e}")
     print("the same text" if result["same"] else "a different text")
     return 0 if result["same"] else 1

@@ -56,12 +56,21 @@ def run(servers: ForkServers, model: str, ids: list[int], max_new_tokens: int, s
     return verdict, result, output
 
 
-def try_in_model(lab_name: str, source: str, pretrained, ids: list[int], max_new_tokens: int,
+def try_ids(pretrained, text: str, max_new_tokens: int, chat: bool = True) -> list[int]:
+    """The ids a try starts from: the text (in the chat template, with chat), cut from the left to leave
+    room for max_new_tokens; never empty."""
+    ids = pretrained.chat.encode([{"role": "user", "content": text}]) if chat and pretrained.chat else \
+        pretrained.tokenizer.encode(text).ids
+    return ids[-(pretrained.model.cfg.max_len - max_new_tokens):] or pretrained.tokenizer.encode(" ").ids
+
+
+def try_in_model(lab_name: str, source: str, model: str, ids: list[int], max_new_tokens: int,
                  filename: str | None = None, reference: dict | None = None,
                  servers: ForkServers | None = None) -> dict:
-    """The pretrained model with minitx's function and with the learner's: {"ours", "yours": {"ids",
-    "text"}, "same", "largest_difference"}, or {"problem": ...} when the learner's code did not run to
-    the end; "reference": minitx's run, to give back for the same prompt next time."""
+    """The pretrained model (a .gguf file or folder) with minitx's function and with the learner's:
+    {"ours", "yours": the new ids, "same", "largest_difference"}, or {"ours", "problem"} when the learner's
+    code did not run to the end; "reference": minitx's run, to give back for the same ids next time;
+    "output": what the learner's code printed."""
     if lab_name not in TRY_LABS:
         raise ValueError(f"{lab_name} is not a function the decoder calls; these are: {', '.join(TRY_LABS)}.")
     if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
@@ -69,7 +78,7 @@ def try_in_model(lab_name: str, source: str, pretrained, ids: list[int], max_new
     mine = servers is None
     servers = servers or ForkServers("minitx.labs.learner_process:warm", "minitx.labs.learner_process:serve",
                                      TRY_LIMITS)
-    model, sampling, tokenizer = str(pretrained.source), sampling_for(lab_name), pretrained.tokenizer
+    sampling = sampling_for(lab_name)
     try:
         if reference is None:
             verdict, reference, _ = run(servers, model, ids, max_new_tokens, sampling)
@@ -80,8 +89,7 @@ def try_in_model(lab_name: str, source: str, pretrained, ids: list[int], max_new
     finally:
         if mine:
             servers.close()
-    result = {"ours": {"ids": reference["ids"], "text": tokenizer.decode(reference["ids"])}, "reference": reference,
-              "output": output}
+    result = {"ours": reference["ids"], "reference": reference, "output": output}
     if not verdict.ok:
         return {**result, "problem": verdict.message}
     try:
@@ -89,5 +97,4 @@ def try_in_model(lab_name: str, source: str, pretrained, ids: list[int], max_new
         difference = (decode(answer["first_logits"]).float() - decode(reference["first_logits"]).float()).abs().max()
     except (KeyError, TypeError, ValueError, RuntimeError):
         return {**result, "problem": "the run with your function sent back something that is not a generation."}
-    return {**result, "yours": {"ids": theirs, "text": tokenizer.decode(theirs)}, "same": theirs == reference["ids"],
-            "largest_difference": difference.item()}
+    return {**result, "yours": theirs, "same": theirs == reference["ids"], "largest_difference": difference.item()}

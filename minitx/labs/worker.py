@@ -9,8 +9,8 @@
     {"op": "check", "lab": "attention", "source": "...", "filename": "attention.py"}   -> a Report's dict
     {"op": "call", "lab": "sinusoidal", "source": "...", "args": [...]}                -> the function's result
     {"op": "demo", "lab": "attention", "source": "...", "request": {...}}              -> minitx.labs.demos
-    {"op": "try", "lab": "attention", "source": "...", "prompt": "...", "chat": true, "max_new_tokens": 24}
-        -> SmolLM2 with minitx's function and with the learner's (minitx.labs.trial)
+    {"op": "try", "lab": "attention", "source": "...", "model": PATH, "ids": [...], "max_new_tokens": 24}
+        -> a pretrained model with minitx's function and with the learner's (minitx.labs.trial)
 
 The worker is started once and kept warm (importing torch takes seconds); it never runs a learner's
 code itself. It serves one request at a time, in the order they came (several app sessions share it);
@@ -41,6 +41,7 @@ from ..sandbox.wire import Lines, decode, encode, parse, protocol_stream, send
 from . import get_lab
 from .checking import LearnerCodeError, LearnerRaised, check, check_without_running
 from .learner_process import load
+from .trial import try_in_model
 
 WARM, SERVE = "minitx.labs.learner_process:warm", "minitx.labs.learner_process:serve"
 
@@ -114,34 +115,6 @@ def run_job(request: dict, servers: ForkServers, limits: Limits) -> Answer:
     return answer
 
 
-class Trials:
-    """The pretrained model the worker keeps for "try" requests (for its tokenizer and chat template),
-    and minitx's own runs of it, by prompt."""
-
-    def __init__(self, servers: ForkServers):
-        self.pretrained, self.references, self.servers = None, {}, servers
-
-    def answer(self, request: dict) -> Answer:
-        from ..pretrained import PretrainedUnavailable, load_pretrained
-        from .trial import sampling_for, try_in_model
-
-        try:
-            if self.pretrained is None:
-                self.pretrained = load_pretrained(request.get("model"))
-        except PretrainedUnavailable as error:
-            return Answer(Verdict(Kind.NOT_STARTED, {"why": f": {error}"}))
-        chat, tokenizer = self.pretrained.chat, self.pretrained.tokenizer
-        prompt, new = str(request.get("prompt", "")), int(request.get("max_new_tokens", 24))
-        ids = chat.encode([{"role": "user", "content": prompt}]) if request.get("chat") and chat else \
-            tokenizer.encode(prompt).ids
-        ids = ids[-(self.pretrained.model.cfg.max_len - new):] or tokenizer.encode(" ").ids   # cut to fit, never empty
-        key = (tuple(ids), new, tuple(sampling_for(request["lab"]).items()))
-        result = try_in_model(request["lab"], request["source"], self.pretrained, ids, new, request.get("filename"),
-                              self.references.get(key), self.servers)
-        self.references[key] = result.pop("reference")
-        return Answer(Verdict(Kind.OK), result, result.pop("output", ""))
-
-
 def main() -> None:
     protocol = protocol_stream()
     import torch
@@ -153,7 +126,7 @@ def main() -> None:
     servers.start()                                # every job's process is forked from it: started now
     torch.ones(8, 8) @ torch.ones(8, 8)            # the first operation's one-off costs, paid here
     send(protocol, {"ready": True, "pid": os.getpid(), "sandbox": confinement().name})
-    trials = Trials(servers)
+    references = {}                                # minitx's own runs of a pretrained model, by prompt
     for line in sys.stdin.buffer:
         request = parse(line)
         try:
@@ -161,8 +134,13 @@ def main() -> None:
                 raise ValueError("a request is a JSON object")
             if request.get("op") == "sandbox":
                 answer = Answer(Verdict(Kind.OK), confinement().name)
-            elif request.get("op") == "try":
-                answer = trials.answer(request)
+            elif request.get("op") == "try":          # a pretrained model with minitx's function and the learner's
+                ids, new = [int(i) for i in request["ids"]], int(request["max_new_tokens"])
+                key = (request["model"], tuple(ids), new, request["lab"] == "top_p")
+                result = try_in_model(request["lab"], request["source"], request["model"], ids, new,
+                                      request.get("filename"), references.get(key), servers)
+                references[key] = result.pop("reference")
+                answer = Answer(Verdict(Kind.OK), result, result.pop("output"))
             else:
                 answer = run_job(request, servers, limits)
         except (ValueError, KeyError, TypeError, RuntimeError) as error:
