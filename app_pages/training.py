@@ -223,11 +223,13 @@ KNOBS = {
                      "dropout": ("dropout", "slider", {"max_value": 0.6, "step": 0.05}),
                      "seed": ("seed", "number", {"max_value": 1_000_000})},
     "more 1": {"truncation": ("truncation", "select", {}), "lr_schedule": ("learning-rate schedule", "select", {}),
-               "min_lr_fraction": ("learning-rate floor (share of the peak)", "slider", {"max_value": 0.5, "step": 0.05})},
+               "min_lr_fraction": ("learning-rate floor (share of the peak)", "slider",
+                                   {"max_value": 0.5, "step": 0.05})},
     "more 2": {"grad_clip": ("gradient clipping (max norm, 0 = off)", "number", {"max_value": 100.0, "step": 0.5}),
                "word_dropout": ("word dropout", "slider", {"max_value": 0.5, "step": 0.05}),
                "random_windows": ("windows at random places", "toggle", {})},
-    "more 3": {"eval_every": ("also evaluate every N steps (0 = epoch ends)", "number", {"max_value": 100_000, "step": 50}),
+    "more 3": {"eval_every": ("also evaluate every N steps (0 = epoch ends)", "number",
+                              {"max_value": 100_000, "step": 50}),
                "patience": ("early-stopping patience (epochs, 0 = off)", "number", {"max_value": 10}),
                "precision": ("precision", "select", {"help": PRECISION_HELP})},
 }
@@ -267,7 +269,8 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
             st.session_state[TRAIN("train_size")] = MOST_REVIEWS[task]
         values = {}
         data_col, opt_col = st.columns(2)
-        for column, group, title in ((data_col, "data", "Data and tokenizer"), (opt_col, "optimisation", "Optimisation")):
+        for column, group, title in ((data_col, "data", "Data and tokenizer"),
+                                     (opt_col, "optimisation", "Optimisation")):
             column.markdown(f"**{title}**")
             values.update({name: knob_widget(column, name, task) for name in KNOBS[group]})
         data_col.caption(f"max_len {cfg.max_len} is in the sidebar, with the model.")

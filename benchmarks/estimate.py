@@ -85,7 +85,8 @@ def main() -> int:
                          "estimate_over_wall": round(estimate["total_seconds"] / run["wall_seconds"], 3)})
             print(name, runs[-1], flush=True)
         ratio = statistics.median(r["estimate_over_wall"] for r in runs)
-        results[name] = {"runs": runs, "median_estimate_over_wall": ratio, "within_10_percent": abs(ratio - 1) <= TARGET}
+        results[name] = {"runs": runs, "median_estimate_over_wall": ratio,
+                         "within_10_percent": abs(ratio - 1) <= TARGET}
     write_result(args.name, results)
     return 0
 

@@ -26,6 +26,8 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from ..checkpoint import put_in_place
+from ..data import imdb_source
 from ..launch import LocalLauncher, RunJob, RunProcess, end_event, train_job
 from ..sandbox.bubblewrap import readable_folders
 from ..sandbox.confine import Confinement, confinement
@@ -140,9 +142,6 @@ class ConfinedRun:
                 pass
 
     def _run(self) -> None:
-        from ..checkpoint import put_in_place
-        from ..data import imdb_source
-
         checkpoints, name, staging, end = Path(self.job.checkpoint_dir), self.job.name, None, None
         try:
             checkpoints.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import minitx
+
 NOBODY = 65534
 TMP_BYTES = 256 * 2**20                  # the private /tmp (bwrap 0.10 or newer), memory: it is bounded too
 SYSTEM_FOLDERS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/alternatives", "/etc/ld.so.cache",
@@ -39,8 +41,6 @@ def python_folders() -> list[str]:
     its standard library and site-packages, minitx's package. Never the folder Python was started
     from or a script's folder (they are on sys.path too), nor the project or home folder around
     minitx or a virtualenv."""
-    import minitx
-
     package = Path(minitx.__file__).resolve().parent
     paths = sysconfig.get_paths()
     folders = {Path(p) for p in (sys.base_prefix, sys.base_exec_prefix, paths["stdlib"], paths["platstdlib"],

@@ -19,6 +19,9 @@ import sys
 import threading
 from pathlib import Path
 
+import minitx
+
+from ..tokenizer import cache_dir
 from . import bubblewrap
 from .limits import Limits
 from .processes import TreeWatch, kill_tree
@@ -92,9 +95,6 @@ class Confinement:
     def start_python(self, module: str, args=(), *, env: dict | None = None, **options) -> ConfinedProcess:
         """`python -P -m module args`, confined: one thread (a fork copies no thread pool), minitx importable,
         minitx's cache readable, no working folder on the module path."""
-        import minitx
-        from ..tokenizer import cache_dir
-
         cache = cache_dir("pretrained").parent
         settings = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                     "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
