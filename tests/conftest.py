@@ -41,7 +41,8 @@ _keep_to_my_share_of_the_cores()
 
 # the files that take longest (a minute or more each), longest first
 SLOW_FILES = ("test_browser.py", "test_app.py", "test_resume.py", "test_runs.py", "test_build_page.py",
-              "test_pretrained_pages.py", "test_pretrained.py", "test_distributed.py")
+              "test_pretrained_pages.py", "test_pretrained.py", "test_distributed.py", "test_hostile_verdicts.py",
+              "test_hostile_training.py")
 
 
 def pytest_collection_modifyitems(items) -> None:
