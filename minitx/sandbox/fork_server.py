@@ -10,7 +10,8 @@ and torch take. It never runs a job's code itself.
     init        --fork--> the job's process: SERVE() ("module:function") on the job's three pipes
 
 The keeper says "born", and the kernel tells the trusted side its process id (SCM_CREDENTIALS). The
-job's folder (isolated: /tmp) is its working folder, HOME and TMPDIR, emptied before it starts. When
+job's folder (isolated: /tmp) is its working folder, HOME and TMPDIR, emptied before it starts (a fork
+server's jobs come one at a time: the lab worker serves one request at a time). When
 the job's process ends, init ends what is left (isolated, the kernel does) and the keeper writes the
 exit status on the status pipe. The fork server is not dumpable: a job cannot read its memory.
 """
