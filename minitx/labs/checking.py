@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..sandbox.job import Stopped
-from ..sandbox.limits import LIMITS
+from ..sandbox.limits import LIMITS, Limits
 from ..sandbox.verdict import Kind, Verdict
 from .compare import Comparison, compare_tensors, describe, shape_problem
 from .imports import minitx_use
@@ -240,7 +240,7 @@ class LearnerCodeError(ValueError):
         self.stage, self.title, self.detail, self.line = stage, title, detail, line
 
 
-def memory_asked(error: BaseException) -> str | None:
+def _memory_asked(error: BaseException) -> str | None:
     """For an allocation that failed under the memory limit, what the refused request was, in words
     ("" when it does not say); None for any other error."""
     text = str(error)
@@ -251,12 +251,12 @@ def memory_asked(error: BaseException) -> str | None:
            f"it already held)" if asked else ""
 
 
-def out_of_memory(error: BaseException) -> str | None:
+def out_of_memory(error: BaseException, limits: Limits = LIMITS) -> str | None:
     """A sentence when the error is an allocation that failed under the sandbox's memory limit."""
     if isinstance(error, LearnerRaised):
         return error.memory
-    asked = memory_asked(error)
-    return None if asked is None else Verdict(Kind.MEMORY, {"limit_gib": LIMITS.memory_bytes / 2**30,
+    asked = _memory_asked(error)
+    return None if asked is None else Verdict(Kind.MEMORY, {"limit_gib": (limits.memory_bytes or 0) / 2**30,
                                                             "asked": asked}).message
 
 

@@ -28,7 +28,7 @@ from ..sandbox.limits import LIMITS, Limits, apply
 from ..sandbox.verdict import Kind, Verdict
 from ..sandbox.wire import decode, encode, least_size, parse, protocol_stream, send
 from . import demos, get_lab
-from .checking import LearnerCodeError, LearnerRaised, error_text, learner_lines, load_function, memory_asked
+from .checking import LearnerCodeError, LearnerRaised, error_text, learner_lines, load_function, out_of_memory
 
 PRETRAINED = None                 # the pretrained model warm() loaded, if any: every job's process shares it
 
@@ -45,11 +45,8 @@ def warm(model: str | None = None) -> None:
 def raised(error: BaseException, filename: str, limits: Limits) -> dict:
     """An exception of the learner's code as data: what the checker needs to say what happened."""
     lines, line = learner_lines(error, filename)
-    asked = memory_asked(error)
-    memory = None if asked is None else Verdict(Kind.MEMORY, {"limit_gib": (limits.memory_bytes or 0) / 2**30,
-                                                              "asked": asked}).message
     return {"type": type(error).__name__, "text": error_text(error)[:2000], "lines": lines, "line": line,
-            "memory": memory, "not_implemented": isinstance(error, NotImplementedError)}
+            "memory": out_of_memory(error, limits), "not_implemented": isinstance(error, NotImplementedError)}
 
 
 def serve() -> None:

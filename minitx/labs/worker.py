@@ -32,6 +32,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+import torch
+
 from ..sandbox.confine import confinement
 from ..sandbox.job import ForkServers, Stopped
 from ..sandbox.limits import LIMITS, Limits
@@ -117,8 +119,6 @@ def run_job(request: dict, servers: ForkServers, limits: Limits) -> Answer:
 
 def main() -> None:
     protocol = protocol_stream()
-    import torch
-
     torch.set_num_threads(1)
     become_subreaper()
     limits = Limits(**json.loads(os.environ.get("MINITX_LABS_LIMITS") or "{}"))

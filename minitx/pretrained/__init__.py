@@ -163,13 +163,12 @@ def load_pretrained(source: str | os.PathLike | None = None, dtype: str = "fp32"
     checkpoint.state = None
     # the model is built on the engine's layout, once, here: one float32 copy of the weights serves both
     share_layout(model, layout)
-    engine = FastDecoder(model, layout)
+    engine = FastDecoder(model, layout) if dtype == "fp32" else None
     if keep_in is not None:
         write_cached(keep_in, checkpoint, layout)
         _release_freed_memory()
     layout = None
     if dtype != "fp32":     # bf16 products are fast only in PyTorch's usual row-major layout: the plain forward
-        engine = None
         model.load_state_dict({name: tensor.to(DTYPES[dtype]).contiguous()
                                for name, tensor in model.state_dict().items()}, assign=True)
     known = KNOWN_MODELS.get(str(source or os.environ.get(ENVIRONMENT) or DEFAULT_MODEL).lower())
