@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -158,21 +157,12 @@ def _check(worker, source: str):
     return worker.request({"op": "check", "lab": "attention", "source": source})
 
 
-def test_an_endless_loop_a_huge_allocation_and_a_sleep_end_with_a_message_within_seconds(strict_worker):
-    started = time.monotonic()
-    answer = _check(strict_worker, LOOPS_FOREVER.format(function="attention"))
-    assert answer.verdict.kind in (Kind.CPU_TIME, Kind.TREE_CPU_TIME), answer
-    assert "s of processor time" in answer.verdict.message and time.monotonic() - started < 5
-
+def test_a_huge_allocation_fails_at_once_with_the_limit_and_the_request_in_its_message(strict_worker):
+    # an endless loop and a sleep: tests/test_hostile_verdicts.py, in both confinements
     answer = _check(strict_worker, ALLOCATES_TOO_MUCH.format(function="attention"))
     assert answer.verdict.ok and answer.result["stage"] == "limit", answer
     assert "more memory than the 2 GiB it may have" in answer.result["title"]
     assert "the request that was refused, for 46.57 GiB" in answer.result["title"]
-
-    started = time.monotonic()
-    answer = _check(strict_worker, "import time\n\ndef attention(*a):\n    time.sleep(60)\n")
-    assert answer.verdict.kind is Kind.WALL_TIME and "ran for more than 3 s" in answer.verdict.message
-    assert time.monotonic() - started < 5
 
 
 def test_what_learner_code_prints_comes_back_capped(strict_worker):
