@@ -70,11 +70,21 @@ def make_positional(cfg: ModelConfig, swaps: SwapPoints | None = None) -> nn.Mod
     return None
 
 
+def make_embedding(vocab_size: int, d_model: int) -> nn.Embedding:
+    """nn.Embedding(vocab_size, d_model); under torch.device("meta") (a loader's empty model) without its
+    random start, which on meta imports some 800 of torch's modules (75 MB) to draw nothing."""
+    if torch.empty(()).is_meta:
+        return nn.Embedding(vocab_size, d_model, _weight=torch.empty(vocab_size, d_model))
+    return nn.Embedding(vocab_size, d_model)
+
+
 def init_embedding(embedding: nn.Embedding, pad_id: int | None = None, scale: bool = True) -> float:
     """N(0, 1/D) entries, to be scaled by sqrt(D): unit-size token vectors, the size of the
     positional table. Returns the scale (1 with scale=False: a pretrained Llama-family table
     comes in the size it was trained at)."""
     d_model = embedding.embedding_dim
+    if embedding.weight.is_meta:    # weights still to come (a loader's empty model): nothing to draw
+        return math.sqrt(d_model) if scale else 1.0
     nn.init.normal_(embedding.weight, std=d_model ** -0.5)
     if pad_id is not None:
         with torch.no_grad():

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .block import TransformerBlock, embed_ids, init_embedding, make_norm, make_positional
+from .block import TransformerBlock, embed_ids, init_embedding, make_embedding, make_norm, make_positional
 from .config import ModelConfig
 from .dropout import Dropout
 from .swaps import SwapPoints
@@ -65,7 +65,7 @@ class KVCache:
 
     @classmethod
     def for_model(cls, model: "CausalLM", batch: int, length: int) -> "KVCache":
-        cfg, weight = model.cfg, model.embedding.weight
+        cfg, weight = model.cfg, next(model.parameters())
         return cls(cfg.n_layers, batch, cfg.n_kv_heads, length, cfg.head_dim, weight.device, weight.dtype)
 
     @property
@@ -90,7 +90,7 @@ class CausalLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.swaps = SwapPoints()             # the functions every layer looks up by name (minitx.swaps)
-        self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.embedding = make_embedding(cfg.vocab_size, cfg.d_model)
         self.embed_scale = init_embedding(self.embedding, scale=cfg.scale_embeddings)
         self.positional = make_positional(cfg, self.swaps)
         self.embedding_dropout = Dropout(cfg.dropout)
@@ -116,5 +116,9 @@ class CausalLM(nn.Module):
             attentions.append(weights)
         if last_only:
             x = x[:, -1:]
-        logits = self.final_norm(x) @ self.embedding.weight.T                      # (B, T, V)
+        logits = self.head(self.final_norm(x))                                     # (B, T, V)
         return LMOutput(logits, states, attentions)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The tied output head: each token's score is its embedding row's dot product with x.  (..., D) -> (..., V)"""
+        return x @ self.embedding.weight.T

@@ -111,7 +111,7 @@ def logit_lens(model: CausalLM, ids: list[int], k: int = 1) -> tuple[torch.Tenso
     -> (L, T, k) ids, (L, T, k) probabilities"""
     out = model(torch.tensor([ids], device=next(model.parameters()).device))
     states = torch.stack([state[0] for state in out.layer_states])                      # (L, T, D)
-    logits = model.final_norm(states) @ model.embedding.weight.T                       # (L, T, V)
+    logits = model.head(model.final_norm(states))                                       # (L, T, V)
     probs = logits.float().softmax(-1)
     best = probs.topk(k, dim=-1)
     return best.indices.cpu(), best.values.cpu()
