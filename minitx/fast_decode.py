@@ -121,11 +121,29 @@ def project(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
     return torch.bmm(x.view(count, 1, part), packed).sum(0)              # (S, 1, D_out) -> (1, D_out)
 
 
+class Slabs:
+    """A float32 (D_in, D_out) matrix of the layout, cut into slabs: called on rows, it projects them.
+    Anything else called the same way (minitx.quant's block matrices) can stand in for it."""
+
+    def __init__(self, matrix: torch.Tensor, cores: int | None = None):
+        self.slabs = slabs(matrix, cores)                                   # (S, D_in / S, D_out)
+        self.in_features, self.out_features = matrix.shape
+        self.nbytes = matrix.numel() * matrix.element_size()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return project(x, self.slabs)                                       # (T, D_in) -> (T, D_out)
+
+
+def as_matrix(value, cores: int | None = None):
+    """A layout entry as something to call on rows: a float32 tensor cut into Slabs, else as it is."""
+    return Slabs(value, cores) if isinstance(value, torch.Tensor) else value
+
+
 class PackedLayer:
     """One block's four fused matrices, cut into slabs, their biases (None without) and its activation."""
 
     def __init__(self, layer: nn.Module, index: int, layout: dict[str, torch.Tensor], cores: int | None):
-        self.qkv, self.out, self.gate_up, self.down = (slabs(layout[f"layers.{index}.{group}"], cores)
+        self.qkv, self.out, self.gate_up, self.down = (as_matrix(layout[f"layers.{index}.{group}"], cores)
                                                        for group in GROUPS)
         self.biases = [layout.get(f"layers.{index}.{group}.bias") for group in GROUPS]
         self.activation = layer.feed_forward.kind
@@ -175,7 +193,7 @@ class FastDecoder:
         self.model, self.cfg = model, model.cfg
         self.layout = decode_layout(model) if layout is None else layout
         self.layers = [PackedLayer(layer, i, self.layout, cores) for i, layer in enumerate(model.layers)]
-        self.head = slabs(self.layout["head"], cores)                                          # (S, D / S, V)
+        self.head = as_matrix(self.layout["head"], cores)                                      # (1, D) -> (1, V)
         self.attention_norms = [_norm(layer.attention_norm) for layer in model.layers]
         self.ffn_norms = [_norm(layer.ffn_norm) for layer in model.layers]
         self.final_norm = _norm(model.final_norm)
@@ -214,7 +232,7 @@ class FastDecoder:
                       start)[0]                                                                # (T, D)
         for index, packed in enumerate(self.layers):
             # 1) attention: q, k and v from one product; RoPE on the q and k heads together
-            qkv = _plus(project(self.attention_norms[index](x), packed.qkv), packed.biases[0])  # (T, N)
+            qkv = _plus(packed.qkv(self.attention_norms[index](x)), packed.biases[0]).float()   # (T, N)
             qk, v = qkv[:, :(H + G) * Dh].view(T, H + G, Dh), qkv[:, (H + G) * Dh:].view(T, G, Dh)
             if cfg.pos_encoding == "rope":
                 qk = self._rotate(qk, start)
@@ -224,16 +242,16 @@ class FastDecoder:
             mask = None if T == 1 or start == 0 else causal_mask(T, start + T)               # a new token sees all
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=T > 1 and start == 0,
                                                  enable_gqa=H != G)                          # (1, H, T, Dh)
-            x = x + _plus(project(out[0].transpose(0, 1).reshape(T, H * Dh), packed.out), packed.biases[1])
+            x = x + _plus(packed.out(out[0].transpose(0, 1).reshape(T, H * Dh)), packed.biases[1])
             # 2) feed-forward: gate and up from one product
-            hidden = _plus(project(self.ffn_norms[index](x), packed.gate_up), packed.biases[2])
+            hidden = _plus(packed.gate_up(self.ffn_norms[index](x)), packed.biases[2])
             if packed.activation == "swiglu":
                 gate, up = hidden.chunk(2, dim=-1)
                 hidden = F.silu(gate) * up
             else:
                 hidden = F.relu(hidden) if packed.activation == "relu" else F.gelu(hidden)
-            x = x + _plus(project(hidden, packed.down), packed.biases[3])
-        return project(self.final_norm(x[-1:]), self.head)[0]                                 # (V,)
+            x = x + _plus(packed.down(hidden), packed.biases[3])
+        return self.head(self.final_norm(x[-1:]))[0]                                 # (V,)
 
 
 def _plus(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

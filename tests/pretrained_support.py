@@ -63,8 +63,9 @@ def write_hf_folder(folder: Path, model, tokenizer: Tokenizer) -> Path:
     return folder
 
 
-def write_gguf(path: Path, model, tokenizer: Tokenizer, quantization: str = "F32") -> Path:
-    """The model as llama.cpp's converter writes it: matrices in `quantization` (F32 or Q8_0), norms in F32."""
+def write_gguf(path: Path, model, tokenizer: Tokenizer, quantization: str = "F32", embedding: str | None = None) -> Path:
+    """The model as llama.cpp's converter writes it: matrices in `quantization` (F32, Q8_0, Q4_1, ...), the
+    embedding in `embedding` (by default the same), norms in F32."""
     import gguf
 
     cfg = model.config
@@ -107,8 +108,9 @@ def write_gguf(path: Path, model, tokenizer: Tokenizer, quantization: str = "F32
             heads = cfg.num_attention_heads if "q_proj" in hf_name else cfg.num_key_value_heads
             tensor = interleave_rope_rows(tensor, heads)
         array = tensor.numpy()
-        if tensor.dim() == 2 and quantized != gguf.GGMLQuantizationType.F32:
-            writer.add_tensor(names[hf_name], gguf.quants.quantize(array, quantized), raw_dtype=quantized)
+        kind = gguf.GGMLQuantizationType[embedding] if embedding and "embed" in hf_name else quantized
+        if tensor.dim() == 2 and kind != gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(names[hf_name], gguf.quants.quantize(array, kind), raw_dtype=kind)
         else:
             writer.add_tensor(names[hf_name], array)
     writer.write_header_to_file()

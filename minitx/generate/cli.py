@@ -25,6 +25,7 @@ import torch
 from ..arguments import OneLineArgumentParser
 from ..checkpoint import CONFIG_FILE, load_run
 from ..pretrained import DTYPES, ENVIRONMENT, PretrainedUnavailable, load_pretrained
+from ..quant.stored import in_blocks_of
 from . import check_sampling, generate, prompt_ids
 
 
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same text (default 0)")
     parser.add_argument("--no-cache", action="store_true", help="no KV cache: run the whole text again for every token")
     parser.add_argument("--dtype", choices=list(DTYPES), default="fp32",
-                        help="weights of a pretrained model in fp32 (default) or bf16")
+                        help="the weights in fp32 (default), bf16, or q4: 4-bit blocks as a GGUF file stores "
+                             "them (a model stored otherwise, or trained here, is quantized on load)")
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="where saved runs are (default: checkpoints/)")
     parser.add_argument("--json", action="store_true",
                         help="end with one JSON line: the text, new tokens, speeds and load time")
@@ -65,18 +67,23 @@ def _saved_run(model: str | None, checkpoint_dir: str) -> Path | None:
     return None
 
 
-def load(args) -> tuple[torch.nn.Module, object, object, str, float, object]:
-    """(model, tokenizer, chat template or None, name, seconds to load, decode engine or None) for --model."""
+def load(args) -> tuple[torch.nn.Module, object, object, str, float, object, tuple[str, ...]]:
+    """(model, tokenizer, chat template or None, name, seconds to load, decode engine or None, notes) for --model."""
     started = time.perf_counter()
     run = _saved_run(args.model, args.checkpoint_dir)
     if run is not None:
         loaded = load_run(run)
         if not loaded.model_config.is_lm:
             raise ValueError(f"run {run.name} is a sentiment classifier; it cannot write text.")
-        return loaded.model.eval(), loaded.tokenizer, None, run.name, time.perf_counter() - started, None
+        model, engine, notes = loaded.model.eval(), None, ()
+        if args.dtype == "q4":
+            model, engine, notes = in_blocks_of(model)
+        elif args.dtype == "bf16":
+            model = model.to(torch.bfloat16)
+        return model, loaded.tokenizer, None, run.name, time.perf_counter() - started, engine, notes
     pretrained = load_pretrained(args.model, args.dtype)
     return (pretrained.model, pretrained.tokenizer, pretrained.chat, pretrained.name, pretrained.load_seconds,
-            pretrained.engine)
+            pretrained.engine, pretrained.notes)
 
 
 class Stream:
@@ -103,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         check_sampling(args.temperature, args.top_k, args.top_p)
         if args.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be at least 1, not {args.max_new_tokens}.")
-        model, tokenizer, chat, name, load_seconds, engine = load(args)
+        model, tokenizer, chat, name, load_seconds, engine, load_notes = load(args)
         if args.chat and chat is None:
             raise ValueError(f"{name} has no chat template: leave out --chat and give it text to continue.")
         ids = chat.encode([{"role": "user", "content": args.prompt}]) if args.chat else prompt_ids(tokenizer, args.prompt)
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted.", file=sys.stderr)
         return 130
     print(flush=True)
-    for note in out.notes:
+    for note in (*load_notes, *out.notes):
         print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps({

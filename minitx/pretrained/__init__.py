@@ -22,10 +22,16 @@ a fraction of the time. The model is minitx's own CausalLM: every page, hook
 and lab works on it as on a model trained here. In float32 it comes with its
 decode engine (minitx.fast_decode.FastDecoder), and the loader builds the model
 on the engine's layout: one copy of the weights serves both.
+
+dtype "q4" keeps the weights as a GGUF file stores them (minitx.quant): 4-bit
+block matrices and a Q8_0 embedding, multiplied as they are; a model stored
+otherwise (a Hugging Face folder, an F32 file) is quantized on load, and
+`Pretrained.notes` says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.metadata
 import os
@@ -37,6 +43,8 @@ import torch
 
 from ..decoder import CausalLM
 from ..fast_decode import FastDecoder, decode_layout, share_layout
+from ..quant.kernels import int4_unavailable
+from ..quant.stored import assemble, in_blocks, layout_from_tensors, layout_tensors, packed_layout
 from ..tokenizer import Tokenizer
 from .cache import cache_folder, read_cached, write_cached
 from .catalog import DEFAULT_MODEL, KNOWN_MODELS, KnownModel
@@ -47,7 +55,8 @@ from .gguf_file import read_gguf
 from .hf_folder import HUB_FILES, read_hf_folder
 
 ENVIRONMENT = "MINITX_PRETRAINED"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# the weights' form: float32, bfloat16, or 4-bit blocks as a GGUF file stores them (minitx.quant)
+DTYPES = {"fp32": "float32 (the default)", "bf16": "bfloat16", "q4": "4-bit blocks, as stored"}
 
 __all__ = ["DEFAULT_MODEL", "DTYPES", "ENVIRONMENT", "KNOWN_MODELS", "Pretrained", "PretrainedUnavailable",
            "load_pretrained", "locate", "wheel_file"]
@@ -67,8 +76,9 @@ class Pretrained:
     name: str
     source: Path                      # the file or folder it was read from
     load_seconds: float
-    from_cache: bool                  # its float32 weights came from minitx's cache
-    engine: FastDecoder | None = None  # the decode engine, on the model's own weights (float32 only)
+    from_cache: bool                  # its weights came from minitx's cache (float32, or packed 4-bit blocks)
+    engine: FastDecoder | None = None  # the decode engine, on the model's own weights (float32 and q4)
+    notes: tuple[str, ...] = ()       # what the loader changed, in words (a format quantized on load, a fallback)
 
 
 def wheel_file(known: KnownModel) -> Path | None:
@@ -140,20 +150,20 @@ def _read(path: Path, use_cache: bool) -> tuple[PretrainedCheckpoint, dict | Non
 
 def load_pretrained(source: str | os.PathLike | None = None, dtype: str = "fp32", use_cache: bool = True) -> Pretrained:
     """The model, its tokenizer and its chat template from `source` (see the module docstring), in
-    eval mode, weights in fp32 (with its decode engine) or bf16. Anything missing or unreadable raises
+    eval mode, weights in fp32 or q4 (each with its decode engine) or bf16. Anything missing or unreadable raises
     PretrainedUnavailable with one sentence naming the file and the fix."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}.")
     started = time.perf_counter()
     path = locate(source)
-    try:
+    notes = []
+    if dtype == "q4" and (why := int4_unavailable()) is not None:
+        notes.append(f"{why}: the weights run in float32 instead")
+        dtype = "fp32"
+    if dtype == "q4":
+        return _load_in_blocks(source, path, started, use_cache)
+    with _readable(path):
         checkpoint, layout, keep_in = _read(path, use_cache)
-    except PretrainedUnavailable:
-        raise
-    except ValueError as error:
-        raise PretrainedUnavailable(str(error)) from None
-    except OSError as error:
-        raise PretrainedUnavailable(f"cannot read {path}: {error.strerror or error}.") from None
     from_cache = layout is not None
     if from_cache:
         model = empty_model(checkpoint.config)
@@ -169,10 +179,52 @@ def load_pretrained(source: str | os.PathLike | None = None, dtype: str = "fp32"
         _release_freed_memory()
     layout = None
     if dtype != "fp32":     # bf16 products are fast only in PyTorch's usual row-major layout: the plain forward
-        model.load_state_dict({name: tensor.to(DTYPES[dtype]).contiguous()
+        model.load_state_dict({name: tensor.to(torch.bfloat16).contiguous()
                                for name, tensor in model.state_dict().items()}, assign=True)
+    return _pretrained(source, path, checkpoint, model, engine, started, from_cache, (*notes, *checkpoint.notes))
+
+
+def _load_in_blocks(source, path: Path, started: float, use_cache: bool) -> Pretrained:
+    """load_pretrained's dtype "q4": the weights in their blocks (minitx.quant.stored), never all in
+    float32; a GGUF file's packed blocks are kept in minitx's cache, per instruction set."""
+    kind = f"q4-{torch.backends.cpu.get_cpu_capability()}-{torch.__version__.split('+')[0]}"
+    folder = cache_folder(path, kind) if use_cache and not path.is_dir() else None
+    cached = read_cached(folder) if folder is not None else None
+    from_cache = cached is not None
+    if from_cache:
+        checkpoint, layout = cached[0], layout_from_tensors(cached[1])
+    else:
+        with _readable(path):
+            checkpoint = read_hf_folder(path) if path.is_dir() else read_gguf(path, keep_blocks=True)
+        state, notes = in_blocks(checkpoint.state)
+        checkpoint.state, checkpoint.notes = None, tuple(notes)
+        layout, _ = packed_layout(state, checkpoint.config)
+        state = None
+        if folder is not None:       # written, then read back: a table's codes then stay in the mapped file
+            write_cached(folder, checkpoint, layout_tensors(layout))
+    cached = None                    # the cache file's own tensors, copied out, can go now
+    _release_freed_memory()
+    model = assemble(layout, checkpoint.config)
+    return _pretrained(source, path, checkpoint, model, FastDecoder(model, layout), started, from_cache,
+                       checkpoint.notes)
+
+
+def _pretrained(source, path, checkpoint, model, engine, started, from_cache, notes) -> Pretrained:
     known = KNOWN_MODELS.get(str(source or os.environ.get(ENVIRONMENT) or DEFAULT_MODEL).lower())
     name = known.title if known is not None else checkpoint.name
     chat = ChatTemplate(checkpoint.chat_template, checkpoint.tokenizer) if checkpoint.chat_template else None
     return Pretrained(model, checkpoint.tokenizer, chat, name, path, time.perf_counter() - started, from_cache,
-                      engine)
+                      engine, tuple(notes))
+
+
+@contextlib.contextmanager
+def _readable(path: Path):
+    """Reading errors as PretrainedUnavailable: one sentence naming the file."""
+    try:
+        yield
+    except PretrainedUnavailable:
+        raise
+    except ValueError as error:
+        raise PretrainedUnavailable(str(error)) from None
+    except OSError as error:
+        raise PretrainedUnavailable(f"cannot read {path}: {error.strerror or error}.") from None

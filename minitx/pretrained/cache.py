@@ -10,6 +10,10 @@ written whole or not at all, as a run folder is.
                             state dict): the loader builds the model on it, so loading copies nothing
         tokenizer.json      the tokenizer (HF tokenizers' format)
         settings.json       the ModelConfig, the special tokens, the chat template, the name
+
+The 4-bit weights (dtype "q4") are kept beside, in a folder named also by the
+CPU's instruction set and PyTorch's version (`<hash>-q4-AVX512-2.13.0`): the
+int4 kernel's packed layout depends on both.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ def file_hash(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def cache_folder(path: str | os.PathLike) -> Path:
-    return cache_dir("pretrained") / file_hash(path)[:24]
+def cache_folder(path: str | os.PathLike, kind: str = "") -> Path:
+    """Where the file's weights are kept; kind: "" for float32, else a name for another form of them."""
+    return cache_dir("pretrained") / (file_hash(path)[:24] + (f"-{kind}" if kind else ""))
 
 
 def read_cached(folder: Path) -> tuple[PretrainedCheckpoint, dict[str, torch.Tensor]] | None:
@@ -54,15 +59,15 @@ def read_cached(folder: Path) -> tuple[PretrainedCheckpoint, dict[str, torch.Ten
         backend = BackendTokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer = Tokenizer(backend, settings["specials"], settings["start"])
         checkpoint = PretrainedCheckpoint(settings["name"], ModelConfig.from_dict(settings["config"]), None,
-                                          tokenizer, settings["chat_template"])
+                                          tokenizer, settings["chat_template"], tuple(settings.get("notes", ())))
         return checkpoint, load_file(str(folder / "model.safetensors"))
     except Exception:           # missing, cut short, or from another version: any of these is rebuilt
         return None
 
 
-def write_cached(folder: Path, checkpoint: PretrainedCheckpoint, layout: dict) -> None:
-    """Keep the checkpoint in folder, its weights as `layout` (minitx.fast_decode.decode_layout), atomically;
-    a cache that cannot be written only costs speed."""
+def write_cached(folder: Path, checkpoint: PretrainedCheckpoint, layout: dict[str, torch.Tensor]) -> None:
+    """Keep the checkpoint in folder, its weights as `layout` (named tensors: minitx.fast_decode.decode_layout,
+    or minitx.quant.stored.layout_tensors), atomically; a cache that cannot be written only costs speed."""
     staging = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +77,7 @@ def write_cached(folder: Path, checkpoint: PretrainedCheckpoint, layout: dict) -
         tokenizer = checkpoint.tokenizer
         settings = {"format": FORMAT, "name": checkpoint.name, "config": checkpoint.config.to_dict(),
                     "specials": tokenizer.specials, "start": [tokenizer.id_to_token(i) for i in tokenizer.start_ids],
-                    "chat_template": checkpoint.chat_template}
+                    "chat_template": checkpoint.chat_template, "notes": list(checkpoint.notes)}
         (staging / "settings.json").write_text(json.dumps(settings, indent=1), encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)          # a damaged one, found unreadable
         os.rename(staging, folder)

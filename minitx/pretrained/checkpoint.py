@@ -20,6 +20,7 @@ class PretrainedCheckpoint:
     state: dict[str, torch.Tensor] | None      # minitx's state dict, float32 (None: the weights came another way)
     tokenizer: Tokenizer
     chat_template: str | None                  # Jinja, as the model was fine-tuned to read
+    notes: tuple[str, ...] = ()                # what reading it changed, in words (a format quantized on load)
 
 
 def context_length(value: int) -> int:

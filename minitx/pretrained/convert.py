@@ -66,21 +66,22 @@ def source_names(cfg: ModelConfig, source: str) -> dict[str, str]:
     return names
 
 
-def to_minitx(tensors: dict[str, torch.Tensor], cfg: ModelConfig, source: str) -> dict[str, torch.Tensor]:
-    """minitx's state dict from a source's tensors, in float32, with the query/key rows of a Hugging
-    Face checkpoint put in minitx's order. A missing tensor, an untied output head or a tensor
-    minitx has no place for raises ValueError naming it."""
+def to_minitx(tensors: dict, cfg: ModelConfig, source: str) -> dict:
+    """minitx's state dict from a source's tensors, in float32 (a GGUF matrix kept in its blocks stays
+    so), with the query/key rows of a Hugging Face checkpoint put in minitx's order. A missing tensor,
+    an untied output head or a tensor minitx has no place for raises ValueError naming it."""
     left = dict(tensors)
     state = {}
     for ours, theirs in source_names(cfg, source).items():
         if theirs not in left:
             raise ValueError(f"the checkpoint has no tensor {theirs!r}, which minitx's {ours} needs.")
-        tensor = left.pop(theirs).float()
+        tensor = left.pop(theirs)
+        tensor = tensor.float() if isinstance(tensor, torch.Tensor) else tensor
         if source == "hf" and ours.endswith(("q_proj.weight", "k_proj.weight")):
             tensor = interleave_rope_rows(tensor, cfg.n_heads if "q_proj" in ours else cfg.n_kv_heads)
         state[ours] = tensor
     for head in HEAD_NAMES:
-        if head in left and not torch.equal(left.pop(head).float(), state["embedding.weight"]):
+        if head in left and not _same(left.pop(head), state["embedding.weight"]):
             raise ValueError(f"the checkpoint's output head {head!r} is not its embedding table: minitx's "
                              f"CausalLM ties the two, so it cannot run this model.")
     if left:
@@ -88,6 +89,15 @@ def to_minitx(tensors: dict[str, torch.Tensor], cfg: ModelConfig, source: str) -
         raise ValueError(f"minitx has no place for {len(left)} of the checkpoint's tensors ({extra}): "
                          f"it is not a plain Llama-family model.")
     return state
+
+
+def _same(a, b) -> bool:
+    """Whether two weights are equal: tensors, or matrices kept in GGUF blocks (minitx.quant.blocks)."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return torch.equal(a.float(), b)
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return False
+    return a.format == b.format and torch.equal(a.dequantize(), b.dequantize())
 
 
 def empty_model(cfg: ModelConfig):

@@ -18,6 +18,7 @@ import torch
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as BackendTokenizer
 
+from ..quant.blocks import BY_GGUF_TYPE, from_gguf
 from ..tokenizer import Tokenizer
 from .checkpoint import PretrainedCheckpoint, checked_llama_config, context_length
 from .convert import to_minitx
@@ -101,8 +102,9 @@ def _tokenizer(meta: GGUFMetadata) -> Tokenizer:
     return Tokenizer(backend, specials, start)
 
 
-def read_gguf(path: str | Path) -> PretrainedCheckpoint:
-    """Everything minitx needs from a GGUF file of a Llama-family model, weights in float32.
+def read_gguf(path: str | Path, keep_blocks: bool = False) -> PretrainedCheckpoint:
+    """Everything minitx needs from a GGUF file of a Llama-family model, weights in float32; with
+    keep_blocks, a matrix stored as Q8_0, Q4_0 or Q4_1 stays in its blocks (minitx.quant.blocks.Quantized).
     A file that is not GGUF, is cut short or holds another kind of model raises ValueError
     naming it."""
     from gguf.quants import dequantize
@@ -126,7 +128,11 @@ def read_gguf(path: str | Path) -> PretrainedCheckpoint:
         rope_base=meta.model("rope.freq_base", 10_000.0), pad_id=tokenizer.pad_id or 0)
     tensors = {}
     for t in reader.tensors:                  # GGUF lists a shape innermost first: (D_in, D_out) -> (D_out, D_in)
-        values = dequantize(t.data, t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
+        shape = tuple(reversed(t.shape.tolist()))
+        if keep_blocks and int(t.tensor_type) in BY_GGUF_TYPE and len(shape) == 2:
+            tensors[t.name] = from_gguf(t.data, int(t.tensor_type), shape, f"{path.name}'s {t.name}")
+            continue
+        values = dequantize(t.data, t.tensor_type).reshape(shape)
         tensors[t.name] = torch.from_numpy(np.require(values, np.float32, "W"))   # a float32 one is copied out of the file
     name = meta.get("general.name", path.stem)
     return PretrainedCheckpoint(name, cfg, to_minitx(tensors, cfg, "gguf"), tokenizer,
