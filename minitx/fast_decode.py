@@ -51,7 +51,7 @@ GROUPS = {"qkv": ("attention.q_proj", "attention.k_proj", "attention.v_proj"), "
           "gate_up": ("feed_forward.gate", "feed_forward.up"), "down": ("feed_forward.down",)}
 
 
-def _groups(layer: nn.Module) -> dict[str, list[tuple[str, nn.Linear]]]:
+def layer_groups(layer: nn.Module) -> dict[str, list[tuple[str, nn.Linear]]]:
     """GROUPS with the layer's modules ("gate_up" is the up matrix alone in a feed-forward without a gate)."""
     def module(name):
         owner, attribute = name.split(".")
@@ -68,7 +68,7 @@ def decode_layout(model: CausalLM) -> dict[str, torch.Tensor]:
     layout = {"head": model.embedding.weight.detach().t().contiguous()}                   # (D, V)
     fused = {"embedding.weight"}
     for index, layer in enumerate(model.layers):
-        for group, members in _groups(layer).items():
+        for group, members in layer_groups(layer).items():
             weights = [module.weight.detach() for _, module in members]                     # (D_out_i, D_in)
             matrix = weights[0].new_empty(weights[0].size(1), sum(w.size(0) for w in weights))   # (D_in, D_out)
             torch.cat([w.t() for w in weights], dim=1, out=matrix)
@@ -85,7 +85,7 @@ def model_state(model: CausalLM, layout: dict[str, torch.Tensor]) -> dict[str, t
     """The model's state dict as views of the layout's tensors: no copy."""
     state = {"embedding.weight": layout["head"].t()}                                       # (V, D)
     for index, layer in enumerate(model.layers):
-        for group, members in _groups(layer).items():
+        for group, members in layer_groups(layer).items():
             fused, first = layout[f"layers.{index}.{group}"], 0                            # (D_in, D_out)
             bias = layout.get(f"layers.{index}.{group}.bias")
             for name, module in members:

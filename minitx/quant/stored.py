@@ -19,7 +19,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..block import make_positional
 from ..decoder import CausalLM
-from ..fast_decode import GROUPS, FastDecoder, Slabs, _groups, supports
+from ..fast_decode import GROUPS, FastDecoder, Slabs, layer_groups, supports
 from .blocks import BLOCK, Quantized, quantize
 from .kernels import ACTIVATIONS, Int4Matrix, Q8Table, int4_unavailable
 
@@ -144,7 +144,7 @@ def assemble(layout: dict, cfg: ModelConfig) -> StoredCausalLM:
     with torch.device("meta"):
         model = StoredCausalLM(cfg).eval()
     for index, layer in enumerate(model.layers):
-        for group, members in _groups(layer).items():
+        for group, members in layer_groups(layer).items():
             matrix, bias = layout[f"layers.{index}.{group}"], layout.get(f"layers.{index}.{group}.bias")
             first = 0
             for name, module in members:
