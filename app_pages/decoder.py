@@ -71,7 +71,7 @@ else:
     spec = model_spec(None, model_cfg)
     st.info("Random weights of the sidebar's model: it writes gibberish, but the mask, the cache and the "
             "routing below are real. To see it write, train one: pick **Language model, quick** on "
-            "**8 · Training**, or run `python -m minitx.train --preset lm-quick` (a few minutes); or draw "
+            "**9 · Training**, or run `python -m minitx.train --preset lm-quick` (a few minutes); or draw "
             "SmolLM2 (sidebar)." + (f" ({why_not}.)" if choice.kind == "trained" and why_not else ""))
 
 # -- generation ------------------------------------------------------------------------------

@@ -694,3 +694,35 @@ def test_decoder_page_shows_each_tokens_expert_for_a_mixture_of_experts(app):
     at.select_slider(key="w_model_experts_per_token").set_value(1).run()
     assert not at.exception
     assert "1 of 8 experts per token" in json.dumps([json.loads(c.proto.spec) for c in at.get("vega_lite_chart")])
+
+
+# -- quantization ---------------------------------------------------------------------------------
+
+def test_quantization_page_shows_the_blocks_and_measures_every_format_on_a_trained_run(app, monkeypatch,
+                                                                                        trained_checkpoints):
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(trained_checkpoints))
+    at = app.run()
+    at.switch_page("app_pages/quantization.py").run()
+    assert not at.exception, at.exception
+    assert not [s for s in at.slider if s.key == "q_layer"]               # lm-tiny has one layer: no slider
+    for matrix in at.selectbox(key="q_matrix").options:
+        at.selectbox(key="q_matrix").set_value(matrix).run()
+        assert not at.exception, (matrix, at.exception)
+    for kind in at.radio(key="q_format").options:
+        at.radio(key="q_format").set_value(kind).run()
+        assert not at.exception and f"in **{kind}**" in " ".join(m.value for m in at.markdown), kind
+    at.number_input(key="q_row").set_value(at.number_input(key="q_row").max).run()
+    assert not at.exception and any(c.value.startswith("codes: ") for c in at.caption)
+    at.number_input(key="q_reviews").set_value(2)
+    at.number_input(key="q_tokens").set_value(8)
+    at.text_input(key="q_prompt").set_value("").run()               # an empty prompt starts a review
+    at.button(key="q_measure").click().run()
+    assert not at.exception, at.exception
+    table = next(shown(t) for t in at.table if "bits per character" in shown(t).columns)
+    assert list(table["format"]) == ["F32", "Q8_0", "Q4_1", "Q4_0", "Q3_1", "Q2_1"]
+    quality = table["bits per character"].astype(float)
+    # 8 bits keep the model; 2 bits break it (lm-tiny is small: the ends of the scale, not each step)
+    assert abs(quality[1] - quality[0]) < 0.02 * quality[0] and quality[5] > quality[0] + 0.05, list(quality)
+    assert (table["tokens/s"].astype(float) > 0).all()
+    bound = next(shown(t) for t in at.table if "bound (tokens/s)" in shown(t).columns)
+    assert (bound["bound (tokens/s)"].astype(float) > 0).all()

@@ -13,7 +13,8 @@ from ui.models import PRETRAINED
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 PAGES = ["app_pages/home.py", "app_pages/tokenization.py", "app_pages/embeddings.py", "app_pages/positional.py",
-         "app_pages/attention.py", "app_pages/encoder.py", "app_pages/decoder.py", "app_pages/build.py",
+         "app_pages/attention.py", "app_pages/encoder.py", "app_pages/decoder.py", "app_pages/quantization.py",
+         "app_pages/build.py",
          "app_pages/training.py", "app_pages/runs.py"]
 MODEL_PAGES = ("app_pages/tokenization.py", "app_pages/embeddings.py", "app_pages/attention.py", "app_pages/decoder.py")
 
@@ -126,3 +127,26 @@ def test_without_smollm2_the_picker_says_how_to_get_it_and_the_pages_still_draw(
         assert ("model.gguf" in warning) == (problem == "broken file"), warning
     assert any("generated-text" in m.value for m in at.markdown)          # the decoder page drew its own model
     st.cache_resource.clear()
+
+
+def test_the_quantization_page_shows_smollm2s_stored_blocks_and_where_fewer_bits_break_it(smollm2_app):
+    at = smollm2_app.run()
+    at.switch_page("app_pages/quantization.py").run()
+    assert not at.exception, at.exception
+    said = texts(at)
+    assert "holds 272 tensors: 210 in Q4_1, 61 in F32, 1 in Q8_0" in said, said[:600]
+    assert "in **Q4_1**: 4-bit codes plus a float16 minimum" in said and "5 bits per weight" in said
+    at.slider(key="q_layer").set_value(29).run()
+    at.selectbox(key="q_matrix").set_value("ffn_down").run()
+    assert not at.exception and "`ffn_down` of layer 29: 576 rows of 1536 weights" in texts(at)
+    at.number_input(key="q_reviews").set_value(1)
+    at.number_input(key="q_tokens").set_value(8)
+    at.button(key="q_measure").click().run()
+    assert not at.exception, at.exception
+    from tests.test_app import shown
+
+    table = next(shown(t) for t in at.table if "perplexity" in shown(t).columns)
+    perplexity = dict(zip(table["format"], table["perplexity"].astype(float)))
+    assert abs(perplexity["Q8_0"] / perplexity["F32"] - 1) < 0.02 and perplexity["Q2_1"] > 2 * perplexity["F32"]
+    runs = dict(zip(table["format"], table["runs as"]))
+    assert runs["Q4_1"] == "int4 kernel" and runs["Q8_0"] == "float32 products"

@@ -11,9 +11,10 @@ PAGES = [
     ("app_pages/attention.py", "4 · Grouped-query attention", ":material/hub:"),
     ("app_pages/encoder.py", "5 · Encoder stack", ":material/layers:"),
     ("app_pages/decoder.py", "6 · Decoder & generation", ":material/edit_note:"),
-    ("app_pages/build.py", "7 · Build it", ":material/construction:"),
-    ("app_pages/training.py", "8 · Training", ":material/monitoring:"),
-    ("app_pages/runs.py", "9 · Runs & predict", ":material/compare_arrows:"),
+    ("app_pages/quantization.py", "7 · Quantization", ":material/compress:"),
+    ("app_pages/build.py", "8 · Build it", ":material/construction:"),
+    ("app_pages/training.py", "9 · Training", ":material/monitoring:"),
+    ("app_pages/runs.py", "10 · Runs & predict", ":material/compare_arrows:"),
 ]
 
 

@@ -1,0 +1,153 @@
+r"""What quantizing a model does, measured on it: each format's weight error, quality, size and speed.
+
+For every block format (minitx.quant.blocks) the model's layer matrices are
+quantized and run two ways:
+
+- for quality, dequantized again into a float32 copy (`quantized_copy`): the
+  numbers the format keeps, so any loss is the format's, not a kernel's;
+- for speed and memory, as the 4-bit engine runs them (`engine_for`): packed
+  blocks through the int4 kernel (Q4_0, Q4_1, and Q3_1 / Q2_1 in 4-bit slots),
+  or float32 where no kernel here runs the format (Q8_0 matrices).
+
+The embedding (also the output head) stays as it is in the quality copy, so
+the comparison is about the layer matrices; in the engine it is Q8_0.
+
+A decode step reads every weight once, so its time is bounded below by bytes
+read / memory bandwidth: `bytes_per_token` and `read_bandwidth` give that bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..decoder import CausalLM
+from ..fast_decode import FastDecoder
+from ..generate import generate
+from .blocks import BLOCK, BY_GGUF_TYPE, FORMATS, Quantized, from_gguf, quantize
+from .stored import is_matrix, stored_model
+
+SHOWN = ("Q8_0", "Q4_1", "Q4_0", "Q3_1", "Q2_1")
+FLOAT_BITS = {"F32": 32, "BF16": 16}
+
+
+def layer_matrices(model: CausalLM) -> dict[str, torch.Tensor]:
+    """The layer matrices of a float model, by minitx's names: what a block format quantizes."""
+    return {name: t.detach() for name, t in model.state_dict().items() if is_matrix(name)}
+
+
+def quantized_copy(model: CausalLM, format: str) -> CausalLM:
+    """A float32 model whose layer matrices are what `format` keeps of this one's (quantized, then
+    dequantized); everything else is shared with it, not copied."""
+    state = dict(model.state_dict())
+    for name, weight in layer_matrices(model).items():
+        if weight.shape[-1] % BLOCK == 0:
+            state[name] = quantize(weight, format).dequantize()
+    with torch.device("meta"):
+        copy = CausalLM(model.cfg)
+    copy.load_state_dict(state, assign=True)
+    return copy.eval()
+
+
+def weight_errors(weight: torch.Tensor, format: str) -> torch.Tensor:
+    """Each weight's error after a round trip through `format`: dequantized minus original.  (N, K) -> (N * K,)"""
+    return (quantize(weight, format).dequantize() - weight.float()).flatten()
+
+
+def model_bytes(model: CausalLM, format: str) -> int:
+    """The model's size with its layer matrices and embedding in `format` (or F32, BF16), the rest in float32."""
+    total = 0
+    for name, tensor in model.state_dict().items():
+        if (is_matrix(name) or name == "embedding.weight") and tensor.shape[-1] % BLOCK == 0:
+            bits = FLOAT_BITS.get(format) or FORMATS[format].bits_per_weight
+            total += math.ceil(tensor.numel() * bits / 8)
+        else:
+            total += tensor.numel() * 4
+    return total
+
+
+def engine_for(model: CausalLM, format: str) -> tuple[CausalLM, FastDecoder, str]:
+    """The model with its layer matrices in `format` as the engine runs them, its engine, and how it runs
+    ("int4 kernel" or "float32 products")."""
+    state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
+    for name in [*layer_matrices(model), "embedding.weight"]:    # the embedding in Q8_0, as 4-bit files keep it
+        if state[name].shape[-1] % BLOCK == 0:
+            state[name] = quantize(state[name], format if name != "embedding.weight" else "Q8_0")
+    stored, layout, in_float = stored_model(state, model.cfg)
+    runs = "int4 kernel" if not any(name.startswith("layers.") for name in in_float) else "float32 products"
+    return stored, FastDecoder(stored, layout), runs
+
+
+def bytes_per_token(engine: FastDecoder) -> int:
+    """Bytes a decode step reads: every matrix of the layout once, the head included (norms are tiny)."""
+    matrices = [m for layer in engine.layers for m in (layer.qkv, layer.out, layer.gate_up, layer.down)]
+    return sum(m.nbytes for m in matrices) + engine.head.nbytes
+
+
+def decode_speed(model: CausalLM, engine: FastDecoder | None, prompt: list[int], tokens: int) -> float:
+    """Tokens per second writing `tokens` greedy tokens after the prompt (the prompt's pass not counted)."""
+    out = generate(model, prompt, tokens, temperature=0, n_top=0, engine=engine)
+    return out.decode_tokens_per_second
+
+
+def read_bandwidth(megabytes: int = 256, repeats: int = 3) -> float:
+    """GB/s summing a tensor much larger than the caches, the best of a few: memory read at full speed."""
+    big = torch.ones(megabytes * 2**20 // 4)
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        big.sum()
+        best = max(best, big.numel() * 4 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+@torch.inference_mode()
+def text_loss(model: CausalLM, texts: list[list[int]]) -> tuple[float, int]:
+    """Total next-token loss (nats) over the texts, and how many predictions it counts."""
+    total, count = 0.0, 0
+    for ids in texts:
+        if len(ids) < 2:
+            continue
+        logits = model(torch.tensor([ids])).logits[0, :-1].float()                       # (T - 1, V)
+        total += torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum").item()
+        count += len(ids) - 1
+    return total, count
+
+
+def stored_tensor(path: str | Path, name: str) -> Quantized | torch.Tensor:
+    """One tensor of a GGUF file as the file keeps it: in its blocks if it is Q8_0, Q4_0 or Q4_1, else float32."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    for tensor in reader.tensors:
+        if tensor.name == name:
+            shape = tuple(reversed(tensor.shape.tolist()))
+            if int(tensor.tensor_type) in BY_GGUF_TYPE and len(shape) == 2:
+                return from_gguf(tensor.data, int(tensor.tensor_type), shape, f"{Path(path).name}'s {name}")
+            values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(shape)
+            return torch.from_numpy(np.require(values, np.float32, "W"))
+    raise ValueError(f"{Path(path).name} has no tensor {name!r}.")
+
+
+def tensor_types(path: str | Path) -> dict[str, str]:
+    """Every tensor of a GGUF file and the type it is stored in ('Q4_1', 'F32', ...)."""
+    import gguf
+
+    return {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
+
+
+def block_rows(q: Quantized, row: int = 0, blocks: int = 2) -> list[dict]:
+    """The first blocks of one row as stored: scale d, minimum m (formats with one), the codes and the
+    values they stand for."""
+    rows = []
+    for b in range(min(blocks, q.shape[1] // BLOCK)):
+        codes = q.codes[row, b * BLOCK:(b + 1) * BLOCK]
+        d = float(q.scale[row, b])
+        m = float(q.minimum[row, b]) if q.minimum is not None else None
+        values = (codes.float() - q.format.offset) * d + (m or 0.0)
+        rows.append({"block": b, "d": d, "m": m, "codes": codes.tolist(), "values": values.tolist()})
+    return rows
