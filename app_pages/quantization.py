@@ -12,8 +12,10 @@ from minitx.generate import generate
 from minitx.quant import study
 from minitx.quant.blocks import FORMATS, Quantized, quantize
 from minitx.quant.kernels import Int4Matrix, int4_unavailable
+from minitx.labs import get_lab
 from ui.charts import tips
 from ui.common import check_yourself, show_source, static_table
+from ui.labs import call_learner, mine_caption, use_my_code
 from ui.model_sidebar import model_sidebar
 from ui.models import model_choice
 from ui.resources import imdb_test_sample, newest_run
@@ -142,6 +144,30 @@ sizes = pd.DataFrame([{"format": name, "bits per weight": 32 if name == "F32" el
                       for name in ("F32", "BF16", *study.SHOWN)])
 st.markdown("**The whole model** with its matrices and embedding in each format (norms stay float32):")
 static_table(sizes)
+
+# -- your quantizer ------------------------------------------------------------------------------
+mine = use_my_code("quantize_block")
+weight = model.state_dict()[matrix_name].float()
+if mine and weight.shape[1] % 32 == 0:
+    yours, problem = call_learner("quantize_block", mine, weight.reshape(-1, 32))
+    if problem:
+        st.warning(problem)
+    else:
+        mine_caption("quantize_block")
+        ours = get_lab("quantize_block").reference(weight.reshape(-1, 32))
+        same = torch.ones(ours[0].numel(), dtype=torch.bool)
+        for want, got in zip(ours, yours):
+            same &= (torch.as_tensor(got) == want).reshape(want.size(0), -1).all(1)
+        sample = imdb_test_sample()
+        texts = [(tokenizer.start_ids + tokenizer.encode(t).ids)[:min(cfg.max_len, 128)] for t in sample[0][:2]] \
+            if sample is not None else []
+        losses = {who: study.text_loss(study.with_matrices(model, replaced), texts) for who, replaced in (
+            ("float32", {}), ("minitx's Q4_1", {matrix_name: ours[3]}), ("yours", {matrix_name: yours[3]}))}
+        st.markdown(f"**Your quantizer** on `{which}` of layer {layer}: {int(same.sum()):,} of {same.numel():,} "
+                    f"blocks exactly as minitx (and llama.cpp) store them. The model with this matrix in Q4_1:")
+        if texts:
+            static_table(pd.DataFrame([{"matrix": who, "perplexity on 2 test reviews": round(math.exp(n / c), 3)}
+                                       for who, (n, c) in losses.items()]))
 
 # -- quantize it yourself -------------------------------------------------------------------------
 st.header("Quantize it yourself")

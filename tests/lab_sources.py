@@ -131,6 +131,23 @@ import math
 def bits_per_char(nats_per_token, n_tokens, n_chars):
     return nats_per_token * n_tokens / n_chars / math.log(2)
 ''',
+    "quantize_block": '''
+import torch
+
+def quantize_block(w):
+    out_d, out_m, out_packed, out_values = [], [], [], []
+    for block in w:                                   # one block at a time, as the file stores them
+        low, high = block.min(), block.max()
+        d = (high - low) / 15
+        inverse = 1 / d if d != 0 else torch.tensor(0.0)
+        q = torch.clamp(torch.trunc((block - low) * inverse + 0.5), 0, 15).to(torch.uint8)
+        out_packed.append(q[:16] | (q[16:] << 4))
+        d16, m16 = d.to(torch.float16), low.to(torch.float16)
+        out_d.append(d16)
+        out_m.append(m16)
+        out_values.append(q.float() * d16.float() + m16.float())
+    return torch.stack(out_d), torch.stack(out_m), torch.stack(out_packed), torch.stack(out_values)
+''',
 }
 
 # lab -> [(what the learner did, their file, words the message must contain), ...]
@@ -671,6 +688,58 @@ def moe_route(probs, k):
     f = torch.bincount(e.flatten(), minlength=E).float() / (N * k)
     return w / w.sum(-1, keepdim=True), e, float(E * (f * probs.mean(0)).sum())
 ''', "should be a tensor"),
+    ],
+    "quantize_block": [
+        ("divided by 16 steps", '''
+import torch
+
+def quantize_block(w):
+    low, high = w.amin(1, keepdim=True), w.amax(1, keepdim=True)
+    d = (high - low) / 16
+    q = torch.trunc((w - low) * torch.where(d == 0, 0.0, 1 / d) + 0.5).clamp(0, 15).to(torch.uint8)
+    d16, m16 = d[:, 0].half(), low[:, 0].half()
+    return d16, m16, q[:, :16] | (q[:, 16:] << 4), q.float() * d16.float()[:, None] + m16.float()[:, None]
+''', "16 steps where there are 15"),
+        ("rounded with torch.round", '''
+import torch
+
+def quantize_block(w):
+    low, high = w.amin(1, keepdim=True), w.amax(1, keepdim=True)
+    d = (high - low) / 15
+    q = torch.round((w - low) * torch.where(d == 0, 0.0, 1 / d)).clamp(0, 15).to(torch.uint8)
+    d16, m16 = d[:, 0].half(), low[:, 0].half()
+    return d16, m16, q[:, :16] | (q[:, 16:] << 4), q.float() * d16.float()[:, None] + m16.float()[:, None]
+''', "rounded to the even code"),
+        ("packed neighbours", '''
+import torch
+
+def quantize_block(w):
+    low, high = w.amin(1, keepdim=True), w.amax(1, keepdim=True)
+    d = (high - low) / 15
+    q = torch.trunc((w - low) * torch.where(d == 0, 0.0, 1 / d) + 0.5).clamp(0, 15).to(torch.uint8)
+    d16, m16 = d[:, 0].half(), low[:, 0].half()
+    return d16, m16, q[:, 0::2] | (q[:, 1::2] << 4), q.float() * d16.float()[:, None] + m16.float()[:, None]
+''', "Neighbouring codes share a byte"),
+        ("scale from the maximum", '''
+import torch
+
+def quantize_block(w):
+    high = w.amax(1, keepdim=True)
+    d = high / 15
+    q = torch.trunc(w * torch.where(d == 0, 0.0, 1 / d) + 0.5).clamp(0, 15).to(torch.uint8)
+    d16, m16 = d[:, 0].half(), torch.zeros(w.size(0)).half()
+    return d16, m16, q[:, :16] | (q[:, 16:] << 4), q.float() * d16.float()[:, None]
+''', "maximum alone"),
+        ("swapped nibbles", '''
+import torch
+
+def quantize_block(w):
+    low, high = w.amin(1, keepdim=True), w.amax(1, keepdim=True)
+    d = (high - low) / 15
+    q = torch.trunc((w - low) * torch.where(d == 0, 0.0, 1 / d) + 0.5).clamp(0, 15).to(torch.uint8)
+    d16, m16 = d[:, 0].half(), low[:, 0].half()
+    return d16, m16, (q[:, :16] << 4) | q[:, 16:], q.float() * d16.float()[:, None] + m16.float()[:, None]
+''', "nibbles are swapped"),
     ],
     "bits_per_char": [
         ("multiplied by ln 2", '''

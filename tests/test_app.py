@@ -726,3 +726,21 @@ def test_quantization_page_shows_the_blocks_and_measures_every_format_on_a_train
     assert (table["tokens/s"].astype(float) > 0).all()
     bound = next(shown(t) for t in at.table if "bound (tokens/s)" in shown(t).columns)
     assert (bound["bound (tokens/s)"].astype(float) > 0).all()
+
+    # the learner's quantizer, once it passes: the chosen matrix in their Q4_1, and the model run with it
+    from minitx.labs import get_lab
+    from minitx.labs.checking import check
+    from tests.lab_sources import RIGHT
+    from ui.lab_files import LearnerFiles
+
+    LearnerFiles().record("quantize_block", RIGHT["quantize_block"], check(get_lab("quantize_block"), RIGHT["quantize_block"]))
+    at.run()
+    at.toggle(key="use_mine_quantize_block").set_value(True).run()
+    assert not at.exception, at.exception
+    said = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    assert "Drawn with **your** `quantize_block`" in said
+    blocks = next(m.value for m in at.markdown if m.value.startswith("**Your quantizer**"))
+    same, total = re.search(r"([\d,]+) of ([\d,]+) blocks exactly", blocks).groups()
+    assert same == total, blocks
+    yours = next(shown(t) for t in at.table if "perplexity on 2 test reviews" in shown(t).columns)
+    assert yours["perplexity on 2 test reviews"].iloc[1] == yours["perplexity on 2 test reviews"].iloc[2]

@@ -34,7 +34,7 @@ def reference_file(lab) -> str:
 
 def test_the_labs_are_the_ones_the_interface_names():
     assert NAMES == ["bpe_merge", "sinusoidal", "rope", "attention", "repeat_kv", "rms_norm", "block",
-                     "causal_mask", "kv_step", "top_p", "moe_route", "bits_per_char"]
+                     "causal_mask", "kv_step", "top_p", "moe_route", "quantize_block", "bits_per_char"]
     assert get_lab("top_p").function == "top_p_filter" and get_lab("rope").function == "apply_rope"
     with pytest.raises(ValueError, match="no lab named 'nope'"):
         get_lab("nope")
@@ -369,3 +369,13 @@ def test_the_demos_run_a_review_through_the_model_with_and_without_the_learner_s
     wrong = decode(run(lab, load_function(lab, WRONG["attention"][0][1]), request))
     assert wrong["largest_difference"] > 1e-3
     assert wrong["attention_yours"].shape == wrong["attention_ours"].shape == (4, 5, 5)
+
+
+def test_the_quantizer_lab_on_the_command_line_passes_a_right_file_and_names_each_wrong_one(tmp_path, capsys):
+    (tmp_path / "right.py").write_text(RIGHT["quantize_block"])
+    assert labs_cli(["check", "quantize_block", str(tmp_path / "right.py")]) == 0
+    assert "PASSED" in capsys.readouterr().out
+    for index, (what, source, words) in enumerate(WRONG["quantize_block"]):
+        (tmp_path / f"wrong{index}.py").write_text(source)
+        assert labs_cli(["check", "quantize_block", str(tmp_path / f"wrong{index}.py")]) == 1, what
+        assert words in capsys.readouterr().out, what

@@ -43,10 +43,14 @@ def layer_matrices(model: CausalLM) -> dict[str, torch.Tensor]:
 def quantized_copy(model: CausalLM, format: str) -> CausalLM:
     """A float32 model whose layer matrices are what `format` keeps of this one's (quantized, then
     dequantized); everything else is shared with it, not copied."""
+    return with_matrices(model, {name: quantize(weight, format).dequantize()
+                                 for name, weight in layer_matrices(model).items() if weight.shape[-1] % BLOCK == 0})
+
+
+def with_matrices(model: CausalLM, replaced: dict[str, torch.Tensor]) -> CausalLM:
+    """A float32 model with some matrices replaced (by what a quantizer kept of them); the rest is shared."""
     state = dict(model.state_dict())
-    for name, weight in layer_matrices(model).items():
-        if weight.shape[-1] % BLOCK == 0:
-            state[name] = quantize(weight, format).dequantize()
+    state.update({name: weight.reshape(state[name].shape).float() for name, weight in replaced.items()})
     with torch.device("meta"):
         copy = CausalLM(model.cfg)
     copy.load_state_dict(state, assign=True)

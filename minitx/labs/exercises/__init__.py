@@ -4,7 +4,8 @@ from .attention import ATTENTION, CAUSAL_MASK, REPEAT_KV
 from .blocks import BLOCK, RMS_NORM
 from .decoding import KV_STEP, MOE_ROUTE, TOP_P
 from .positional import ROPE, SINUSOIDAL
+from .quantize import QUANTIZE_BLOCK
 from .text import BITS_PER_CHAR, BPE_MERGE
 
 LABS = (BPE_MERGE, SINUSOIDAL, ROPE, ATTENTION, REPEAT_KV, RMS_NORM, BLOCK, CAUSAL_MASK, KV_STEP, TOP_P,
-        MOE_ROUTE, BITS_PER_CHAR)
+        MOE_ROUTE, QUANTIZE_BLOCK, BITS_PER_CHAR)
