@@ -12,12 +12,14 @@ from minitx.generate import generate
 from minitx.quant import study
 from minitx.quant.blocks import FORMATS, Quantized, quantize
 from minitx.quant.kernels import Int4Matrix, int4_unavailable
+from minitx.quant.stored import StoredCausalLM
 from minitx.labs import get_lab
 from ui.charts import tips
 from ui.common import check_yourself, show_source, static_table
 from ui.labs import call_learner, mine_caption, use_my_code
 from ui.model_sidebar import model_sidebar
 from ui.models import model_choice
+from ui.models import pretrained as float_pretrained
 from ui.resources import imdb_test_sample, newest_run
 
 MATRICES = {"attn_q": "attention.q_proj", "attn_k": "attention.k_proj", "attn_v": "attention.v_proj",
@@ -54,14 +56,16 @@ def measured(_model, _tokenizer, model_key: str, texts: tuple[str, ...], matrix:
     weight = _model.state_dict()[matrix].float()
     rows, errors = [], {}
     for name in ("F32", *study.SHOWN):
-        copy = _model if name == "F32" else study.quantized_copy(_model, name)
+        matrices = None if name == "F32" else study.quantized_matrices(_model, name)
+        copy = _model if name == "F32" else study.quantized_copy(_model, name, matrices)
         nats, count = study.text_loss(copy, encoded)
         text = _tokenizer.decode(generate(copy, prompt_ids, 16, temperature=0, n_top=0).new_ids)
         if name == "F32":
             model, engine, runs = _model, _engine or FastDecoder(_model), "float32 products"
         else:
-            errors[name] = study.weight_errors(weight, name)
-            model, engine, runs = study.engine_for(_model, name)
+            if matrix in matrices:
+                errors[name] = (matrices[matrix].dequantize() - weight).flatten()
+            model, engine, runs = study.engine_for(_model, name, matrices)
         speed = study.decode_speed(model, engine, prompt_ids, tokens)
         bits = 32 if name == "F32" else FORMATS[name].bits_per_weight
         rows.append({"format": name, "bits per weight": bits, "perplexity": math.exp(nats / count),
@@ -98,6 +102,10 @@ st.markdown(
 choice = model_choice("lm", decoder=True)
 run, why_not = newest_run("lm")
 pretrained = choice.pretrained
+if isinstance(getattr(pretrained, "model", None), StoredCausalLM):
+    pretrained, _ = float_pretrained("fp32")
+    st.caption("This page quantizes from float32 weights: it draws SmolLM2's float32 model, dequantized from the "
+               "same file, beside the blocks the file stores.")
 if pretrained is not None:
     model, tokenizer, model_key = pretrained.model, pretrained.tokenizer, f"pretrained:{pretrained.source}"
 elif choice.kind == "trained" and run is not None:
@@ -200,11 +208,13 @@ st.altair_chart(alt.Chart(table, title=f"{quality} against bits per weight").mar
 shown = table.assign(**{quality: table[quality].round(3), "tokens/s": table["tokens/s"].round(1),
                         "MB read per token": (table["bytes read per token"] / 1e6).round(1)})
 static_table(shown[["format", "bits per weight", quality, "tokens/s", "MB read per token", "runs as", "continuation"]])
-histogram = pd.concat([pd.DataFrame({"format": name, "error": e[torch.randperm(e.numel())[:4000]].numpy()})
-                       for name, e in errors.items()])
-st.altair_chart(alt.Chart(histogram, title=f"Each weight's error in {which}, layer {layer} (4,000 of them)")
-                .mark_bar(opacity=0.6).encode(x=alt.X("error:Q", bin=alt.Bin(maxbins=60)), y=alt.Y("count():Q", stack=None),
-                                              color="format:N").properties(height=240), key="q_errors")
+if errors:                       # a matrix whose rows are not whole blocks stays float32: no errors to draw
+    histogram = pd.concat([pd.DataFrame({"format": name, "error": e[torch.randperm(e.numel())[:4000]].numpy()})
+                           for name, e in errors.items()])
+    st.altair_chart(alt.Chart(histogram, title=f"Each weight's error in {which}, layer {layer} (4,000 of them)")
+                    .mark_bar(opacity=0.6).encode(x=alt.X("error:Q", bin=alt.Bin(maxbins=60)),
+                                                  y=alt.Y("count():Q", stack=None), color="format:N")
+                    .properties(height=240), key="q_errors")
 
 # -- what the speed is made of --------------------------------------------------------------------
 st.header("What the speed is made of")

@@ -44,25 +44,27 @@ from minitx.pretrained import load_pretrained  # noqa: E402
 STORY = "Write a short story about a cat who learns to fly."
 NEW, PREFILL, CACHE_NEW = 128, 256, 256
 
-# a fresh process: load, then write NEW tokens; prints one JSON line
-LOAD_CHILD = f"""
+# a fresh process: load (weights in `dtype`), then write NEW tokens; prints one JSON line
+LOAD_CHILD = """
 import json, time
 from minitx.pretrained import load_pretrained
 from minitx.generate import generate
 def rss():
     return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) * 1024 / 1e6
-p = load_pretrained()
+p = load_pretrained(dtype=DTYPE)
 after_load = rss()
-ids = p.chat.encode([{{"role": "user", "content": {STORY!r}}}])
-generate(p.model, ids, {NEW}, temperature=0, n_top=0, engine=p.engine)
-print(json.dumps({{"seconds": p.load_seconds, "from_cache": p.from_cache, "rss_mb_after_load": after_load,
-                  "rss_mb_after_generating": rss()}}))
+ids = p.chat.encode([{"role": "user", "content": STORY}])
+generate(p.model, ids, NEW, temperature=0, n_top=0, engine=p.engine)
+print(json.dumps({"seconds": p.load_seconds, "from_cache": p.from_cache, "rss_mb_after_load": after_load,
+                  "rss_mb_after_generating": rss()}))
 """
 
 
-def load_in_fresh_process(cache: Path) -> dict:
+def load_in_fresh_process(cache: Path, dtype: str = "fp32") -> dict:
     env = {**os.environ, "MINITX_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", LOAD_CHILD], capture_output=True, text=True, env=env, check=True)
+    settings = f"DTYPE, STORY, NEW = {dtype!r}, {STORY!r}, {NEW}\n"
+    done = subprocess.run([sys.executable, "-c", settings + LOAD_CHILD], capture_output=True, text=True, env=env,
+                          check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

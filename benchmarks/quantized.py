@@ -27,11 +27,8 @@ at >= 97% of positions.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +38,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]   # run as a script from anywhere
-from common import ROOT, machine, write_result  # noqa: E402
+from common import machine, write_result  # noqa: E402
+from pretrained import decode_profile, load_in_fresh_process, read_bandwidth  # noqa: E402  (shared with it)
 
 from minitx.generate import generate  # noqa: E402
 from minitx.pretrained import load_pretrained  # noqa: E402
@@ -52,34 +50,13 @@ STORY = "Write a short story about a cat who learns to fly."
 NEW, PREFILL, REVIEWS, REVIEW_TOKENS = 128, 256, 50, 256
 LLAMA_CPP_Q4_1 = {"AMD": 110.0, "Intel": 243.0}          # ../shared/BASELINES.md, tokens/s, 2 threads
 
-LOAD_CHILD = f"""
-import json
-from minitx.pretrained import load_pretrained
-from minitx.generate import generate
-def rss():
-    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) * 1024 / 1e6
-p = load_pretrained(dtype="q4")
-after_load = rss()
-ids = p.chat.encode([{{"role": "user", "content": {STORY!r}}}])
-generate(p.model, ids, {NEW}, temperature=0, n_top=0, engine=p.engine)
-print(json.dumps({{"seconds": p.load_seconds, "from_cache": p.from_cache, "rss_mb_after_load": after_load,
-                  "rss_mb_after_generating": rss()}}))
-"""
-
-
-def load_in_fresh_process(cache: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MINITX_CACHE": str(cache)}
-    done = subprocess.run([sys.executable, "-c", LOAD_CHILD], capture_output=True, text=True, env=env, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def loads(repeats: int) -> dict:
     """Cold (an empty cache: read the file, pack, keep the packed blocks) then warm, in turns."""
     runs = {"cold": [], "warm": []}
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as cache:
-            runs["cold"].append(load_in_fresh_process(Path(cache)))
-            runs["warm"].append(load_in_fresh_process(Path(cache)))
+            runs["cold"].append(load_in_fresh_process(Path(cache), "q4"))
+            runs["warm"].append(load_in_fresh_process(Path(cache), "q4"))
         print("load", runs["cold"][-1], runs["warm"][-1], flush=True)
     assert not any(r["from_cache"] for r in runs["cold"]) and all(r["from_cache"] for r in runs["warm"])
     return {**runs, **{f"{kind}_{key}_median": round(statistics.median(r[key] for r in runs[kind]), 2)
@@ -173,8 +150,6 @@ def main() -> None:
             out = generate(model, prompt, 1, temperature=0, n_top=0, engine=engine)
             prefill[name].append(round(PREFILL / out.seconds, 1))
     print("prefill", prefill, flush=True)
-
-    from pretrained import decode_profile, read_bandwidth  # the float32 benchmark's, shared
 
     profiles = {"q4": decode_profile(q4.model, ids, q4.engine), "fp32": decode_profile(fp32.model, ids, fp32.engine)}
 

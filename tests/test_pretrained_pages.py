@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from minitx.pretrained import KNOWN_MODELS, wheel_file
 from tests.conftest import skip_or_fail
-from ui.models import PRETRAINED
+from ui.models import PRETRAINED, PRETRAINED_Q4
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 PAGES = ["app_pages/home.py", "app_pages/tokenization.py", "app_pages/embeddings.py", "app_pages/positional.py",
@@ -150,3 +150,17 @@ def test_the_quantization_page_shows_smollm2s_stored_blocks_and_where_fewer_bits
     assert abs(perplexity["Q8_0"] / perplexity["F32"] - 1) < 0.02 and perplexity["Q2_1"] > 2 * perplexity["F32"]
     runs = dict(zip(table["format"], table["runs as"]))
     assert runs["Q4_1"] == "int4 kernel" and runs["Q8_0"] == "float32 products"
+
+
+def test_smollm2_in_4_bits_as_stored_draws_the_model_pages_and_still_answers_paris(smollm2_app):
+    at = smollm2_app
+    at.session_state["drawn_model"] = PRETRAINED_Q4
+    at.run()
+    for page in (*MODEL_PAGES, "app_pages/quantization.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        if page in MODEL_PAGES:              # the same shape and size, kept in blocks
+            assert "134.5 M parameters" in texts(at) and "4-bit blocks (Q4_1)" in texts(at), page
+    at.switch_page("app_pages/decoder.py").run()
+    answer = next(m.value for m in at.markdown if "generated-text" in m.value)
+    assert "Paris" in answer and "predicts ' Paris'" in texts(at)

@@ -14,19 +14,22 @@ import streamlit as st
 
 from minitx.config import ModelConfig
 from minitx.pretrained import DEFAULT_MODEL, KNOWN_MODELS, Pretrained, PretrainedUnavailable, load_pretrained
+from minitx.quant.stored import weight_count
 from ui.resources import newest_run
 
-PRETRAINED, TRAINED, RANDOM = ("SmolLM2-135M-Instruct (pretrained)", "the newest run you trained",
-                               "random weights of the sliders' model")
-CHOICES = (PRETRAINED, TRAINED, RANDOM)
+PRETRAINED, PRETRAINED_Q4, TRAINED, RANDOM = (
+    "SmolLM2-135M-Instruct (pretrained)", "SmolLM2 (4-bit, as stored)", "the newest run you trained",
+    "random weights of the sliders' model")
+CHOICES = (PRETRAINED, PRETRAINED_Q4, TRAINED, RANDOM)
 KEY = "drawn_model"
 
 
 @st.cache_resource(show_spinner="Loading SmolLM2-135M-Instruct (the first time: reading its GGUF file)...")
-def pretrained() -> tuple[Pretrained | None, str | None]:
-    """The pretrained model, loaded once for the whole server, or None and why not (with the fix)."""
+def pretrained(dtype: str = "fp32") -> tuple[Pretrained | None, str | None]:
+    """The pretrained model (float32, or "q4": its 4-bit blocks as stored), loaded once for the whole
+    server, or None and why not (with the fix)."""
     try:
-        return load_pretrained(), None
+        return load_pretrained(dtype=dtype), None
     except PretrainedUnavailable as error:
         return None, str(error)
 
@@ -41,7 +44,7 @@ def how_to_get_it(problem: str) -> str:
 def shape_line(model) -> str:
     """A pretrained model's shape in words, in place of the sidebar's sliders."""
     cfg: ModelConfig = model.cfg
-    parameters = sum(p.numel() for p in model.parameters())
+    parameters = weight_count(model)
     return (f"{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} query heads sharing {cfg.n_kv_heads} "
             f"key/value heads (GQA, head size {cfg.head_dim}), SwiGLU d_ff {cfg.d_ff}, RMSNorm (eps "
             f"{cfg.rms_norm_eps:g}), RoPE (base {cfg.rope_base:,.0f}), a {cfg.vocab_size:,}-token byte-level BPE, "
@@ -75,13 +78,15 @@ def model_choice(task: str = "lm", decoder: bool = False) -> Choice:
         chosen = st.radio("model to draw", CHOICES, key="w_" + KEY, on_change=_keep_pick,
                           help="The pages draw this model. The sliders above describe your own model: its "
                                "random weights, or your newest trained run of the page's kind.")
-    if chosen != PRETRAINED:
+    if chosen not in (PRETRAINED, PRETRAINED_Q4):
         return Choice("trained" if chosen == TRAINED else "random")
-    model, problem = pretrained()
+    model, problem = pretrained("q4" if chosen == PRETRAINED_Q4 else "fp32")
     if model is None:
         st.warning(how_to_get_it(problem), icon=":material/cloud_off:")
         return Choice("random")
+    stored = (" Its layer matrices run as the GGUF file stores them, 4-bit blocks (Q4_1) through PyTorch's "
+              "int4 kernel; the embedding in Q8_0 (7 · Quantization)." if chosen == PRETRAINED_Q4 else "")
     st.caption(f":material/neurology: **{model.name}**, pretrained by Hugging Face (Apache-2.0), running on "
                f"minitx's own code: {shape_line(model.model)}. The sidebar's sliders describe your own "
-               f"model, not this one.")
+               f"model, not this one.{stored}{' ' + ' '.join(model.notes) if model.notes else ''}")
     return Choice("pretrained", model)

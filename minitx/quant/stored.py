@@ -107,6 +107,17 @@ class StoredCausalLM(CausalLM):
         return self.head_matrix(x.reshape(-1, x.size(-1))).reshape(*x.shape[:-1], -1)
 
 
+def weight_count(model: nn.Module) -> int:
+    """How many weights a model has, whatever form they are kept in (parameters, or blocks)."""
+    count = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if isinstance(module, BlockLinear):
+            count += module.out_features * module.matrix.in_features
+        elif isinstance(module, BlockEmbedding):
+            count += module.num_embeddings * module.embedding_dim
+    return count
+
+
 def packed_layout(state: dict[str, Weight], cfg: ModelConfig, activations: torch.dtype = ACTIVATIONS
                   ) -> tuple[dict, list[str]]:
     """These weights (minitx's names; 4-bit blocks, Q8_0 blocks or float) in minitx.fast_decode's layout:

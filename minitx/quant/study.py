@@ -18,6 +18,7 @@ read / memory bandwidth: `bytes_per_token` and `read_bandwidth` give that bound.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -40,11 +41,17 @@ def layer_matrices(model: CausalLM) -> dict[str, torch.Tensor]:
     return {name: t.detach() for name, t in model.state_dict().items() if is_matrix(name)}
 
 
-def quantized_copy(model: CausalLM, format: str) -> CausalLM:
+def quantized_matrices(model: CausalLM, format: str) -> dict[str, Quantized]:
+    """The model's layer matrices in `format` (those whose rows are made of whole blocks)."""
+    return {name: quantize(weight, format) for name, weight in layer_matrices(model).items()
+            if weight.shape[-1] % BLOCK == 0}
+
+
+def quantized_copy(model: CausalLM, format: str, matrices: dict[str, Quantized] | None = None) -> CausalLM:
     """A float32 model whose layer matrices are what `format` keeps of this one's (quantized, then
-    dequantized); everything else is shared with it, not copied."""
-    return with_matrices(model, {name: quantize(weight, format).dequantize()
-                                 for name, weight in layer_matrices(model).items() if weight.shape[-1] % BLOCK == 0})
+    dequantized; `matrices`: quantized_matrices, if made already); everything else is shared, not copied."""
+    matrices = quantized_matrices(model, format) if matrices is None else matrices
+    return with_matrices(model, {name: q.dequantize() for name, q in matrices.items()})
 
 
 def with_matrices(model: CausalLM, replaced: dict[str, torch.Tensor]) -> CausalLM:
@@ -55,11 +62,6 @@ def with_matrices(model: CausalLM, replaced: dict[str, torch.Tensor]) -> CausalL
         copy = CausalLM(model.cfg)
     copy.load_state_dict(state, assign=True)
     return copy.eval()
-
-
-def weight_errors(weight: torch.Tensor, format: str) -> torch.Tensor:
-    """Each weight's error after a round trip through `format`: dequantized minus original.  (N, K) -> (N * K,)"""
-    return (quantize(weight, format).dequantize() - weight.float()).flatten()
 
 
 def model_bytes(model: CausalLM, format: str) -> int:
@@ -74,13 +76,14 @@ def model_bytes(model: CausalLM, format: str) -> int:
     return total
 
 
-def engine_for(model: CausalLM, format: str) -> tuple[CausalLM, FastDecoder, str]:
-    """The model with its layer matrices in `format` as the engine runs them, its engine, and how it runs
-    ("int4 kernel" or "float32 products")."""
+def engine_for(model: CausalLM, format: str, matrices: dict[str, Quantized] | None = None
+               ) -> tuple[CausalLM, FastDecoder, str]:
+    """The model with its layer matrices in `format` as the engine runs them (`matrices`: quantized_matrices,
+    if made already), its engine, and how it runs ("int4 kernel" or "float32 products")."""
     state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
-    for name in [*layer_matrices(model), "embedding.weight"]:    # the embedding in Q8_0, as 4-bit files keep it
-        if state[name].shape[-1] % BLOCK == 0:
-            state[name] = quantize(state[name], format if name != "embedding.weight" else "Q8_0")
+    state.update(quantized_matrices(model, format) if matrices is None else matrices)
+    if state["embedding.weight"].shape[-1] % BLOCK == 0:         # the embedding in Q8_0, as 4-bit files keep it
+        state["embedding.weight"] = quantize(state["embedding.weight"], "Q8_0")
     stored, layout, in_float = stored_model(state, model.cfg)
     runs = "int4 kernel" if not any(name.startswith("layers.") for name in in_float) else "float32 products"
     return stored, FastDecoder(stored, layout), runs
@@ -122,12 +125,19 @@ def text_loss(model: CausalLM, texts: list[list[int]]) -> tuple[float, int]:
     return total, count
 
 
+@functools.lru_cache(maxsize=1)
+def _file(path: str):
+    """The file's reader, kept: parsing its index takes about a second; its tensors are read when used."""
+    import gguf
+
+    return gguf.GGUFReader(path)
+
+
 def stored_tensor(path: str | Path, name: str) -> Quantized | torch.Tensor:
     """One tensor of a GGUF file as the file keeps it: in its blocks if it is Q8_0, Q4_0 or Q4_1, else float32."""
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
-    for tensor in reader.tensors:
+    for tensor in _file(str(path)).tensors:
         if tensor.name == name:
             shape = tuple(reversed(tensor.shape.tolist()))
             if int(tensor.tensor_type) in BY_GGUF_TYPE and len(shape) == 2:
@@ -139,9 +149,7 @@ def stored_tensor(path: str | Path, name: str) -> Quantized | torch.Tensor:
 
 def tensor_types(path: str | Path) -> dict[str, str]:
     """Every tensor of a GGUF file and the type it is stored in ('Q4_1', 'F32', ...)."""
-    import gguf
-
-    return {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
+    return {t.name: t.tensor_type.name for t in _file(str(path)).tensors}
 
 
 def block_rows(q: Quantized, row: int = 0, blocks: int = 2) -> list[dict]:
