@@ -146,9 +146,8 @@ if isinstance(stored, Quantized):
     draw_blocks(stored, st.number_input("row", 0, stored.shape[0] - 1, 0, key="q_row"))
 else:
     st.markdown(f"`{which}` of layer {layer} is stored as plain floats.")
-sizes = pd.DataFrame([{"format": name, "bits per weight": 32 if name == "F32" else 16 if name == "BF16"
-                       else FORMATS[name].bits_per_weight,
-                       "whole model (MB)": round(study.model_bytes(model, name) / 1e6, 1)}
+sizes = pd.DataFrame([{"format": name, "bits per weight": f"{study.FLOAT_BITS.get(name) or FORMATS[name].bits_per_weight:g}",
+                       "whole model (MB)": f"{study.model_bytes(model, name) / 1e6:,.1f}"}
                       for name in ("F32", "BF16", *study.SHOWN)])
 st.markdown("**The whole model** with its matrices and embedding in each format (norms stay float32):")
 static_table(sizes)
@@ -205,8 +204,9 @@ quality = "perplexity" if pretrained is not None else "bits per character"
 st.altair_chart(alt.Chart(table, title=f"{quality} against bits per weight").mark_line(point=True).encode(
     x=alt.X("bits per weight:Q", scale=alt.Scale(type="log", base=2)), y=alt.Y(f"{quality}:Q"),
     tooltip=tips("format") + [alt.Tooltip(f"{quality}:Q", format=".3f")]).properties(height=260), key="q_quality")
-shown = table.assign(**{quality: table[quality].round(3), "tokens/s": table["tokens/s"].round(1),
-                        "MB read per token": (table["bytes read per token"] / 1e6).round(1)})
+shown = table.assign(**{"bits per weight": table["bits per weight"].map("{:g}".format),
+                        quality: table[quality].map("{:.3f}".format), "tokens/s": table["tokens/s"].map("{:.1f}".format),
+                        "MB read per token": (table["bytes read per token"] / 1e6).map("{:.1f}".format)})
 static_table(shown[["format", "bits per weight", quality, "tokens/s", "MB read per token", "runs as", "continuation"]])
 if errors:                       # a matrix whose rows are not whole blocks stays float32: no errors to draw
     histogram = pd.concat([pd.DataFrame({"format": name, "error": e[torch.randperm(e.numel())[:4000]].numpy()})
@@ -219,9 +219,9 @@ if errors:                       # a matrix whose rows are not whole blocks stay
 # -- what the speed is made of --------------------------------------------------------------------
 st.header("What the speed is made of")
 gbs = bandwidth()
-bound = shown.assign(**{"bound (tokens/s)": (gbs * 1e9 / table["bytes read per token"]).round(1),
+bound = shown.assign(**{"bound (tokens/s)": (gbs * 1e9 / table["bytes read per token"]).map("{:.1f}".format),
                         "measured share of the bound": (table["tokens/s"] * table["bytes read per token"]
-                                                         / (gbs * 1e9)).round(2)})
+                                                         / (gbs * 1e9)).map("{:.2f}".format)})
 st.markdown(f"Writing one token reads every weight once. This machine reads memory at about **{gbs:.1f} GB/s** "
             "(measured just now: a sum over 256 MB), so a format that reads *B* bytes a token can write at most "
             "bandwidth / *B* tokens a second. The rest of a step (attention, norms, Python) is the gap.")

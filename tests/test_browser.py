@@ -346,7 +346,7 @@ def test_build_attention_in_the_editor_and_draw_the_attention_page_with_it(brows
     _type_into_editor(page, RIGHT["attention"])
     page.get_by_text("Passed: 7 cases").wait_for(timeout=30_000)
     _settle(page)
-    assert page.get_by_text("1 of 12 labs passed").is_visible()
+    assert page.get_by_text("1 of 13 labs passed").is_visible()
     _screenshot(page, "build-3-attention-passed")
 
     _nav(page, "4 · Grouped-query attention", "Grouped-query attention")
