@@ -79,6 +79,17 @@ def test_a_model_stored_in_float_is_quantized_on_load_and_says_so(tiny, source):
     assert 1e-4 < difference < 0.25 * reference.abs().max()                 # 4 bits: near, not equal
 
 
+def test_a_type_kept_only_dequantized_is_said_by_its_name_then_quantized(tiny, tmp_path):
+    folder, tokenizer = tiny
+    from tests.pretrained_support import tiny_llama
+
+    path = write_gguf(tmp_path / "tiny-Q5_0.gguf", tiny_llama(tokenizer.vocab_size), tokenizer, "Q5_0", embedding="Q8_0")
+    loaded = load_pretrained(path, dtype="q4")
+    assert any("14 tensors stored as Q5_0 were dequantized to float32" in note for note in loaded.notes), loaded.notes
+    assert any("quantized to Q4_1 on load" in note for note in loaded.notes)
+    assert isinstance(loaded.model, StoredCausalLM)
+
+
 def test_a_machine_without_the_kernel_runs_float32_and_says_why(tiny, monkeypatch):
     import minitx.pretrained as pretrained
 

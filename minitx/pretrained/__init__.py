@@ -197,7 +197,7 @@ def _load_in_blocks(source, path: Path, started: float, use_cache: bool) -> Pret
         with _readable(path):
             checkpoint = read_hf_folder(path) if path.is_dir() else read_gguf(path, keep_blocks=True)
         state, notes = in_blocks(checkpoint.state)
-        checkpoint.state, checkpoint.notes = None, tuple(notes)
+        checkpoint.state, checkpoint.notes = None, (*checkpoint.notes, *notes)
         layout, _ = packed_layout(state, checkpoint.config)
         state = None
         if folder is not None:       # written, then read back: a table's codes then stay in the mapped file

@@ -24,6 +24,7 @@ from .checkpoint import PretrainedCheckpoint, checked_llama_config, context_leng
 from .convert import to_minitx
 
 CONTROL = 3                   # tokenizer.ggml.token_type of a special token such as <|im_end|>
+FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
 END_OF_TEXT = ("<|endoftext|>", "<|end_of_text|>", "</s>")
 
 # How text is cut into words before byte-level BPE merges within them, by tokenizer.ggml.pre
@@ -126,14 +127,18 @@ def read_gguf(path: str | Path, keep_blocks: bool = False) -> PretrainedCheckpoi
         d_ff=meta.model("feed_forward_length"), max_len=context_length(meta.model("context_length")),
         rms_norm_eps=meta.model("attention.layer_norm_rms_epsilon"),
         rope_base=meta.model("rope.freq_base", 10_000.0), pad_id=tokenizer.pad_id or 0)
-    tensors = {}
+    tensors, expanded = {}, {}
     for t in reader.tensors:                  # GGUF lists a shape innermost first: (D_in, D_out) -> (D_out, D_in)
         shape = tuple(reversed(t.shape.tolist()))
         if keep_blocks and int(t.tensor_type) in BY_GGUF_TYPE and len(shape) == 2:
             tensors[t.name] = from_gguf(t.data, int(t.tensor_type), shape, f"{path.name}'s {t.name}")
             continue
+        if keep_blocks and t.tensor_type.name not in FLOAT_TYPES:
+            expanded.setdefault(t.tensor_type.name, []).append(t.name)
         values = dequantize(t.data, t.tensor_type).reshape(shape)
         tensors[t.name] = torch.from_numpy(np.require(values, np.float32, "W"))   # a float32 one is copied out of the file
     name = meta.get("general.name", path.stem)
+    notes = tuple(f"{len(names)} tensors stored as {kind} were dequantized to float32 (minitx keeps Q8_0, Q4_0 "
+                  f"and Q4_1 in their blocks; e.g. {names[0]})" for kind, names in expanded.items())
     return PretrainedCheckpoint(name, cfg, to_minitx(tensors, cfg, "gguf"), tokenizer,
-                                meta.get("tokenizer.chat_template", None))
+                                meta.get("tokenizer.chat_template", None), notes)
