@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from minitx.fast_decode import FastDecoder
+from minitx.fast_decode import FastDecoder, supports
 from minitx.generate import generate
 from minitx.quant import study
 from minitx.quant.blocks import FORMATS, Quantized, quantize
@@ -59,18 +59,20 @@ def measured(_model, _tokenizer, model_key: str, texts: tuple[str, ...], matrix:
         matrices = None if name == "F32" else study.quantized_matrices(_model, name)
         copy = _model if name == "F32" else study.quantized_copy(_model, name, matrices)
         nats, count = study.text_loss(copy, encoded)
-        text = _tokenizer.decode(generate(copy, prompt_ids, 16, temperature=0, n_top=0).new_ids)
         if name == "F32":
-            model, engine, runs = _model, _engine or FastDecoder(_model), "float32 products"
+            why = supports(_model)
+            engine = None if why else _engine or FastDecoder(_model)
+            model, runs = _model, "float32 products" if engine else f"float32, its own forward ({why})"
         else:
             if matrix in matrices:
                 errors[name] = (matrices[matrix].dequantize() - weight).flatten()
             model, engine, runs = study.engine_for(_model, name, matrices)
-        speed = study.decode_speed(model, engine, prompt_ids, tokens)
+        out = generate(model, prompt_ids, tokens, temperature=0, n_top=0, engine=engine)   # as the format runs
+        text, speed = _tokenizer.decode(out.new_ids), out.decode_tokens_per_second
         bits = 32 if name == "F32" else FORMATS[name].bits_per_weight
         rows.append({"format": name, "bits per weight": bits, "perplexity": math.exp(nats / count),
                      "bits per character": nats / math.log(2) / chars, "continuation": text,
-                     "tokens/s": speed, "bytes read per token": study.bytes_per_token(engine), "runs as": runs})
+                     "tokens/s": speed, "bytes read per token": study.bytes_per_token(engine, model), "runs as": runs})
     return pd.DataFrame(rows), errors
 
 

@@ -140,7 +140,7 @@ def as_matrix(value, cores: int | None = None):
 
 
 class PackedLayer:
-    """One block's four fused matrices, cut into slabs, their biases (None without) and its activation."""
+    """One block's four fused matrices (Slabs, or block matrices), their biases (None without) and its activation."""
 
     def __init__(self, layer: nn.Module, index: int, layout: dict[str, torch.Tensor], cores: int | None):
         self.qkv, self.out, self.gate_up, self.down = (as_matrix(layout[f"layers.{index}.{group}"], cores)
@@ -185,8 +185,9 @@ class FastDecoder:
     COMPUTES = frozenset(NAMES) - {"top_p"}
 
     def __init__(self, model: CausalLM, layout: dict[str, torch.Tensor] | None = None, cores: int | None = None):
-        """`layout`: decode_layout of the model's weights, the storage share_layout built the model on;
-        by default a copy of the model's weights as they are now (build it once the model is done training)."""
+        """`layout`: decode_layout of the model's weights, the storage share_layout built the model on (or
+        minitx.quant.stored.packed_layout, the blocks a StoredCausalLM runs on); by default a copy of the
+        model's weights as they are now (build it once the model is done training)."""
         why = supports(model)
         if why is not None:
             raise ValueError(f"FastDecoder cannot run this model: {why}.")

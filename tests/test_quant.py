@@ -1,7 +1,9 @@
-"""Weights as stored: minitx's block formats bit for bit equal to ggml's (gguf.quants), the int4 and int8
-kernels equal to multiplying by the dequantized blocks, and a CausalLM that runs on its blocks."""
+"""Weights as stored: minitx's block formats bit for bit equal to ggml's (gguf.quants), the int4 kernel
+equal to multiplying by the dequantized blocks, and a CausalLM that runs on its blocks."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -129,7 +131,8 @@ def test_the_embedding_runs_as_stored_lookups_exact_and_the_head_in_two_exact_ha
 
 def tiny_lm(seed: int = 0, **changes) -> CausalLM:
     torch.manual_seed(seed)
-    cfg = tiny_config(task="lm", pos_encoding="rope", norm="rmsnorm", ffn="swiglu", vocab_size=96, **changes)
+    cfg = tiny_config(**{**dict(task="lm", pos_encoding="rope", norm="rmsnorm", ffn="swiglu", vocab_size=96),
+                         **changes})
     model = CausalLM(cfg).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -171,3 +174,14 @@ def test_a_matrix_the_kernel_cannot_run_stays_float_and_is_named():
     assert in_float == ["layers.1.feed_forward.down"]
     with torch.inference_mode():
         assert torch.isfinite(stored(random_ids(1, 5, vocab=96)).logits).all()
+
+
+def test_a_model_the_engine_cannot_run_is_studied_through_its_own_forward():
+    from minitx.quant import study
+
+    model = tiny_lm(ffn="moe", n_experts=2, experts_per_token=1)
+    copy, engine, runs = study.engine_for(model, "Q4_1")
+    assert engine is None and "mixture of experts" in runs
+    assert study.bytes_per_token(None, copy) == sum(p.numel() * 4 for p in model.parameters())
+    quality = [study.text_loss(m, [random_ids(1, 12, vocab=96)[0].tolist()])[0] for m in (model, copy)]
+    assert quality[0] != quality[1] and all(map(math.isfinite, quality))

@@ -25,8 +25,7 @@ the int4 kernel: with u = q + 128 = 16 hi + lo,
     d q = (hi - 8) 16d  +  (lo - 8) d + 8d
 
 (scale 16d, zero 0; scale d, zero 8d): nothing is requantized. A lookup
-(the embedding) reads the codes as stored, exactly; they may stay in a mapped
-file, so only the rows a text uses are ever read into memory.
+(the embedding) reads the codes as stored, exactly.
 
 Notation: T rows of activations, N output features, K input features, K / 32 blocks a row.
 """
@@ -45,7 +44,7 @@ ACTIVATIONS = torch.bfloat16
 
 @functools.cache
 def int4_unavailable() -> str | None:
-    """None if this machine runs the int4 and int8 kernels in bfloat16 (checked on a small product), else why not."""
+    """None if this machine runs the int4 kernel in bfloat16 (checked on a small product), else why not."""
     try:
         codes = torch.arange(2 * GROUP * 64, dtype=torch.int32).remainder(16).view(64, 2 * GROUP)
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
@@ -55,7 +54,6 @@ def int4_unavailable() -> str | None:
         expected = (codes.float() - 8 + 1).sum(1)                          # (q - 8) * 1 + 1, summed
         if not torch.equal(got.float()[0], expected):
             return "PyTorch's int4 kernel gives wrong numbers on this machine"
-        torch.ops.aten._weight_int8pack_mm(x, codes.to(torch.int8), torch.ones(64, dtype=ACTIVATIONS))
     except (RuntimeError, AttributeError, NotImplementedError) as error:
         return f"this PyTorch has no CPU int4/bfloat16 kernel ({str(error).splitlines()[0][:80]})"
     return None

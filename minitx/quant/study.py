@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from ..decoder import CausalLM
-from ..fast_decode import FastDecoder
-from ..generate import generate
+from ..fast_decode import FastDecoder, supports
 from .blocks import BLOCK, BY_GGUF_TYPE, FORMATS, Quantized, from_gguf, quantize
 from .stored import is_matrix, stored_model
 
@@ -77,9 +76,12 @@ def model_bytes(model: CausalLM, format: str) -> int:
 
 
 def engine_for(model: CausalLM, format: str, matrices: dict[str, Quantized] | None = None
-               ) -> tuple[CausalLM, FastDecoder, str]:
+               ) -> tuple[CausalLM, FastDecoder | None, str]:
     """The model with its layer matrices in `format` as the engine runs them (`matrices`: quantized_matrices,
-    if made already), its engine, and how it runs ("int4 kernel" or "float32 products")."""
+    if made already), its engine, and how it runs ("int4 kernel" or "float32 products"). A model the
+    engine cannot run (a mixture of experts, post-norm) runs its own forward on the dequantized matrices."""
+    if (why := supports(model)) is not None:
+        return quantized_copy(model, format, matrices), None, f"float32, its own forward ({why})"
     state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
     state.update(quantized_matrices(model, format) if matrices is None else matrices)
     if state["embedding.weight"].shape[-1] % BLOCK == 0:         # the embedding in Q8_0, as 4-bit files keep it
@@ -89,16 +91,13 @@ def engine_for(model: CausalLM, format: str, matrices: dict[str, Quantized] | No
     return stored, FastDecoder(stored, layout), runs
 
 
-def bytes_per_token(engine: FastDecoder) -> int:
-    """Bytes a decode step reads: every matrix of the layout once, the head included (norms are tiny)."""
+def bytes_per_token(engine: FastDecoder | None, model: CausalLM) -> int:
+    """Bytes a decode step reads: every matrix of the engine's layout once, the head included (norms are
+    tiny); without an engine, every float32 weight of the model."""
+    if engine is None:
+        return sum(p.numel() * p.element_size() for p in model.parameters())
     matrices = [m for layer in engine.layers for m in (layer.qkv, layer.out, layer.gate_up, layer.down)]
     return sum(m.nbytes for m in matrices) + engine.head.nbytes
-
-
-def decode_speed(model: CausalLM, engine: FastDecoder | None, prompt: list[int], tokens: int) -> float:
-    """Tokens per second writing `tokens` greedy tokens after the prompt (the prompt's pass not counted)."""
-    out = generate(model, prompt, tokens, temperature=0, n_top=0, engine=engine)
-    return out.decode_tokens_per_second
 
 
 def read_bandwidth(megabytes: int = 256, repeats: int = 3) -> float:
