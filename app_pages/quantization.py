@@ -46,7 +46,7 @@ def bandwidth() -> float:
 @st.cache_data(show_spinner="Quantizing the model to every format, then measuring each (seconds per format)...",
                max_entries=4)
 def measured(_model, _tokenizer, model_key: str, texts: tuple[str, ...], matrix: str, prompt: str, tokens: int,
-             _engine=None):
+             formats: tuple[str, ...], _engine=None):
     """For each format: the chosen matrix's errors, the model's quality on the texts, a greedy continuation,
     tokens/s and bytes per token. Keyed by model_key and the settings; _engine: the float model's own."""
     cfg = _model.cfg
@@ -55,7 +55,7 @@ def measured(_model, _tokenizer, model_key: str, texts: tuple[str, ...], matrix:
     prompt_ids = (_tokenizer.start_ids + _tokenizer.encode(prompt).ids) or _tokenizer.encode(" ").ids
     weight = _model.state_dict()[matrix].float()
     rows, errors = [], {}
-    for name in ("F32", *study.SHOWN):
+    for name in ("F32", *formats):
         matrices = None if name == "F32" else study.quantized_matrices(_model, name)
         copy = _model if name == "F32" else study.quantized_copy(_model, name, matrices)
         nats, count = study.text_loss(copy, encoded)
@@ -185,6 +185,8 @@ st.markdown(
     "the model's quality on held-out IMDB test reviews, a greedy continuation, and the speed of writing. "
     "Q3_1 and Q2_1 are minitx's own (3 and 2 bits, block 32) to show where it breaks. The embedding stays "
     "as it is for quality; the speed runs with it in Q8_0, as 4-bit files keep it.")
+formats = st.multiselect("formats", study.SHOWN, list(study.SHOWN), key="q_formats",
+                         help="Each takes a few seconds on SmolLM2 (quantizing 135 M weights, then running them).")
 c1, c2, c3 = st.columns(3)
 n_texts = c1.number_input("reviews", 1, 16, 4, key="q_reviews", help="Held-out IMDB test reviews, 128 tokens each.")
 tokens = c2.number_input("tokens to time", 8, 128, 32, key="q_tokens")
@@ -195,13 +197,17 @@ if sample is None:
     st.stop()
 if int4_unavailable() is not None:
     st.info(f"{int4_unavailable()}: the 4-bit formats run in float32 here, so their speed is float32's.")
+if not formats:
+    st.info("Choose at least one format to measure.")
+    st.stop()
+settings = (model_key, matrix_name, int(n_texts), int(tokens), prompt, tuple(formats))
 if st.button("Quantize and measure", key="q_measure", icon=":material/speed:"):
-    st.session_state["q_measured"] = (model_key, matrix_name, int(n_texts), int(tokens), prompt)
-if st.session_state.get("q_measured") != (model_key, matrix_name, int(n_texts), int(tokens), prompt):
+    st.session_state["q_measured"] = settings
+if st.session_state.get("q_measured") != settings:
     st.caption("Press the button: each format takes a few seconds on SmolLM2.")
     st.stop()
 table, errors = measured(model, tokenizer, model_key, tuple(sample[0][:int(n_texts)]), matrix_name, prompt,
-                         int(tokens), _engine=pretrained.engine if pretrained is not None else None)
+                         int(tokens), tuple(formats), _engine=pretrained.engine if pretrained is not None else None)
 quality = "perplexity" if pretrained is not None else "bits per character"
 st.altair_chart(alt.Chart(table, title=f"{quality} against bits per weight").mark_line(point=True).encode(
     x=alt.X("bits per weight:Q", scale=alt.Scale(type="log", base=2)), y=alt.Y(f"{quality}:Q"),

@@ -223,6 +223,8 @@ SHOW_TRAINED_RUNS = ("app_pages/home.py", "app_pages/embeddings.py", "app_pages/
 def test_every_page_renders_and_survives_every_control(page, with_run, app, monkeypatch, request):
     if with_run:
         monkeypatch.setenv("MINITX_CHECKPOINTS", str(request.getfixturevalue("trained_checkpoints")))
+    else:       # random weights, as the test's name says: SmolLM2's pages are tests/test_pretrained_pages.py's
+        app.session_state["drawn_model"] = RANDOM
     at = app.run()
     at.switch_page(page).run()
     assert not at.exception, at.exception
@@ -715,6 +717,9 @@ def test_quantization_page_shows_the_blocks_and_measures_every_format_on_a_train
     assert not at.exception and any(c.value.startswith("codes: ") for c in at.caption)
     at.number_input(key="q_reviews").set_value(2)
     at.number_input(key="q_tokens").set_value(8)
+    at.multiselect(key="q_formats").set_value([]).run()                # none chosen: said, nothing measured
+    assert any("Choose at least one format" in i.value for i in at.info)
+    at.multiselect(key="q_formats").set_value(["Q8_0", "Q4_1", "Q4_0", "Q3_1", "Q2_1"])
     at.text_input(key="q_prompt").set_value("").run()               # an empty prompt starts a review
     at.button(key="q_measure").click().run()
     assert not at.exception, at.exception

@@ -141,11 +141,13 @@ def test_the_quantization_page_shows_smollm2s_stored_blocks_and_where_fewer_bits
     assert not at.exception and "`ffn_down` of layer 29: 576 rows of 1536 weights" in texts(at)
     at.number_input(key="q_reviews").set_value(1)
     at.number_input(key="q_tokens").set_value(8)
+    at.multiselect(key="q_formats").set_value(["Q8_0", "Q4_1", "Q2_1"])     # the ends and the file's own
     at.button(key="q_measure").click().run()
     assert not at.exception, at.exception
     from tests.test_app import shown
 
     table = next(shown(t) for t in at.table if "perplexity" in shown(t).columns)
+    assert list(table["format"]) == ["F32", "Q8_0", "Q4_1", "Q2_1"]
     perplexity = dict(zip(table["format"], table["perplexity"].astype(float)))
     assert abs(perplexity["Q8_0"] / perplexity["F32"] - 1) < 0.02 and perplexity["Q2_1"] > 2 * perplexity["F32"]
     runs = dict(zip(table["format"], table["runs as"]))
@@ -156,10 +158,9 @@ def test_smollm2_in_4_bits_as_stored_draws_the_model_pages_and_still_answers_par
     at = smollm2_app
     at.session_state["drawn_model"] = PRETRAINED_Q4
     at.run()
-    for page in ("app_pages/embeddings.py", "app_pages/attention.py"):   # the table, and hooks in the forward
-        at.switch_page(page).run()
-        assert not at.exception, (page, at.exception)
-        assert "134.5 M parameters" in texts(at) and "4-bit blocks (Q4_1)" in texts(at), page
-    at.switch_page("app_pages/decoder.py").run()
+    at.switch_page("app_pages/embeddings.py").run()                 # the whole table, dequantized to draw
+    assert not at.exception and "134.5 M parameters" in texts(at) and "4-bit blocks (Q4_1)" in texts(at)
+    at.switch_page("app_pages/decoder.py").run()                    # the engine, the forward, the lens
+    assert not at.exception, at.exception
     answer = next(m.value for m in at.markdown if "generated-text" in m.value)
     assert "Paris" in answer and "predicts ' Paris'" in texts(at)
