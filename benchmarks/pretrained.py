@@ -40,6 +40,7 @@ from common import ROOT, write_result  # noqa: E402
 
 from minitx.generate import generate  # noqa: E402
 from minitx.pretrained import load_pretrained  # noqa: E402
+from minitx.quant import study  # noqa: E402
 
 STORY = "Write a short story about a cat who learns to fly."
 NEW, PREFILL, CACHE_NEW = 128, 256, 256
@@ -89,13 +90,7 @@ def loads(repeats: int) -> dict:
 
 def read_bandwidth() -> float:
     """GB/s for summing a 1 GB tensor (every core), the best of 5: memory read as fast as torch goes."""
-    big = torch.ones(256 * 1024 * 1024)
-    best = 0.0
-    for _ in range(5):
-        start = time.perf_counter()
-        big.sum()
-        best = max(best, big.numel() * 4 / (time.perf_counter() - start) / 1e9)
-    return round(best, 1)
+    return round(study.read_bandwidth(megabytes=1024, repeats=5), 1)
 
 
 def timed_transformers(model, ids: list[int], new: int) -> tuple[float, list[int]]:

@@ -72,7 +72,7 @@ def make_positional(cfg: ModelConfig, swaps: SwapPoints | None = None) -> nn.Mod
 
 def make_embedding(vocab_size: int, d_model: int) -> nn.Embedding:
     """nn.Embedding(vocab_size, d_model); under torch.device("meta") (a loader's empty model) without its
-    random start, which on meta imports some 800 of torch's modules (75 MB) to draw nothing."""
+    random start: drawing on meta draws nothing, yet pulls in much of torch to do it."""
     if torch.empty(()).is_meta:
         return nn.Embedding(vocab_size, d_model, _weight=torch.empty(vocab_size, d_model))
     return nn.Embedding(vocab_size, d_model)

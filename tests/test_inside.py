@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from minitx.labs.cli import main
-from minitx.pretrained import KNOWN_MODELS, load_pretrained, wheel_file
-from tests.conftest import skip_or_fail
 from tests.lab_sources import RIGHT, WRONG
+from tests.pretrained_support import load_smollm2
 
 ROPE_WITHOUT_BASE = '''
 import torch
@@ -25,11 +24,7 @@ ROPE_WITH_BASE = ROPE_WITHOUT_BASE.replace("def apply_rope(x, start):", "def app
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    if wheel_file(KNOWN_MODELS["smollm2-135m"]) is None:
-        skip_or_fail(f"the SmolLM2 wheel is not installed ({KNOWN_MODELS['smollm2-135m'].install_command})")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MINITX_CACHE", str(tmp_path_factory.getbasetemp() / "minitx-cache"))
-        return load_pretrained()
+    return load_smollm2(tmp_path_factory)
 
 
 def write(tmp_path, name, source):

@@ -12,11 +12,10 @@ import torch
 
 from minitx.decoder import KVCache
 from minitx.generate import generate
-from minitx.pretrained import KNOWN_MODELS, PretrainedUnavailable, load_pretrained, wheel_file
+from minitx.pretrained import PretrainedUnavailable, load_pretrained
 from minitx.quant.kernels import int4_unavailable
 from minitx.quant.stored import StoredCausalLM
-from tests.conftest import skip_or_fail
-from tests.pretrained_support import tiny_llama, tiny_tokenizer, write_gguf, write_hf_folder
+from tests.pretrained_support import load_smollm2, tiny_llama, tiny_tokenizer, write_gguf, write_hf_folder
 
 pytestmark = pytest.mark.skipif(int4_unavailable() is not None, reason=f"{int4_unavailable()}")
 TEXT = "The capital of France is Paris, or so the story goes."
@@ -122,11 +121,7 @@ def test_a_run_trained_here_writes_in_4_bits_from_the_command_line(trained_runs,
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    if wheel_file(KNOWN_MODELS["smollm2-135m"]) is None:
-        skip_or_fail(f"the SmolLM2 wheel is not installed ({KNOWN_MODELS['smollm2-135m'].install_command})")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MINITX_CACHE", str(tmp_path_factory.getbasetemp() / "minitx-cache"))
-        return load_pretrained("smollm2-135m", dtype="q4"), load_pretrained("smollm2-135m")
+    return load_smollm2(tmp_path_factory, "q4"), load_smollm2(tmp_path_factory)
 
 
 def test_smollm2_in_4_bits_answers_paris_and_keeps_the_float_models_predictions(smollm2):

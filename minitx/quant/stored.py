@@ -208,7 +208,7 @@ def layout_tensors(layout: dict) -> dict[str, torch.Tensor]:
 
 def layout_from_tensors(tensors: dict[str, torch.Tensor]) -> dict:
     """layout_tensors, undone. Every tensor is copied out of the mapped file: to an address the kernels
-    can read whole cache lines from (safetensors' may not be; PyTorch's int8 kernel crashed on one), and so
+    can read whole cache lines from (safetensors' may not be, and a kernel may crash on one), and so
     that the file's mapping, with every page the copy read, can go."""
     kept = {name: tensor.clone() for name, tensor in tensors.items()}
     layout = {}
