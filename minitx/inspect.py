@@ -323,3 +323,9 @@ def measure_kv_cache(cfg: ModelConfig, prompt_tokens: int = 32, new_tokens: int 
 def expert_load(choices: torch.Tensor, n_experts: int) -> list[int]:
     """How many routing choices went to each expert.  # (B, T, k) -> E counts"""
     return torch.bincount(choices.flatten(), minlength=n_experts).tolist()
+
+
+if __name__ == "__main__":       # python -m minitx.inspect: the command line (minitx.inspect_cli)
+    from minitx.inspect_cli import main
+
+    raise SystemExit(main())

@@ -3,6 +3,8 @@ random models, on SmolLM2 and on a model built by hand where one head copies the
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -153,3 +155,35 @@ def test_what_cannot_be_taken_apart_is_said_in_a_sentence():
             attribute(random_lm(), recording, **bad)
     with pytest.raises(ValueError, match="threshold"):
         contribution_graph(random_lm(), recording).edges(threshold=1.5)
+
+
+def test_the_command_line_prints_attribution_and_graph_and_refuses_bad_input_in_one_line(smollm2, capsys):
+    from minitx.inspect_cli import main
+
+    assert main(["attribution", "--prompt", "The capital of France is", "--target", " Paris", "--versus", " London",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["predicted"] == " Paris" and result["sum_of_parts"] == pytest.approx(result["logit"], abs=1e-3)
+    assert len(result["parts"]) == 10 and result["parts"][0]["part"].startswith("L")
+    assert main(["graph", "--prompt", "The capital of France is", "--threshold", "0.3"]) == 0
+    table = capsys.readouterr().out
+    assert "edges with a share of at least 0.3" in table and "' is'" in table
+    assert main(["attribution", "--prompt", "x", "--target", "Parisians", "--json"]) == 0
+    assert "'Parisians' is 2 tokens" in " ".join(json.loads(capsys.readouterr().out)["notes"])
+    for bad in (["graph", "--prompt", " "], ["graph", "--prompt", "x", "--threshold", "2"],
+                ["attribution", "--prompt", "x", "--target", ""], ["attribution", "--prompt", "x", "--top", "0"],
+                ["graph", "--prompt", "x", "--model", "no-such-model"], ["lens", "--prompt", "x"]):
+        with pytest.raises(SystemExit) as stop:
+            main(bad)
+        error = capsys.readouterr().err
+        assert stop.value.code == 2 and error.count("\n") == 1 and "Traceback" not in error, (bad, error)
+
+
+def test_a_prompt_longer_than_the_limit_is_cut_from_the_left_and_said_so():
+    from minitx.analysis_input import MAX_TOKENS, analysis_text
+    from tests.pretrained_support import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    text = analysis_text(tokenizer, "The capital of France is Paris. " * 40)
+    assert len(text.ids) == MAX_TOKENS and "its last 64" in text.notes[0]
+    assert text.ids == (tokenizer.start_ids + tokenizer.encode("The capital of France is Paris. " * 40).ids)[-64:]
