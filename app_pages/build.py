@@ -144,11 +144,11 @@ mine = book.passed_source("attention")
 if mine is None:
     st.info("Once your `attention` passes, train a sentiment classifier here in which every layer calls "
             "your function instead of minitx's. It trains in the background like any run and is listed on "
-            "**10 · Runs & predict** beside minitx's own.", icon=":material/school:")
+            "**11 · Runs & predict** beside minitx's own.", icon=":material/school:")
 else:
     st.markdown("A sentiment classifier whose every layer calls **your** `attention`, trained in the sandbox "
                 "above. Same data, seed and steps as the preset with minitx's attention: compare the two on "
-                "**10 · Runs & predict**.")
+                "**11 · Runs & predict**.")
     st.radio("preset", list(TRAIN_PRESETS), key="build_train_preset", horizontal=True)
     busy = registry().busy_reason()
     st.button("Train with my attention", type="primary", icon=":material/play_arrow:", disabled=busy is not None,

@@ -14,8 +14,8 @@ from ui import charts, generation
 from ui.common import check_yourself, shapes, show_source, static_table, token_labels
 from ui.labs import generation_section, in_model_section, model_spec, use_my_code
 from ui.model_sidebar import model_sidebar
-from ui.models import model_choice
-from ui.resources import newest_run, random_model, trained_tokenizer
+from ui.models import drawn_language_model, model_choice
+from ui.resources import newest_run
 
 MAX_SHOWN_TOKENS = 24
 TIMED_TOKENS = 24          # a pretrained model's generation without the cache is timed on this many
@@ -49,29 +49,21 @@ st.markdown(
 
 choice = model_choice("lm", decoder=True)
 run, why_not = newest_run("lm")
-pretrained = choice.pretrained
-if pretrained is not None:
-    model, tokenizer, model_cfg = pretrained.model, pretrained.tokenizer, pretrained.model.cfg
-    model_key, spec = f"pretrained:{pretrained.source}", None
-elif choice.kind == "trained" and run is not None:
-    model, tokenizer, model_cfg = run.model, run.tokenizer, run.model_config
-    model_key = f"run:{run.path}:{run.path.stat().st_mtime}"
-    spec = model_spec(run, None)
-    best = run.metrics.get("test_bits_per_char")
-    st.caption(f"Run {run.path.name}: {model_cfg.summary()}"
+drawn = drawn_language_model(choice, cfg)
+if drawn is None:
+    st.warning("No tokenizer available: set MINITX_IMDB to a local copy of IMDB, or go online.")
+    st.stop()
+pretrained = drawn.pretrained
+model, tokenizer, model_cfg, model_key = drawn.model, drawn.tokenizer, drawn.cfg, drawn.key
+spec = None if pretrained is not None else model_spec(drawn.run, None if drawn.run is not None else model_cfg)
+if drawn.run is not None:
+    best = drawn.run.metrics.get("test_bits_per_char")
+    st.caption(f"Run {drawn.run.path.name}: {model_cfg.summary()}"
                + (f"; {best:.3f} bits per character on held-out reviews." if best is not None else "."))
-else:
-    tokenizer = trained_tokenizer("bpe", 2_000, False, eos=True)
-    if tokenizer is None:
-        st.warning("No tokenizer available: set MINITX_IMDB to a local copy of IMDB, or go online.")
-        st.stop()
-    model_cfg = cfg.replace(task="lm", vocab_size=tokenizer.vocab_size, dropout=0.0)
-    model = random_model(model_cfg)
-    model_key = f"random:{model_cfg}"
-    spec = model_spec(None, model_cfg)
+elif pretrained is None:
     st.info("Random weights of the sidebar's model: it writes gibberish, but the mask, the cache and the "
             "routing below are real. To see it write, train one: pick **Language model, quick** on "
-            "**9 · Training**, or run `python -m minitx.train --preset lm-quick` (a few minutes); or draw "
+            "**10 · Training**, or run `python -m minitx.train --preset lm-quick` (a few minutes); or draw "
             "SmolLM2 (sidebar)." + (f" ({why_not}.)" if choice.kind == "trained" and why_not else ""))
 
 # -- generation ------------------------------------------------------------------------------

@@ -28,10 +28,11 @@ st.markdown(
     "4. **Grouped-query attention**: every token looks at every other; heads may share keys and values.\n"
     "5. **Encoder stack**: attention, add & norm, feed-forward, add & norm, N times; then pool.\n"
     "6. **Decoder & generation**: the same block with a causal mask writes text; the KV cache makes it fast.\n"
-    "7. **Quantization**: weights in 4 bits, as a GGUF file stores them: what it costs, what it buys.\n"
-    "8. **Build it**: write each piece yourself; minitx checks it, then runs the real model with it.\n"
-    "9. **Training**: fit either to IMDB and watch loss, accuracy or bits per character move.\n"
-    "10. **Runs & predict**: compare runs, ask a classifier about your review, let a language model write.")
+    "7. **What built this answer**: which heads and blocks wrote the prediction, and the routes it took.\n"
+    "8. **Quantization**: weights in 4 bits, as a GGUF file stores them: what it costs, what it buys.\n"
+    "9. **Build it**: write each piece yourself; minitx checks it, then runs the real model with it.\n"
+    "10. **Training**: fit either to IMDB and watch loss, accuracy or bits per character move.\n"
+    "11. **Runs & predict**: compare runs, ask a classifier about your review, let a language model write.")
 
 st.subheader("One sentence through your model")
 text = st.text_input("Type a sentence", "This movie was surprisingly good!", max_chars=100_000)

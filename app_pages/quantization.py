@@ -116,7 +116,7 @@ elif choice.kind == "trained" and run is not None:
     st.caption(f"Run {run.path.name}: {run.model_config.summary()}.")
 else:
     st.info("Quantization needs a model that learnt something: draw **SmolLM2** (sidebar), or train a language "
-            "model on **9 · Training** (Language model, quick) or with `python -m minitx.train --preset lm-quick`."
+            "model on **10 · Training** (Language model, quick) or with `python -m minitx.train --preset lm-quick`."
             + (f" ({why_not}.)" if why_not else ""))
     st.stop()
 cfg = model.cfg

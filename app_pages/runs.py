@@ -113,7 +113,7 @@ active = registry().active()
 if active:
     st.info(f"Run {registry().snapshot(active).name} is training: it appears here once saved.")
 if not infos:
-    st.info("No runs yet: start one on **9 · Training**, or run `python -m minitx.train --preset quick`.")
+    st.info("No runs yet: start one on **10 · Training**, or run `python -m minitx.train --preset quick`.")
     st.stop()
 
 frame = pd.DataFrame([table_row(i) for i in infos])

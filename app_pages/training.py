@@ -135,7 +135,7 @@ def draw_status(snap: RunSnapshot) -> None:
     st.markdown(f"#### :material/{icon}: Run `{snap.name}`: **{snap.status}**")
     st.caption(snap.model_config.summary())
     if snap.learner_code:
-        st.caption(f":material/person: Every layer calls **your** {', '.join(snap.learner_code)} (8 · Build it), "
+        st.caption(f":material/person: Every layer calls **your** {', '.join(snap.learner_code)} (9 · Build it), "
                    f"not minitx's.")
     if snap.status in ("queued", "running"):
         st.button("Stop", key="train_stop", on_click=stop, args=(snap.run_id,), icon=":material/stop:",
@@ -199,7 +199,7 @@ def live_panel(run_id: str) -> None:
     draw_evaluations(snap)
     if not snap.active:
         saved = ((f"Saved to `{snap.checkpoint}`: " + ("generate from it on **6 · Decoder & generation**."
-                  if snap.model_config.is_lm else "see **10 · Runs & predict** to compare it and ask it about "
+                  if snap.model_config.is_lm else "see **11 · Runs & predict** to compare it and ask it about "
                   "your own review.")) if snap.checkpoint else "Not saved.")
         if snap.status == "stopped" and not (snap.summary or {}).get("test_accuracy") and not snap.model_config.is_lm:
             st.caption("Stopped before its first evaluation: there is no accuracy to report.")
@@ -331,7 +331,7 @@ if registry().active() is not None:
 else:
     configure_run(cfg, start_pressed)
     if run_id is None:
-        st.info("No run yet in this server session. Saved runs are on **10 · Runs & predict**.")
+        st.info("No run yet in this server session. Saved runs are on **11 · Runs & predict**.")
     else:
         st.subheader("Last run")
         live_panel(run_id)

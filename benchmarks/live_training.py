@@ -75,7 +75,7 @@ def browser_quick(scratch: Path, run_name: str) -> dict:
             switches = []
             for _ in range(SWITCHES):
                 page.wait_for_timeout(5_000)
-                for label in ("5 · Encoder stack", "8 · Training"):
+                for label in ("5 · Encoder stack", "10 · Training"):
                     tick = time.perf_counter()
                     page.locator("[data-testid=stSidebarNav]").get_by_text(label, exact=True).click()
                     page.wait_for_timeout(50)        # let the click reach the server

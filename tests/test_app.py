@@ -8,10 +8,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 import ui.pages
+from ui import charts
 from ui.models import RANDOM
 
 
@@ -215,7 +217,7 @@ def _cast(kind, widget, value):
 
 # the pages that show a trained run's weights or tokenizer, so are also swept with the session's runs
 SHOW_TRAINED_RUNS = ("app_pages/home.py", "app_pages/embeddings.py", "app_pages/encoder.py",
-                     "app_pages/decoder.py", "app_pages/runs.py")
+                     "app_pages/decoder.py", "app_pages/attribution.py", "app_pages/runs.py")
 
 
 @pytest.mark.parametrize("page, with_run", [(page, False) for page in PAGES] + [(page, True) for page in SHOW_TRAINED_RUNS],
@@ -749,3 +751,16 @@ def test_quantization_page_shows_the_blocks_and_measures_every_format_on_a_train
     assert same == total, blocks
     yours = next(shown(t) for t in at.table if "perplexity on 2 test reviews" in shown(t).columns)
     assert yours["perplexity on 2 test reviews"].iloc[1] == yours["perplexity on 2 test reviews"].iloc[2]
+
+
+def test_every_cell_of_the_logit_lens_keeps_its_token_readable():
+    """Black text on every colour the lens's cells can take: a contrast ratio of at least 4.5 (WCAG AA)."""
+    frame = pd.DataFrame([{"layer": 1, "after token": "0 'a'", "predicts": "b", "probability": p} for p in (0, 1)])
+    layers = charts.lens(frame, ["0 'a'"]).to_dict()["layer"]
+    cells = next(layer for layer in layers if layer["mark"]["type"] == "rect")
+    text = next(layer for layer in layers if layer["mark"]["type"] == "text")
+    assert text["mark"]["color"] == "black" and "color" not in text["encoding"]
+    colours = cells["encoding"]["color"]["scale"]["range"]
+    assert cells["encoding"]["color"]["scale"]["domain"] == [0, 1] and len(colours) == 2
+    assert all(charts.contrast("#000000", colour) >= 4.5 for colour in colours), colours
+    assert charts.contrast("#000000", "#00441b") < 4.5        # the full scheme's darkest green: what it replaced

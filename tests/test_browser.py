@@ -207,7 +207,7 @@ def test_live_training_run_stop_and_predict(browser, server):
     # leave for another page and come back: the run went on without us
     _nav(page, "5 · Encoder stack", "The encoder stack")
     assert page.get_by_role("heading", name="Encoder stack").is_visible()
-    _nav(page, "9 · Training", "Training")
+    _nav(page, "10 · Training", "Training")
     _wait_until_training(page, 30_000)
     assert "running" in _status(page) and _progress(page) > first_progress
     _screenshot(page, "live-3-back-still-running")
@@ -246,7 +246,7 @@ def test_live_training_run_stop_and_predict(browser, server):
     _settle(page)
 
     # the run is saved and listed; ask it about a review
-    _nav(page, "10 · Runs & predict", "Runs & predict")
+    _nav(page, "11 · Runs & predict", "Runs & predict")
     assert page.get_by_test_id("stMultiSelect").get_by_text("browser-run").is_visible()
     review = page.get_by_role("textbox", name="your review")
     review.fill("A wonderful film: moving, funny and beautifully acted. I loved every minute.")
@@ -285,7 +285,7 @@ def test_a_language_model_trained_from_the_page_writes_on_the_decoder_page(brows
     assert page.get_by_test_id("stMetric").filter(has_text="test bits per character").is_visible()
     _screenshot(page, "lm-1-trained")
 
-    _nav(page, "10 · Runs & predict", "Runs & predict")
+    _nav(page, "11 · Runs & predict", "Runs & predict")
     assert page.get_by_test_id("stMultiSelect").get_by_text("browser-lm").is_visible()
     _screenshot(page, "lm-2-runs")
 
@@ -387,7 +387,7 @@ def test_smollm2_answers_its_heads_are_found_and_it_runs_with_my_attention(brows
     assert page.get_by_text("induction", exact=True).first.is_visible()
     _screenshot(page, "smollm2-2-head-finder")
 
-    _nav(page, "7 · Quantization", "Quantization")
+    _nav(page, "8 · Quantization", "Quantization")
     page.get_by_role("heading", name="What is stored").wait_for(timeout=60_000)
     _settle(page, 60_000)
     assert page.get_by_text("210 in Q4_1").first.is_visible()          # the file's own blocks, drawn

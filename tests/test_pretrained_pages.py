@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import ui.pages
 from minitx.pretrained import KNOWN_MODELS, wheel_file
 from tests.conftest import skip_or_fail
 from ui.models import PRETRAINED, PRETRAINED_Q4
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
-PAGES = ["app_pages/home.py", "app_pages/tokenization.py", "app_pages/embeddings.py", "app_pages/positional.py",
-         "app_pages/attention.py", "app_pages/encoder.py", "app_pages/decoder.py", "app_pages/quantization.py",
-         "app_pages/build.py",
-         "app_pages/training.py", "app_pages/runs.py"]
-MODEL_PAGES = ("app_pages/tokenization.py", "app_pages/embeddings.py", "app_pages/attention.py", "app_pages/decoder.py")
+PAGES = [file for file, _, _ in ui.pages.PAGES]
+MODEL_PAGES = ("app_pages/tokenization.py", "app_pages/embeddings.py", "app_pages/attention.py", "app_pages/decoder.py",
+               "app_pages/attribution.py")
 
 
 @pytest.fixture
@@ -164,3 +164,32 @@ def test_smollm2_in_4_bits_as_stored_draws_the_model_pages_and_still_answers_par
     assert not at.exception, at.exception
     answer = next(m.value for m in at.markdown if "generated-text" in m.value)
     assert "Paris" in answer and "predicts ' Paris'" in texts(at)
+    at.switch_page("app_pages/attribution.py").run()                # no float32 columns to split by head
+    assert not at.exception and "cannot be taken apart here" in " ".join(i.value for i in at.info)
+
+
+def test_the_attribution_page_explains_paris_with_every_control_and_bad_input(smollm2_app):
+    at = smollm2_app.run()
+    at.switch_page("app_pages/attribution.py").run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    assert "predicts **' Paris'**" in shown and "30 blocks and the embedding add up to" in shown
+    total, logit = re.findall(r"add up to \*\*(-?[\d.]+)\*\*; the model's own logit is \*\*(-?[\d.]+)\*\*", shown)[0]
+    assert total == logit
+    assert any(c.proto.spec and '"edge"' in c.proto.spec for c in at.get("vega_lite_chart"))     # the graph drawn
+    at.text_input(key="attr_versus").set_value(" London").run()
+    assert "logit difference is" in texts(at)
+    at.text_input(key="attr_target").set_value("Parisians").run()
+    assert "'Parisians' is 2 tokens ('Paris' + 'ians')" in texts(at)
+    at.select_slider(key="attr_position").set_value("1 ' capital'").run()
+    assert "After **1 ' capital'** the model predicts" in texts(at)
+    for threshold in (0.5, 0.02):
+        at.slider(key="attr_threshold").set_value(threshold).run()
+        assert not at.exception, at.exception
+    options = at.selectbox(key="attr_block").options
+    at.selectbox(key="attr_block").set_value(options[-1]).run()
+    assert not at.exception and "tokens it promotes" in texts(at)
+    for prompt, said in (("", "The prompt is empty"), ("Paris", "a single token"),
+                         ("The capital of France is Paris. " * 20, "the analyses read its last 64")):
+        at.text_input(key="attr_text").set_value(prompt).run()
+        assert not at.exception and said in texts(at) + " ".join(i.value for i in at.info), prompt[:30]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 
 import altair as alt
 import pandas as pd
@@ -50,17 +51,64 @@ def lines(frame: pd.DataFrame, x: str, y: str, color: str, title: str = "", heig
     ).properties(height=height)
 
 
+# A cell's colour stops at a mid tone, so black text on it keeps a contrast ratio of at least 4.5
+# (WCAG AA) whatever its value: the darkest greens of the full scheme hid their token.
+READABLE_GREENS = ["#f7fcf5", "#31a354"]
+
+
+def contrast(foreground: str, background: str) -> float:
+    """WCAG's contrast ratio of two "#rrggbb" colours: 1 (none) to 21 (black on white)."""
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    high, low = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
 def lens(frame: pd.DataFrame, positions: list[str]) -> alt.LayerChart:
-    """The logit lens: layers down, positions across, each cell the layer's top next token, as sure as it is green."""
+    """The logit lens: layers down, positions across, each cell the layer's top next token, as sure as it is
+    green; the token in black, readable on every cell."""
     base = alt.Chart(frame).encode(
         x=alt.X("after token:N", sort=positions, axis=alt.Axis(labelAngle=-40, labelLimit=140)),
         y=alt.Y("layer:O", sort="descending"),
         tooltip=tips("layer", "after token", "predicts") + [alt.Tooltip("probability:Q", format=".3f")])
-    cells = base.mark_rect().encode(color=alt.Color("probability:Q", scale=alt.Scale(scheme="greens", domain=[0, 1]),
+    cells = base.mark_rect().encode(color=alt.Color("probability:Q", scale=alt.Scale(range=READABLE_GREENS,
+                                                                                     domain=[0, 1]),
                                                     legend=alt.Legend(orient="bottom")))
-    text = base.mark_text(fontSize=10, limit=70).encode(
-        text="predicts:N", color=alt.condition("datum.probability > 0.6", alt.value("white"), alt.value("black")))
+    text = base.mark_text(fontSize=10, limit=70, color="black").encode(text="predicts:N")
     return (cells + text).properties(width=alt.Step(78), height=alt.Step(17))
+
+
+def contributions(matrix: torch.Tensor, rows: list[str], cols: list[str], title: str, cell: int = 18) -> alt.Chart:
+    """Signed contributions as cells: blue adds to the logit, red takes from it, white is nothing; the
+    scale is symmetric about 0."""
+    largest = max(float(matrix.abs().max()), 1e-6)
+    return heatmap(matrix, rows, cols, value="contribution", row_title="layer", col_title="head", title=title,
+                   scheme="redblue", cell=cell, domain=(-largest, largest))
+
+
+GRAPH_COLOURS = {"residual": "#9e9e9e", "attention": "#1f77b4", "feed-forward": "#ff7f0e"}
+
+
+def contribution_graph(nodes: pd.DataFrame, edges: pd.DataFrame, tokens: list[str], n_layers: int,
+                       height_per_layer: int = 24) -> alt.LayerChart:
+    """Positions across, layers up: each edge a line as wide as its share, coloured by kind. Data: nodes
+    (x, y, node), edges (x, y, x2, y2, share, kind, label)."""
+    labels = "[" + ",".join(json.dumps(t) for t in tokens) + "][datum.value]"
+    x = alt.X("x:Q", title=None, scale=alt.Scale(domain=[-0.5, len(tokens) - 0.5]),
+              axis=alt.Axis(values=list(range(len(tokens))), labelExpr=labels, labelAngle=-40, grid=False))
+    y = alt.Y("y:Q", title="layer (0: the embeddings)", scale=alt.Scale(domain=[-0.3, n_layers + 0.3]),
+              axis=alt.Axis(values=list(range(0, n_layers + 1)), grid=False, labelOverlap=True))
+    kinds = list(GRAPH_COLOURS)
+    lines = alt.Chart(edges).mark_rule(opacity=0.75).encode(
+        x=x, y=y, x2="x2:Q", y2="y2:Q",
+        strokeWidth=alt.StrokeWidth("share:Q", scale=alt.Scale(domain=[0, 1], range=[0.5, 7]), legend=None),
+        color=alt.Color("kind:N", scale=alt.Scale(domain=kinds, range=[GRAPH_COLOURS[k] for k in kinds]),
+                        legend=alt.Legend(orient="bottom", title="edge")),
+        tooltip=tips("label") + [alt.Tooltip("share:Q", format=".3f")])
+    points = alt.Chart(nodes).mark_circle(size=28, color="#333").encode(x=x, y=y, tooltip=tips("node"))
+    return (lines + points).properties(height=max(240, height_per_layer * (n_layers + 1)), width="container")
 
 
 def schedule(frame: pd.DataFrame, height: int = 200) -> alt.Chart:

@@ -85,8 +85,41 @@ def model_choice(task: str = "lm", decoder: bool = False) -> Choice:
         st.warning(how_to_get_it(problem), icon=":material/cloud_off:")
         return Choice("random")
     stored = (" Its layer matrices run as the GGUF file stores them, 4-bit blocks (Q4_1) through PyTorch's "
-              "int4 kernel; the embedding in Q8_0 (7 · Quantization)." if chosen == PRETRAINED_Q4 else "")
+              "int4 kernel; the embedding in Q8_0 (8 · Quantization)." if chosen == PRETRAINED_Q4 else "")
     st.caption(f":material/neurology: **{model.name}**, pretrained by Hugging Face (Apache-2.0), running on "
                f"minitx's own code: {shape_line(model.model)}. The sidebar's sliders describe your own "
                f"model, not this one.{stored}{' ' + ' '.join(model.notes) if model.notes else ''}")
     return Choice("pretrained", model)
+
+
+@dataclass
+class DrawnLanguageModel:
+    """The language model a page draws, whichever the sidebar chose: its model, tokenizer and shape, a key
+    that changes when the model does (for caches), and the run or pretrained model it came from."""
+
+    model: object
+    tokenizer: object
+    cfg: ModelConfig
+    key: str
+    pretrained: Pretrained | None = None
+    run: object = None                   # a LoadedRun
+
+
+def drawn_language_model(choice: Choice, sidebar_cfg: ModelConfig) -> DrawnLanguageModel | None:
+    """SmolLM2, the newest trained language model, or random weights of the sidebar's shape (with a
+    byte-level BPE trained on IMDB); None when not even a tokenizer can be had (no IMDB, offline)."""
+    from ui.resources import random_model, trained_tokenizer
+
+    if choice.pretrained is not None:
+        model = choice.pretrained.model
+        return DrawnLanguageModel(model, choice.pretrained.tokenizer, model.cfg, f"pretrained:{choice.pretrained.source}",
+                                  pretrained=choice.pretrained)
+    run, _ = newest_run("lm")
+    if choice.kind == "trained" and run is not None:
+        return DrawnLanguageModel(run.model, run.tokenizer, run.model_config,
+                                  f"run:{run.path}:{run.path.stat().st_mtime}", run=run)
+    tokenizer = trained_tokenizer("bpe", 2_000, False, eos=True)
+    if tokenizer is None:
+        return None
+    cfg = sidebar_cfg.replace(task="lm", vocab_size=tokenizer.vocab_size, dropout=0.0)
+    return DrawnLanguageModel(random_model(cfg), tokenizer, cfg, f"random:{cfg}")

@@ -11,10 +11,11 @@ PAGES = [
     ("app_pages/attention.py", "4 · Grouped-query attention", ":material/hub:"),
     ("app_pages/encoder.py", "5 · Encoder stack", ":material/layers:"),
     ("app_pages/decoder.py", "6 · Decoder & generation", ":material/edit_note:"),
-    ("app_pages/quantization.py", "7 · Quantization", ":material/compress:"),
-    ("app_pages/build.py", "8 · Build it", ":material/construction:"),
-    ("app_pages/training.py", "9 · Training", ":material/monitoring:"),
-    ("app_pages/runs.py", "10 · Runs & predict", ":material/compare_arrows:"),
+    ("app_pages/attribution.py", "7 · What built this answer", ":material/account_tree:"),
+    ("app_pages/quantization.py", "8 · Quantization", ":material/compress:"),
+    ("app_pages/build.py", "9 · Build it", ":material/construction:"),
+    ("app_pages/training.py", "10 · Training", ":material/monitoring:"),
+    ("app_pages/runs.py", "11 · Runs & predict", ":material/compare_arrows:"),
 ]
 
 
