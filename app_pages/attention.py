@@ -10,6 +10,7 @@ from minitx.heads import (SCORES, attention_maps, find_heads, first_token_score,
 from minitx.inspect import (WELL_KNOWN_MODELS, attention_parameters, gqa_walkthrough,
                             kv_cache_bytes)
 from minitx.tokenizer import PAD_ID
+from ui import tour
 from ui.charts import heatmap
 from ui.common import check_yourself, shapes, show_source, static_table, token_labels
 from ui.labs import in_model_section, mine_caption, run_demo, use_my_code
@@ -121,6 +122,7 @@ def pretrained_heads(pretrained, text: str) -> None:
 
 cfg = model_sidebar()
 st.title("Grouped-query attention")
+tour.panel("attention")
 st.markdown(
     "Every token asks a question (**query**), offers a label (**key**) and carries a message "
     "(**value**). Its output is the average of all messages, weighted by how well its query "

@@ -7,13 +7,12 @@ import streamlit as st
 from minitx.analysis_input import analysis_text, target_token
 from minitx.attribution import attribute, explainable, promoted_tokens, record
 from minitx.contribution_graph import contribution_graph, proximity
-from ui import charts, generation
+from ui import charts, generation, tour
 from ui.common import check_yourself, show_source, static_table
 from ui.model_sidebar import model_sidebar
 from ui.models import drawn_language_model, model_choice
 
 MAX_DRAWN_EDGES = 2_000        # the strongest this many: a browser draws a few thousand lines smoothly
-NODE_ROWS = {"stream": (0.0, 0.0), "mid": (0.0, 0.5), "ffn": (0.3, 0.75)}   # a node's offset (x, y) in its layer
 
 
 def as_sentence(text: str) -> str:
@@ -32,6 +31,7 @@ def graph_of(_model, _recording, model_key: str, ids: tuple[int, ...]):
 
 cfg = model_sidebar()
 st.title("What built this answer")
+tour.panel("attribution")
 st.markdown(
     "A pre-norm transformer never rewrites its **residual stream**: every head and every feed-forward block "
     "only *adds* a vector to it. So the last vector, the one the output head reads, is a sum: the token's "
@@ -129,33 +129,9 @@ if len(edges) > MAX_DRAWN_EDGES:
     st.caption(f"{len(edges):,} edges pass the threshold; the strongest {MAX_DRAWN_EDGES:,} are drawn. Raise the "
                "threshold to see the main routes alone.")
     edges = edges[:MAX_DRAWN_EDGES]
-
-
-def place(node) -> tuple[float, float]:
-    dx, dy = NODE_ROWS[node.kind]
-    return node.position + dx, node.layer + dy
-
-
-def name(node) -> str:
-    where = labels[node.position]
-    return {"stream": f"the stream at {where} entering layer {node.layer}" if node.layer < L
-            else f"the last vector at {where}", "mid": f"{where} after layer {node.layer}'s attention",
-            "ffn": f"layer {node.layer}'s feed-forward block at {where}"}[node.kind]
-
-
-edge_rows, nodes = [], {}
-for edge in edges:
-    (x, y), (x2, y2) = place(edge.source), place(edge.target)
-    head = f", mostly head {edge.head} ({edge.head_weight:.2f})" if edge.head is not None else ""
-    edge_rows.append({"x": x, "y": y, "x2": x2, "y2": y2, "share": edge.weight, "kind": edge.kind,
-                      "label": f"{edge.kind}{head}: {name(edge.source)} → {name(edge.target)}"})
-    for node in (edge.source, edge.target):
-        nodes[node] = place(node)
-node_rows = pd.DataFrame([{"x": x, "y": y, "node": name(node)} for node, (x, y) in nodes.items()],
-                         columns=["x", "y", "node"])
-st.altair_chart(charts.contribution_graph(node_rows, pd.DataFrame(edge_rows, columns=["x", "y", "x2", "y2", "share",
-                                                                                       "kind", "label"]),
-                                          [generation.label(tokenizer, t) for t in ids], L), key="attr_graph")
+nodes, lines = charts.graph_frames(edges, labels, L)
+st.altair_chart(charts.contribution_graph(nodes, lines, [generation.label(tokenizer, t) for t in ids], L),
+                key="attr_graph")
 between = [edge for edge in edges if edge.kind == "attention" and edge.source.position != edge.target.position]
 if between:
     top = between[0]

@@ -12,6 +12,7 @@ from minitx.labs.trial import MAX_NEW_TOKENS as TRY_MAX_TOKENS
 from minitx.labs.trial import TRY_LABS
 from minitx.presets import PRESETS
 from minitx.train import default_run_name
+from ui import tour
 from ui.common import source_code
 from ui.access import code_refusal
 from ui.labs import SANDBOX_TEXT, check_and_record, lab_book, sandbox_mode, show_report, show_try, try_in_smollm2
@@ -49,6 +50,7 @@ def train_with_my_attention(source: str) -> None:
 
 model_sidebar()
 st.title("Build it")
+tour.panel("build")
 st.markdown(
     "Write each piece of the transformer yourself. Every lab is one function with a fixed signature: "
     "minitx runs it on tricky inputs next to its own, tells you precisely what is wrong, and draws "

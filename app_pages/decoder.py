@@ -10,7 +10,7 @@ from minitx.heads import first_layer_with, logit_lens
 from minitx.inspect import (attention_variants, causal_check, expert_load, kv_cache_bytes, kv_cache_sizes,
                             measure_kv_cache)
 from minitx.moe import MixtureOfExperts, expert_choices
-from ui import charts, generation
+from ui import charts, generation, tour
 from ui.common import check_yourself, shapes, show_source, static_table, token_labels
 from ui.labs import generation_section, in_model_section, model_spec, use_my_code
 from ui.model_sidebar import model_sidebar
@@ -38,6 +38,7 @@ def lensed(_model, model_key: str, ids: tuple[int, ...]):
 
 cfg = model_sidebar()
 st.title("Decoder & generation")
+tour.panel("decoder")
 st.markdown(
     "A **decoder** is the encoder's block with one change: a **causal mask**, so each token sees only "
     "itself and the tokens before it. Then every position can be trained at once to predict the token "
@@ -214,10 +215,7 @@ else:
     top, probabilities = lensed(model, model_key, tuple(lens_ids))
     first = max(0, len(lens_ids) - LENS_POSITIONS)
     positions = [f"{p} {generation.label(tokenizer, t)!r}" for p, t in enumerate(lens_ids)][first:]
-    rows = pd.DataFrame([{"layer": layer + 1, "after token": positions[p - first],
-                          "predicts": generation.label(tokenizer, int(top[layer, p, 0])),
-                          "probability": float(probabilities[layer, p, 0])}
-                         for layer in range(top.size(0)) for p in range(first, len(lens_ids))])
+    rows = charts.lens_frame(top, probabilities, positions, first, lambda t: generation.label(tokenizer, t))
     st.altair_chart(charts.lens(rows, positions), key="dec_lens")
     answer = int(top[-1, -1, 0])
     since = first_layer_with(top, len(lens_ids) - 1, answer)

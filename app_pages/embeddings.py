@@ -7,6 +7,7 @@ import torch
 
 from minitx.encoder import SentimentClassifier
 from minitx.inspect import cosine_similarity_matrix, nearest_neighbours, pca_2d
+from ui import tour
 from ui.charts import heatmap, tips
 from ui.common import check_yourself, shapes, show_source, static_table, token_labels
 from ui.model_sidebar import model_sidebar
@@ -30,6 +31,7 @@ def pca_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
 
 cfg = model_sidebar()
 st.title("Embeddings")
+tour.panel("embeddings")
 st.markdown(
     "An embedding table has one row of D numbers per vocabulary entry. Looking up a token is "
     "just picking its row: `embedding(ids)` turns (B, T) ids into (B, T, D) vectors. The rows "

@@ -7,6 +7,7 @@ import torch
 from minitx.block import TransformerBlock
 from minitx.encoder import SentimentClassifier, mean_pool
 from minitx.inspect import parameter_breakdown
+from ui import tour
 from ui.charts import bars, heatmap
 from ui.common import check_yourself, shapes, show_source, token_labels
 from ui.labs import in_model_section, use_my_code
@@ -15,6 +16,7 @@ from ui.resources import newest_run, playground_tokenizer, random_model, sentenc
 
 cfg = model_sidebar()
 st.title("The encoder stack")
+tour.panel("encoder")
 st.markdown(
     "One **layer**: every token looks at the others (attention), the result is added to what it "
     "had (**residual**) and normalised; then each token thinks alone in a small MLP (the "

@@ -6,6 +6,7 @@ import streamlit as st
 from minitx.data import truncate
 from minitx.inspect import pipeline_shapes
 from minitx.tokenizer import CLS_ID
+from ui import tour
 from ui.common import static_table
 from ui.model_sidebar import model_sidebar
 from ui.resources import playground_tokenizer
@@ -13,6 +14,7 @@ from ui.resources import playground_tokenizer
 cfg = model_sidebar()
 
 st.title("minitx: build a transformer, then watch it learn")
+tour.panel("home")
 st.markdown(
     "A transformer, written from scratch in PyTorch, that you take apart one idea at "
     "a time and then train on IMDB movie reviews: as an encoder that reads a review's sentiment, "
@@ -33,6 +35,11 @@ st.markdown(
     "9. **Build it**: write each piece yourself; minitx checks it, then runs the real model with it.\n"
     "10. **Training**: fit either to IMDB and watch loss, accuracy or bits per character move.\n"
     "11. **Runs & predict**: compare runs, ask a classifier about your review, let a language model write.")
+
+st.subheader("Guided tours")
+st.markdown("A path through the pages, one paragraph and one picture a step. Leave whenever you like: "
+            "the tour waits, and resumes here where you left it.")
+tour.home_buttons()
 
 st.subheader("One sentence through your model")
 text = st.text_input("Type a sentence", "This movie was surprisingly good!", max_chars=100_000)

@@ -1,13 +1,13 @@
 """Page 3: positional encoding. Attention is blind to order until positions are added."""
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 import torch
 
 from minitx.inspect import cosine_similarity_matrix, order_blindness, rope_pair_path, rope_relative_scores
 from minitx.positional import apply_rope, sinusoidal_table
-from ui.charts import heatmap, lines, tips
+from ui import tour
+from ui.charts import heatmap, lines, rope_circle
 from ui.common import check_yourself, shapes, show_source, static_table
 from ui.labs import call_learner, in_model_section, mine_caption, use_my_code
 from ui.model_sidebar import model_sidebar
@@ -15,6 +15,7 @@ from ui.resources import playground_tokenizer, random_model
 
 cfg = model_sidebar()
 st.title("Positional encoding")
+tour.panel("positional")
 st.markdown(
     "Attention compares every token with every other, but nothing in `softmax(QKᵀ/√Dh)V` knows "
     "*where* a token stands: shuffle the words and each output is shuffled the same way. So "
@@ -82,15 +83,7 @@ st.subheader("RoPE: rotate, and only the distance counts")
 head_dim = max(2, cfg.head_dim - cfg.head_dim % 2)
 shown_pairs = sorted({0, 1, head_dim // 8, head_dim // 2 - 1} & set(range(head_dim // 2)))
 path = pd.DataFrame(rope_pair_path(head_dim, 16, shown_pairs))
-path["pair"] = "pair " + path["pair"].astype(str)
-circle = alt.Chart(path, title="a pair turns further at every position").mark_line(
-    point=True).encode(x=alt.X("x:Q", scale=alt.Scale(domain=[-1.1, 1.1])),
-                       y=alt.Y("y:Q", scale=alt.Scale(domain=[-1.1, 1.1])),
-                       color=alt.Color("pair:N", sort=[f"pair {i}" for i in shown_pairs]),
-                       order=alt.Order("position:Q"),
-                       tooltip=tips("pair", "position") + [alt.Tooltip("x:Q", format=".3f"),
-                                                           alt.Tooltip("y:Q", format=".3f")]
-                       ).properties(width=360, height=360)
+circle = rope_circle(path, shown_pairs)
 st.altair_chart(circle, key="pe_rope_pairs", width=460)
 st.caption(f"The vector (1, 0) in a few of the {head_dim // 2} pairs of a {head_dim}-dimensional head, at "
            "positions 0 to 15: pair 0 turns one radian per position, later pairs ever more slowly. "

@@ -14,6 +14,7 @@ from minitx.quant.blocks import FORMATS, Quantized, quantize
 from minitx.quant.kernels import Int4Matrix, int4_unavailable
 from minitx.quant.stored import StoredCausalLM
 from minitx.labs import get_lab
+from ui import tour
 from ui.charts import tips
 from ui.common import check_yourself, show_source, static_table
 from ui.labs import call_learner, mine_caption, use_my_code
@@ -93,6 +94,7 @@ def draw_blocks(q: Quantized, row: int) -> None:
 
 model_sidebar()
 st.title("Quantization")
+tour.panel("quantization")
 st.markdown(
     "A weight does not need 32 bits. **Block quantization** cuts each row of a matrix into blocks of 32 "
     "weights and keeps, per block, one or two float16 numbers (a scale *d*, a minimum *m*) and 32 small "

@@ -4,7 +4,6 @@ have a language model write."""
 from __future__ import annotations
 
 import functools
-import html
 import random
 
 import pandas as pd
@@ -16,13 +15,11 @@ from minitx.curves import epoch_curves, samples
 from minitx.predict import METHOD, predict
 from minitx.runs import format_duration
 from minitx.train import can_resume
-from ui import charts, generation, results
+from ui import charts, generation, results, tour
 from ui.common import review_text, show_source, table_height, token_labels
 from ui.live import continue_button, registry
 from ui.model_sidebar import model_sidebar
 from ui.resources import checkpoints_dir, imdb_test_sample, loaded_run, saved_runs
-
-MAX_ATTRIBUTION_CHIPS = 600
 
 
 def table_row(info) -> dict:
@@ -84,23 +81,11 @@ def predicted(path: str, modified: float, text: str):
     return predict(run.model, run.tokenizer, text, run.train_config.truncation)
 
 
-def attribution_chips(tokens: list[str], scores: list[float]) -> str:
-    """Tokens coloured green (towards positive) or red (towards negative), scaled to the largest."""
-    top = max((abs(s) for s in scores), default=0.0) or 1.0
-    chips = []
-    for token, score in list(zip(tokens, scores))[:MAX_ATTRIBUTION_CHIPS]:
-        alpha = min(1.0, abs(score) / top)
-        rgb = "22,163,74" if score > 0 else "220,38,38"
-        chips.append(f'<span title="{score:+.4f}" style="background:rgba({rgb},{alpha:.2f});'
-                     f'padding:1px 3px;margin:1px;border-radius:4px;display:inline-block">'
-                     f'{html.escape(token)}</span>')
-    return '<div data-testid="attribution-chips" style="line-height:1.9">' + "".join(chips) + "</div>"
-
-
 # -- the page ------------------------------------------------------------------------------
 
 model_sidebar()
 st.title("Runs & predict")
+tour.panel("runs")
 st.markdown(f"Every run saved in `{checkpoints_dir()}/`, from this page or from the command line "
             "(`python -m minitx.train`). Compare their curves, keep the good ones, delete the rest, and "
             "ask any of them what it thinks of a review.")
@@ -242,7 +227,7 @@ if text.strip():
             + (f" The review has {prediction.n_tokens_in_text:,} tokens; the model read "
                f"{len(prediction.tokens) - 1:,} of them ({run.train_config.truncation} truncation)."
                if prediction.truncated else ""))
-        st.markdown(attribution_chips(prediction.tokens, prediction.attributions), unsafe_allow_html=True)
+        st.markdown(results.attribution_chips(prediction.tokens, prediction.attributions), unsafe_allow_html=True)
 else:
     st.caption("Type a review, or draw one from the test set.")
 

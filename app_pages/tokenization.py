@@ -12,7 +12,7 @@ from minitx.tokenizer import Tokenizer
 from ui.charts import bars
 from ui.common import check_yourself, show_source, static_table
 from ui.labs import mine_caption, run_demo, use_my_code
-from ui import generation
+from ui import generation, tour
 from ui.model_sidebar import model_sidebar
 from ui.models import model_choice, pretrained
 from ui.resources import SAMPLE_REVIEWS, imdb_sample, sample_stats, trained_tokenizer
@@ -42,6 +42,7 @@ def real_sample_stats(n_reviews: int) -> dict:
 
 cfg = model_sidebar()
 st.title("Tokenization")
+tour.panel("tokenization")
 st.markdown(
     "A model cannot read letters: it looks up integer **ids**. A tokenizer cuts text into "
     "pieces from a fixed **vocabulary** and gives each piece its id. *Word* tokenizers keep "

@@ -13,7 +13,7 @@ from minitx.hardware import precisions_here, where_it_trains
 from minitx.presets import PRESETS, TASK_ONLY, train_config_for
 from minitx.runs import RunRegistry, RunSnapshot, format_duration
 from minitx.train import IMDB_SPLIT_SIZE, LM_POOL_SIZE, Trainer, check_run, lr_schedule
-from ui import charts, generation, results
+from ui import charts, generation, results, tour
 from ui.common import remembered, show_source
 from ui.access import host_refusal
 from ui.live import POLL_SECONDS, continue_button, current_run_id, registry
@@ -311,6 +311,7 @@ def configure_run(cfg: ModelConfig, start_pressed: bool) -> None:
 
 cfg = model_sidebar()
 st.title("Training")
+tour.panel("training")
 st.markdown(
     "Train the model in the sidebar on IMDB reviews, here, now: as a sentiment classifier, or as a "
     "language model that learns to write reviews. The run trains in a separate process, so it goes "

@@ -229,15 +229,15 @@ def rope_relative_scores(head_dim: int, positions: list[tuple[int, int]], seed: 
     return [float(q_at[m] @ k_at[n]) for m, n in positions]
 
 
-def rope_pair_path(head_dim: int, n_positions: int, pairs: list[int]) -> list[dict]:
+def rope_pair_path(head_dim: int, n_positions: int, pairs: list[int], base: float = 10_000.0) -> list[dict]:
     """Where RoPE moves the vector (1, 0) of a few dimension pairs, position by position.
 
-    Pair i turns by theta_i = 10000^(-2i/Dh) per position: pair 0 spins fast,
+    Pair i turns by theta_i = base^(-2i/Dh) per position: pair 0 spins fast,
     later pairs slowly. Returns rows {pair, position, x, y}.
     """
     unit = torch.zeros(1, 1, n_positions, head_dim)
     unit[..., 0::2] = 1.0                                              # every pair starts at (1, 0)
-    turned = rope(unit)[0, 0]                                          # (T, Dh)
+    turned = rope(unit, base=base)[0, 0]                               # (T, Dh)
     return [{"pair": i, "position": p, "x": float(turned[p, 2 * i]), "y": float(turned[p, 2 * i + 1])}
             for i in pairs for p in range(n_positions)]
 

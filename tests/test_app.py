@@ -764,3 +764,24 @@ def test_every_cell_of_the_logit_lens_keeps_its_token_readable():
     assert cells["encoding"]["color"]["scale"]["domain"] == [0, 1] and len(colours) == 2
     assert all(charts.contrast("#000000", colour) >= 4.5 for colour in colours), colours
     assert charts.contrast("#000000", "#00441b") < 4.5        # the full scheme's darkest green: what it replaced
+
+
+def test_the_playground_tour_walks_from_training_to_asking_the_newest_classifier(app, monkeypatch, trained_checkpoints):
+    from ui.tour import TOURS
+
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(trained_checkpoints))
+    at = app.run()
+    at.button(key="tour_start_playground").click().run()
+    steps = TOURS["playground"].steps
+    for number, step in enumerate(steps, 1):
+        assert not at.exception, (number, at.exception)
+        assert f"step {number} of {len(steps)}: **{step.title}**" in at.get("progress")[0].proto.text
+        if number < len(steps):
+            at.button(key="tour_next").click().run()
+    assert at.title[0].value == "Runs & predict"
+    assert "Run **tiny**: P(positive) = **" in " ".join(m.value for m in at.markdown)
+    at.text_input(key="w_tour_sentence").set_value("   ").run()
+    assert not at.exception and "the review is empty" in " ".join(i.value for i in at.info)
+    at.button(key="tour_back").click().run()
+    assert "step 3 of 4" in at.get("progress")[0].proto.text and not at.exception
+    assert any(c.proto.spec and "Training loss of tiny" in c.proto.spec for c in at.get("vega_lite_chart"))

@@ -193,3 +193,36 @@ def test_the_attribution_page_explains_paris_with_every_control_and_bad_input(sm
                          ("The capital of France is Paris. " * 20, "the analyses read its last 64")):
         at.text_input(key="attr_text").set_value(prompt).run()
         assert not at.exception and said in texts(at) + " ".join(i.value for i in at.info), prompt[:30]
+
+
+def test_the_tour_follows_paris_from_home_to_the_last_step_and_resumes_where_it_was_left(smollm2_app):
+    from ui.pages import page_title
+    from ui.tour import TOURS
+
+    at = smollm2_app.run()
+    at.button(key="tour_start_prediction").click().run()
+    steps = TOURS["prediction"].steps
+    for number, step in enumerate(steps, 1):
+        assert not at.exception, (number, at.exception)
+        assert at.title[0].value == page_title(step.page).split(" · ")[-1], (number, at.title[0].value)
+        progress = at.get("progress")[0].proto.text
+        assert f"step {number} of {len(steps)}: **{step.title}**" in progress
+        if step.picture == "copies":                   # the sentence replaced mid-tour: the pictures follow it
+            at.text_input(key="w_tour_sentence").set_value("The capital of Italy is").run()
+            assert "SmolLM2 predicts ' Rome'" in texts(at)
+            at.text_input(key="w_tour_sentence").set_value("The capital of France is").run()
+        assert "SmolLM2 predicts ' Paris'" in texts(at) or step.picture in ("tokens", "rows", "rope")
+        at.button(key="tour_next").click().run()
+    assert not at.exception and at.title[0].value.startswith("minitx") and not at.get("progress")
+    at.button(key="tour_start_prediction").click().run()              # again, then left at step 3
+    at.button(key="tour_next").click().run()
+    at.button(key="tour_next").click().run()
+    at.button(key="tour_leave").click().run()
+    assert not at.get("progress")
+    at.switch_page("app_pages/home.py").run()
+    at.button(key="tour_resume_prediction").click().run()
+    assert not at.exception and "step 3 of 9" in at.get("progress")[0].proto.text
+    at.switch_page("app_pages/encoder.py").run()                      # wandered off: the tour waits
+    assert "waits at step 3 of 9" in texts(at)
+    at.button(key="tour_resume").click().run()
+    assert at.title[0].value == "Positional encoding" and "step 3 of 9" in at.get("progress")[0].proto.text

@@ -80,12 +80,50 @@ def lens(frame: pd.DataFrame, positions: list[str]) -> alt.LayerChart:
     return (cells + text).properties(width=alt.Step(78), height=alt.Step(17))
 
 
+def lens_frame(top: torch.Tensor, probabilities: torch.Tensor, positions: list[str], first: int, label) -> pd.DataFrame:
+    """The logit lens's cells: every layer's top token (label(id) -> text) after each position from `first` on.
+    top, probabilities: (L, T, k) from minitx.heads.logit_lens; positions: labels of positions first..T-1."""
+    return pd.DataFrame([{"layer": layer + 1, "after token": positions[p - first], "predicts": label(int(top[layer, p, 0])),
+                          "probability": float(probabilities[layer, p, 0])}
+                         for layer in range(top.size(0)) for p in range(first, top.size(1))])
+
+
 def contributions(matrix: torch.Tensor, rows: list[str], cols: list[str], title: str, cell: int = 18) -> alt.Chart:
     """Signed contributions as cells: blue adds to the logit, red takes from it, white is nothing; the
     scale is symmetric about 0."""
     largest = max(float(matrix.abs().max()), 1e-6)
     return heatmap(matrix, rows, cols, value="contribution", row_title="layer", col_title="head", title=title,
                    scheme="redblue", cell=cell, domain=(-largest, largest))
+
+
+GRAPH_NODE_OFFSETS = {"stream": (0.0, 0.0), "mid": (0.0, 0.5), "ffn": (0.3, 0.75)}   # (x, y) within a layer
+
+
+def graph_frames(edges: list, names: list[str], n_layers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The contribution graph's nodes and edges (minitx.contribution_graph.Edge) placed for drawing: positions
+    across, layers up, the vector after attention half a layer above, a feed-forward block beside it."""
+    def place(node) -> tuple[float, float]:
+        dx, dy = GRAPH_NODE_OFFSETS[node.kind]
+        return node.position + dx, node.layer + dy
+
+    def name(node) -> str:
+        where = names[node.position]
+        if node.kind == "stream":
+            return f"the stream at {where} entering layer {node.layer}" if node.layer < n_layers else \
+                f"the last vector at {where}"
+        return f"{where} after layer {node.layer}'s attention" if node.kind == "mid" else \
+            f"layer {node.layer}'s feed-forward block at {where}"
+
+    rows, nodes = [], {}
+    for edge in edges:
+        (x, y), (x2, y2) = place(edge.source), place(edge.target)
+        head = f", mostly head {edge.head} ({edge.head_weight:.2f})" if edge.head is not None else ""
+        rows.append({"x": x, "y": y, "x2": x2, "y2": y2, "share": edge.weight, "kind": edge.kind,
+                     "label": f"{edge.kind}{head}: {name(edge.source)} → {name(edge.target)}"})
+        nodes.update({edge.source: (x, y), edge.target: (x2, y2)})
+    return (pd.DataFrame([{"x": x, "y": y, "node": name(node)} for node, (x, y) in nodes.items()],
+                         columns=["x", "y", "node"]),
+            pd.DataFrame(rows, columns=["x", "y", "x2", "y2", "share", "kind", "label"]))
 
 
 GRAPH_COLOURS = {"residual": "#9e9e9e", "attention": "#1f77b4", "feed-forward": "#ff7f0e"}
@@ -109,6 +147,16 @@ def contribution_graph(nodes: pd.DataFrame, edges: pd.DataFrame, tokens: list[st
         tooltip=tips("label") + [alt.Tooltip("share:Q", format=".3f")])
     points = alt.Chart(nodes).mark_circle(size=28, color="#333").encode(x=x, y=y, tooltip=tips("node"))
     return (lines + points).properties(height=max(240, height_per_layer * (n_layers + 1)), width="container")
+
+
+def rope_circle(path: pd.DataFrame, pairs: list[int], size: int = 360) -> alt.Chart:
+    """Where RoPE turns the vector (1, 0) of a few dimension pairs, position by position (rope_pair_path rows)."""
+    path = path.assign(pair="pair " + path["pair"].astype(str))
+    return alt.Chart(path, title="a pair turns further at every position").mark_line(point=True).encode(
+        x=alt.X("x:Q", scale=alt.Scale(domain=[-1.1, 1.1])), y=alt.Y("y:Q", scale=alt.Scale(domain=[-1.1, 1.1])),
+        color=alt.Color("pair:N", sort=[f"pair {i}" for i in pairs]), order=alt.Order("position:Q"),
+        tooltip=tips("pair", "position") + [alt.Tooltip("x:Q", format=".3f"), alt.Tooltip("y:Q", format=".3f")],
+    ).properties(width=size, height=size)
 
 
 def schedule(frame: pd.DataFrame, height: int = 200) -> alt.Chart:

@@ -4,6 +4,8 @@ model's bits per character beside ordinary compressors (and the learner's bits_p
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import streamlit as st
 
@@ -12,6 +14,8 @@ from minitx.runs import format_duration
 from ui import charts
 from ui.common import literal_markdown, review_text
 from ui.labs import call_learner, mine_caption, use_my_code
+
+MAX_ATTRIBUTION_CHIPS = 600
 
 
 def draw(model_config: ModelConfig, summary: dict, key: str, saved: str = "") -> None:
@@ -71,3 +75,16 @@ def draw_lm(summary: dict, key: str, saved: str = "") -> None:
             mine_caption("bits_per_char")
             st.metric("test bits per character, by your function", f"{float(yours):.3f}",
                       help=f"bits_per_char({args[0]:.4f} nats per token, {args[1]:,} tokens, {args[2]:,} characters)")
+
+
+def attribution_chips(tokens: list[str], scores: list[float]) -> str:
+    """Tokens coloured green (towards positive) or red (towards negative), scaled to the largest."""
+    top = max((abs(s) for s in scores), default=0.0) or 1.0
+    chips = []
+    for token, score in list(zip(tokens, scores))[:MAX_ATTRIBUTION_CHIPS]:
+        alpha = min(1.0, abs(score) / top)
+        rgb = "22,163,74" if score > 0 else "220,38,38"
+        chips.append(f'<span title="{score:+.4f}" style="background:rgba({rgb},{alpha:.2f});'
+                     f'padding:1px 3px;margin:1px;border-radius:4px;display:inline-block">'
+                     f'{html.escape(token)}</span>')
+    return '<div data-testid="attribution-chips" style="line-height:1.9">' + "".join(chips) + "</div>"
