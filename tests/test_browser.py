@@ -24,7 +24,7 @@ from tests.lab_sources import LOOPS_FOREVER, RIGHT, WRONG
 SHOTS = ROOT / "artifacts" / "browser"
 PAGES = {"home": "", "tokenization": "tokenization", "embeddings": "embeddings",
          "positional": "positional", "attention": "attention", "encoder": "encoder",
-         "decoder": "decoder", "quantization": "quantization", "build": "build", "training": "training",
+         "decoder": "decoder", "attribution": "attribution", "quantization": "quantization", "build": "build", "training": "training",
          "runs": "runs"}
 
 
@@ -361,15 +361,18 @@ def test_build_attention_in_the_editor_and_draw_the_attention_page_with_it(brows
 
 
 def _draw_smollm2(page) -> None:
-    """Pick SmolLM2 as the model the pages draw (the sidebar's choice holds on every page)."""
-    page.locator("[data-testid=stSidebar] [data-testid=stRadio]").get_by_text(
-        "SmolLM2-135M-Instruct (pretrained)").click()
-    _settle(page, 180_000)
+    """Pick SmolLM2 as the model the pages draw (the sidebar's choice holds on every page). A page that
+    shows SmolLM2 by default has it marked already: another pick first, so that the learner's pick is made."""
+    choices = page.locator("[data-testid=stSidebar] [data-testid=stRadio]")
+    for label in ("random weights of the sliders' model", "SmolLM2-135M-Instruct (pretrained)"):
+        choices.get_by_text(label).click()
+        _settle(page, 180_000)
 
 
 def test_smollm2_answers_its_heads_are_found_and_it_runs_with_my_attention(browser, server):
     """The pretrained model in the browser: the Decoder page's chat answers with Paris, the attention
-    page's head finder draws, and a passing attention lab runs SmolLM2 to the same answer."""
+    page's head finder draws, the tour reaches the contribution graph, and a passing attention lab runs
+    SmolLM2 to the same answer."""
     page, errors = _new_page(browser)
     page.goto(f"{server}/decoder")
     _settle(page, 180_000)
@@ -393,6 +396,20 @@ def test_smollm2_answers_its_heads_are_found_and_it_runs_with_my_attention(brows
     assert page.get_by_text("210 in Q4_1").first.is_visible()          # the file's own blocks, drawn
     assert page.get_by_text("Block 0 of row 0").first.is_visible() and _heatmaps(page) >= 2
     _screenshot(page, "smollm2-2b-quantization-stored-blocks")
+
+    _nav(page, "Home", "minitx: build a transformer, then watch it learn")     # the tour, to the graph
+    page.locator(".st-key-tour_start_prediction button").click()
+    for step in range(2, 9):
+        page.get_by_text(f"step {step - 1} of 9").first.wait_for(timeout=60_000)
+        _settle(page, 120_000)
+        page.locator(".st-key-tour_next button").click()
+    page.get_by_text("step 8 of 9: The routes it took").first.wait_for(timeout=120_000)
+    page.get_by_role("heading", name="What built this answer").wait_for(timeout=60_000)
+    _settle(page, 120_000)
+    assert page.get_by_text("SmolLM2 predicts ' Paris' after the sentence.").first.is_visible()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(".st-key-tour_panel").screenshot(path=str(SHOTS / "smollm2-2c-tour-contribution-graph-panel.png"))
+    _screenshot(page, "smollm2-2c-tour-contribution-graph")
 
     page.goto(f"{server}/build?lab=attention")
     _settle(page)
