@@ -104,8 +104,8 @@ layer_names = [str(layer) for layer in range(L)]
 c1, c2 = st.columns([3, 2])
 c1.altair_chart(charts.contributions(parts.heads, layer_names, [str(h) for h in range(H)],
                                      f"Each head's part of the logit of {what}"), key="attr_heads")
-c1.altair_chart(charts.contributions(parts.feed_forward[:, None], layer_names, ["MLP"],
-                                     "Each feed-forward block's part"), key="attr_mlps")
+c1.altair_chart(charts.signed_bars(parts.feed_forward.tolist(), layer_names, "layer",
+                                   "Each feed-forward block's part"), key="attr_mlps")
 with c2:
     st.markdown(f"**The largest parts** of the logit of {what}")
     static_table(pd.DataFrame([{"part": name, "contribution": round(value, 3)} for name, value in parts.top(10)]))

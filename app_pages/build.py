@@ -1,4 +1,4 @@
-"""Page 7: Build it. The learner writes each piece; minitx checks it in a separate process,
+"""Page 9: Build it. The learner writes each piece; minitx checks it in a separate process,
 draws target / theirs / difference, and then runs the real model with it."""
 
 from __future__ import annotations

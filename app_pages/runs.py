@@ -1,4 +1,4 @@
-"""Page 8: the saved runs: compare them, manage them, ask a classifier about your own review or
+"""Page 11: the saved runs: compare them, manage them, ask a classifier about your own review or
 have a language model write."""
 
 from __future__ import annotations

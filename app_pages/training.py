@@ -1,4 +1,4 @@
-"""Page 7: train the model from the sidebar on IMDB, live, in the background: a sentiment
+"""Page 10: train the model from the sidebar on IMDB, live, in the background: a sentiment
 classifier (the encoder) or a language model (the decoder)."""
 
 from __future__ import annotations

@@ -785,3 +785,18 @@ def test_the_playground_tour_walks_from_training_to_asking_the_newest_classifier
     at.button(key="tour_back").click().run()
     assert "step 3 of 4" in at.get("progress")[0].proto.text and not at.exception
     assert any(c.proto.spec and "Training loss of tiny" in c.proto.spec for c in at.get("vega_lite_chart"))
+
+
+def test_the_attribution_page_takes_apart_a_trained_language_model(app, monkeypatch, trained_checkpoints):
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(trained_checkpoints))
+    at = app.run()
+    at.switch_page("app_pages/attribution.py").run()
+    assert not at.exception and "Run lm-tiny" in _notes(at)
+    for key, value in (("attr_target", " the"), ("attr_versus", " a"), ("attr_text", "The film was not")):
+        at.text_input(key=key).set_value(value).run()
+        assert not at.exception, (key, at.exception)
+        shown = " ".join(c.value for c in at.caption)
+        total, logit = re.findall(r"add up to \*\*(-?[\d.]+)\*\*; the model's own logit(?: difference)? is "
+                                  r"\*\*(-?[\d.]+)\*\*", shown)[0]
+        assert total == logit and "the biases and the embedding" in shown
+    assert any(c.proto.spec and '"edge"' in c.proto.spec for c in at.get("vega_lite_chart"))

@@ -364,9 +364,12 @@ def _draw_smollm2(page) -> None:
     """Pick SmolLM2 as the model the pages draw (the sidebar's choice holds on every page). A page that
     shows SmolLM2 by default has it marked already: another pick first, so that the learner's pick is made."""
     choices = page.locator("[data-testid=stSidebar] [data-testid=stRadio]")
-    for label in ("random weights of the sliders' model", "SmolLM2-135M-Instruct (pretrained)"):
-        choices.get_by_text(label).click()
+    smollm2 = choices.get_by_role("radio", name="SmolLM2-135M-Instruct (pretrained)")
+    if smollm2.is_checked():
+        choices.get_by_text("random weights of the sliders' model").click()
         _settle(page, 180_000)
+    choices.get_by_text("SmolLM2-135M-Instruct (pretrained)").click()
+    _settle(page, 180_000)
 
 
 def test_smollm2_answers_its_heads_are_found_and_it_runs_with_my_attention(browser, server):

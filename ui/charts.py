@@ -96,6 +96,18 @@ def contributions(matrix: torch.Tensor, rows: list[str], cols: list[str], title:
                    scheme="redblue", cell=cell, domain=(-largest, largest))
 
 
+def signed_bars(values: list[float], labels: list[str], x_title: str, title: str, height: int = 200) -> alt.Chart:
+    """One bar per label, blue above 0 and red below: contributions that add and that take away."""
+    frame = pd.DataFrame({x_title: labels, "contribution": values,
+                          "sign": ["adds" if v >= 0 else "takes away" for v in values]})
+    return alt.Chart(frame, title=title).mark_bar().encode(
+        x=alt.X(f"{x_title}:N", sort=labels, axis=alt.Axis(labelAngle=0, labelOverlap=True)),
+        y=alt.Y("contribution:Q"),
+        color=alt.Color("sign:N", scale=alt.Scale(domain=["adds", "takes away"], range=["#2166ac", "#b2182b"]),
+                        legend=None),
+        tooltip=tips(x_title) + [alt.Tooltip("contribution:Q", format=".4f")]).properties(height=height)
+
+
 GRAPH_NODE_OFFSETS = {"stream": (0.0, 0.0), "mid": (0.0, 0.5), "ffn": (0.3, 0.75)}   # (x, y) within a layer
 
 
