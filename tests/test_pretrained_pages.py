@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 import ui.pages
 from minitx.pretrained import KNOWN_MODELS, wheel_file
 from tests.conftest import skip_or_fail
-from ui.models import PRETRAINED, PRETRAINED_Q4
+from ui.models import PRETRAINED, PRETRAINED_Q4, RANDOM
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 PAGES = [file for file, _, _ in ui.pages.PAGES]
@@ -202,8 +202,10 @@ def test_the_tour_follows_paris_from_home_to_the_last_step_and_resumes_where_it_
     from ui.pages import page_title
     from ui.tour import TOURS
 
+    smollm2_app.session_state["drawn_model"] = RANDOM
     at = smollm2_app.run()
-    at.button(key="tour_start_prediction").click().run()
+    at.button(key="tour_start_prediction").click().run()          # the pages below the tour draw SmolLM2 too
+    assert at.radio(key="w_drawn_model").value == PRETRAINED and "30 layers, d_model 576" in texts(at)
     steps = TOURS["prediction"].steps
     for number, step in enumerate(steps, 1):
         assert not at.exception, (number, at.exception)

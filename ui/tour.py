@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import streamlit as st
 
 from ui import tour_pictures
+from ui.common import remembered
+from ui.models import KEY as DRAWN_MODEL
+from ui.models import PRETRAINED
 from ui.pages import page_file, page_title
 
 STATE, SENTENCE = "tour", "tour_sentence"
@@ -30,6 +33,7 @@ class Tour:
     title: str
     sentence: str               # the prepared sentence; the learner may replace it at any step
     steps: tuple[Step, ...]
+    draws: str | None = None    # the sidebar's model to draw on the pages, from the tour's start
 
 
 TOURS = {
@@ -67,7 +71,7 @@ TOURS = {
              "Everything so far ran on minitx's code. Write attention yourself in the attention lab below: once "
              "it passes, SmolLM2 answers the same question with your function in all 30 layers, next to minitx's.",
              "answer"),
-    )),
+    ), draws=PRETRAINED),
     "playground": Tour("Train a classifier, watch it learn, ask it", "This movie was surprisingly good!", (
         Step("tokenization", "Reviews become tokens",
              "The classifier reads IMDB reviews as tokens too, from a tokenizer trained on the reviews themselves.",
@@ -89,6 +93,8 @@ def start(name: str) -> None:
     """Begin a tour at its first step, with its prepared sentence."""
     st.session_state[STATE] = {"name": name, "step": 0, "active": True}
     st.session_state[SENTENCE] = TOURS[name].sentence
+    if TOURS[name].draws:                       # the pages below the tour's pictures show the same model
+        st.session_state[DRAWN_MODEL] = TOURS[name].draws
 
 
 def place() -> dict | None:
@@ -100,10 +106,6 @@ def _go(step: int) -> None:
     tour = place()
     tour["step"] = step
     st.switch_page(page_file(TOURS[tour["name"]].steps[step].page))
-
-
-def _keep_sentence() -> None:
-    st.session_state[SENTENCE] = st.session_state["w_" + SENTENCE]
 
 
 def panel(page: str) -> None:
@@ -129,9 +131,8 @@ def panel(page: str) -> None:
     with st.container(border=True, key="tour_panel"):
         st.progress((index + 1) / count, text=f"**{guide.title}** · step {index + 1} of {count}: **{step.title}**")
         st.markdown(step.text)
-        st.session_state["w_" + SENTENCE] = st.session_state.setdefault(SENTENCE, guide.sentence)
-        sentence = st.text_input("the sentence the tour follows (type your own)", key="w_" + SENTENCE,
-                                 on_change=_keep_sentence, max_chars=500)
+        sentence = st.text_input("the sentence the tour follows (type your own)", max_chars=500,
+                                 **remembered(SENTENCE, guide.sentence))
         tour_pictures.draw(step.picture, sentence)
         back, forward, leave = st.columns([1, 1, 4])
         if back.button("Back", key="tour_back", icon=":material/arrow_back:", disabled=index == 0):

@@ -45,10 +45,10 @@ def _smollm2():
 
 
 def _sentence_ids(tokenizer, sentence: str) -> list[int]:
-    ids = tokenizer.encode(sentence).ids[:MAX_TOUR_TOKENS]
-    if len(tokenizer.encode(sentence).ids) > MAX_TOUR_TOKENS:
+    ids = tokenizer.encode(sentence).ids
+    if len(ids) > MAX_TOUR_TOKENS:
         st.caption(f"The tour follows the sentence's first {MAX_TOUR_TOKENS} tokens.")
-    return ids
+    return ids[:MAX_TOUR_TOKENS]
 
 
 def _prediction_pictures(picture: str, sentence: str) -> None:
