@@ -110,8 +110,9 @@ with c2:
     st.markdown(f"**The largest parts** of the logit of {what}")
     static_table(pd.DataFrame([{"part": name, "contribution": round(value, 3)} for name, value in parts.top(10)]))
 c2.caption(f"The embedding adds {parts.embedding:+.3f}. All {L * H} heads, {L} blocks"
-           f"{', the biases' if model.cfg.bias else ''} and the embedding add up to **{parts.total:.3f}**; the model's own logit"
-           f"{' difference' if other is not None else ''} is **{parts.logit:.3f}**. L3 H5: layer 3, head 5 (from 0).")
+           f"{', the biases' if model.cfg.bias else ''} and the embedding add up to **{parts.total:.3f}**; "
+           f"the model's own logit{' difference' if other is not None else ''} is **{parts.logit:.3f}**. "
+           "L3 H5: layer 3, head 5 (from 0).")
 
 # -- the contribution graph ---------------------------------------------------------------------
 st.header("How information got there: the contribution graph")

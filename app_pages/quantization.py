@@ -1,4 +1,5 @@
-"""Page 8: quantization. Weights as a GGUF file stores them, what fewer bits cost in quality, and what they buy in speed."""
+"""Page 8: quantization. Weights as a GGUF file stores them, what fewer bits cost in quality, and what they buy
+in speed."""
 
 import math
 

@@ -146,7 +146,8 @@ def test_a_higher_threshold_keeps_a_subgraph_that_always_reaches_the_chosen_posi
 
 def test_what_cannot_be_taken_apart_is_said_in_a_sentence():
     assert "post-norm" in explainable(random_lm(norm_position="post"))
-    assert "classifier" in explainable(SentimentClassifier(ModelConfig(vocab_size=50, d_model=16, n_heads=2, n_kv_heads=2)))
+    classifier = SentimentClassifier(ModelConfig(vocab_size=50, d_model=16, n_heads=2, n_kv_heads=2))
+    assert "classifier" in explainable(classifier)
     with pytest.raises(ValueError, match="empty"):
         record(random_lm(), [])
     recording = record(random_lm(), [1, 2])

@@ -24,8 +24,8 @@ from tests.lab_sources import LOOPS_FOREVER, RIGHT, WRONG
 SHOTS = ROOT / "artifacts" / "browser"
 PAGES = {"home": "", "tokenization": "tokenization", "embeddings": "embeddings",
          "positional": "positional", "attention": "attention", "encoder": "encoder",
-         "decoder": "decoder", "attribution": "attribution", "quantization": "quantization", "build": "build", "training": "training",
-         "runs": "runs"}
+         "decoder": "decoder", "attribution": "attribution", "quantization": "quantization", "build": "build",
+         "training": "training", "runs": "runs"}
 
 
 @pytest.fixture(scope="module")

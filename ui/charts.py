@@ -83,8 +83,8 @@ def lens(frame: pd.DataFrame, positions: list[str]) -> alt.LayerChart:
 def lens_frame(top: torch.Tensor, probabilities: torch.Tensor, positions: list[str], first: int, label) -> pd.DataFrame:
     """The logit lens's cells: every layer's top token (label(id) -> text) after each position from `first` on.
     top, probabilities: (L, T, k) from minitx.heads.logit_lens; positions: labels of positions first..T-1."""
-    return pd.DataFrame([{"layer": layer + 1, "after token": positions[p - first], "predicts": label(int(top[layer, p, 0])),
-                          "probability": float(probabilities[layer, p, 0])}
+    return pd.DataFrame([{"layer": layer + 1, "after token": positions[p - first],
+                          "predicts": label(int(top[layer, p, 0])), "probability": float(probabilities[layer, p, 0])}
                          for layer in range(top.size(0)) for p in range(first, top.size(1))])
 
 

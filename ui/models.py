@@ -112,8 +112,8 @@ def drawn_language_model(choice: Choice, sidebar_cfg: ModelConfig) -> DrawnLangu
 
     if choice.pretrained is not None:
         model = choice.pretrained.model
-        return DrawnLanguageModel(model, choice.pretrained.tokenizer, model.cfg, f"pretrained:{choice.pretrained.source}",
-                                  pretrained=choice.pretrained)
+        return DrawnLanguageModel(model, choice.pretrained.tokenizer, model.cfg,
+                                  f"pretrained:{choice.pretrained.source}", pretrained=choice.pretrained)
     run, _ = newest_run("lm")
     if choice.kind == "trained" and run is not None:
         return DrawnLanguageModel(run.model, run.tokenizer, run.model_config,
