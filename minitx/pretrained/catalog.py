@@ -42,10 +42,12 @@ DEFAULT_MODEL = "smollm2-135m"
 
 
 def llama_config(*, vocab_size: int, d_model: int, n_heads: int, n_kv_heads: int, n_layers: int, d_ff: int,
-                 max_len: int, rms_norm_eps: float, rope_base: float, pad_id: int = 0) -> ModelConfig:
+                 max_len: int, rms_norm_eps: float, rope_base: float, pad_id: int = 0, bias: bool = False,
+                 scale_embeddings: bool = False) -> ModelConfig:
     """minitx's ModelConfig of a Llama-family model with these numbers (ValueError if minitx cannot
-    build it, quoting the numbers)."""
+    build it, quoting the numbers). bias and scale_embeddings: a model minitx trained and exported."""
     return ModelConfig(task="lm", vocab_size=vocab_size, d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads,
                        n_layers=n_layers, d_ff=d_ff, max_len=max_len, dropout=0.0, attention_dropout=0.0,
                        pos_encoding="rope", norm="rmsnorm", norm_position="pre", ffn="swiglu", pad_id=pad_id,
-                       rms_norm_eps=rms_norm_eps, rope_base=rope_base, bias=False, scale_embeddings=False)
+                       rms_norm_eps=rms_norm_eps, rope_base=rope_base, bias=bias,
+                       scale_embeddings=scale_embeddings)

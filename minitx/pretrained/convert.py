@@ -45,12 +45,20 @@ SOURCES = ("hf", "gguf")
 
 
 def interleave_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """A Hugging Face query or key projection with each head's rows in minitx's RoPE order (above).
-    # (heads * Dh, D) -> (heads * Dh, D)"""
-    out_features, d_in = weight.shape
-    head_dim = out_features // n_heads
-    halves = weight.reshape(n_heads, 2, head_dim // 2, d_in)            # (heads, x|y, Dh/2, D)
-    return halves.transpose(1, 2).reshape(out_features, d_in)           # x0 y0 x1 y1 ... per head
+    """A Hugging Face query or key projection (or its bias) with each head's rows in minitx's RoPE order
+    (above).  # (heads * Dh, D) -> (heads * Dh, D); (heads * Dh,) -> (heads * Dh,)"""
+    rows = weight.reshape(weight.size(0), -1)
+    head_dim = rows.size(0) // n_heads
+    halves = rows.reshape(n_heads, 2, head_dim // 2, rows.size(1))      # (heads, x|y, Dh/2, D)
+    return halves.transpose(1, 2).reshape(weight.shape)                 # x0 y0 x1 y1 ... per head
+
+
+def halve_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The inverse of interleave_rope_rows: minitx's rows in Hugging Face's order (x0 x1 ... y0 y1 ...)."""
+    rows = weight.reshape(weight.size(0), -1)
+    head_dim = rows.size(0) // n_heads
+    pairs = rows.reshape(n_heads, head_dim // 2, 2, rows.size(1))       # (heads, Dh/2, x|y, D)
+    return pairs.transpose(1, 2).reshape(weight.shape)
 
 
 def source_names(cfg: ModelConfig, source: str) -> dict[str, str]:
@@ -66,18 +74,34 @@ def source_names(cfg: ModelConfig, source: str) -> dict[str, str]:
     return names
 
 
+def bias_names(cfg: ModelConfig, source: str) -> dict[str, str]:
+    """{minitx's name: the source's name} of every linear layer's bias (a model with cfg.bias)."""
+    return {ours.removesuffix("weight") + "bias": theirs.removesuffix("weight") + "bias"
+            for ours, theirs in source_names(cfg, source).items() if ours.startswith("layers.") and "norm" not in ours}
+
+
 def to_minitx(tensors: dict, cfg: ModelConfig, source: str) -> dict:
     """minitx's state dict from a source's tensors, in float32 (a GGUF matrix kept in its blocks stays
     so), with the query/key rows of a Hugging Face checkpoint put in minitx's order. A missing tensor,
-    an untied output head or a tensor minitx has no place for raises ValueError naming it."""
+    an untied output head or a tensor minitx has no place for raises ValueError naming it. A model that
+    minitx exported with scaled token vectors (cfg.scale_embeddings) keeps the unscaled table as its
+    output head: that is the table, and the scaled input copy is left."""
     left = dict(tensors)
     state = {}
-    for ours, theirs in source_names(cfg, source).items():
+    names = source_names(cfg, source) | (bias_names(cfg, source) if cfg.bias else {})
+    if cfg.scale_embeddings:
+        head = next((name for name in HEAD_NAMES if name in left), None)
+        if head is None:
+            raise ValueError("the checkpoint scales its token vectors, as minitx exports them, but has no output "
+                             "head with the unscaled table.")
+        left.pop(names["embedding.weight"], None)
+        names["embedding.weight"] = head
+    for ours, theirs in names.items():
         if theirs not in left:
             raise ValueError(f"the checkpoint has no tensor {theirs!r}, which minitx's {ours} needs.")
         tensor = left.pop(theirs)
         tensor = tensor.float() if isinstance(tensor, torch.Tensor) else tensor
-        if source == "hf" and ours.endswith(("q_proj.weight", "k_proj.weight")):
+        if source == "hf" and ours.endswith(("q_proj.weight", "k_proj.weight", "q_proj.bias", "k_proj.bias")):
             tensor = interleave_rope_rows(tensor, cfg.n_heads if "q_proj" in ours else cfg.n_kv_heads)
         state[ours] = tensor
     for head in HEAD_NAMES:

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer as BackendTokenizer
 
 from ..quant.blocks import BY_GGUF_TYPE, from_gguf
 from ..tokenizer import Tokenizer
-from .checkpoint import PretrainedCheckpoint, checked_llama_config, context_length
+from .checkpoint import GGUF_EMBEDDING_SCALE, PretrainedCheckpoint, checked_llama_config, context_length
 from .convert import to_minitx
 
 CONTROL = 3                   # tokenizer.ggml.token_type of a special token such as <|im_end|>
@@ -126,7 +126,10 @@ def read_gguf(path: str | Path, keep_blocks: bool = False) -> PretrainedCheckpoi
         n_kv_heads=meta.model("attention.head_count_kv", n_heads), n_layers=meta.model("block_count"),
         d_ff=meta.model("feed_forward_length"), max_len=context_length(meta.model("context_length")),
         rms_norm_eps=meta.model("attention.layer_norm_rms_epsilon"),
-        rope_base=meta.model("rope.freq_base", 10_000.0), pad_id=tokenizer.pad_id or 0)
+        rope_base=meta.model("rope.freq_base", 10_000.0), pad_id=tokenizer.pad_id or 0,
+        bias=any(t.name == "blk.0.attn_q.bias" for t in reader.tensors),
+        scale_embeddings=meta.get(GGUF_EMBEDDING_SCALE, None) is not None,
+        embedding_scale=meta.get(GGUF_EMBEDDING_SCALE, None))
     tensors, expanded = {}, {}
     for t in reader.tensors:                  # GGUF lists a shape innermost first: (D_in, D_out) -> (D_out, D_in)
         shape = tuple(reversed(t.shape.tolist()))

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer as BackendTokenizer
 
 from ..tokenizer import Tokenizer
-from .checkpoint import PretrainedCheckpoint, checked_llama_config, context_length
+from .checkpoint import EMBEDDING_SCALE, PretrainedCheckpoint, checked_llama_config, context_length
 from .convert import to_minitx
 
 HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json",
@@ -47,9 +47,12 @@ def _config(folder: Path, pad_id: int):
     where = f"config.json in {folder}"
     if raw.get("model_type") not in LLAMA_TYPES:
         raise ValueError(f"{where} describes a {raw.get('model_type')!r} model; minitx runs Llama-family models only.")
-    if raw.get("hidden_act", "silu") != "silu" or raw.get("attention_bias") or raw.get("mlp_bias"):
-        raise ValueError(f"{where} asks for biases or an activation other than SiLU, which minitx's Llama block lacks.")
-    if not raw.get("tie_word_embeddings", True):
+    bias = bool(raw.get("attention_bias"))
+    if raw.get("hidden_act", "silu") != "silu" or bias != bool(raw.get("mlp_bias")):
+        raise ValueError(f"{where} asks for an activation other than SiLU, or biases on some layers only, which "
+                         f"minitx's Llama block lacks.")
+    scale = raw.get(EMBEDDING_SCALE)
+    if not raw.get("tie_word_embeddings", True) and scale is None:
         raise ValueError(f"{where} has an output head of its own; minitx's CausalLM ties it to the embedding table.")
     rope = raw.get("rope_parameters") or {}          # transformers 5 keeps rope_theta here
     if (raw.get("rope_scaling") or {}).get("rope_type", "default") != "default" \
@@ -61,7 +64,7 @@ def _config(folder: Path, pad_id: int):
         n_heads=n_heads, n_kv_heads=raw.get("num_key_value_heads", n_heads), n_layers=raw["num_hidden_layers"],
         d_ff=raw["intermediate_size"], max_len=context_length(raw.get("max_position_embeddings", 2048)),
         rms_norm_eps=raw.get("rms_norm_eps", 1e-6), rope_base=rope.get("rope_theta", raw.get("rope_theta", 10_000.0)),
-        pad_id=pad_id)
+        pad_id=pad_id, bias=bias, scale_embeddings=scale is not None, embedding_scale=scale)
 
 
 def _tokenizer(folder: Path) -> tuple[Tokenizer, str | None]:
