@@ -15,7 +15,7 @@ from minitx.curves import epoch_curves, samples
 from minitx.predict import METHOD, predict
 from minitx.runs import format_duration
 from minitx.train import can_resume
-from ui import charts, generation, results, tour
+from ui import charts, export_section, generation, results, tour
 from ui.common import review_text, show_source, table_height, token_labels
 from ui.live import continue_button, registry
 from ui.model_sidebar import model_sidebar
@@ -190,6 +190,7 @@ if run.model_config.is_lm:
     prompt = settings.pop("prompt")
     out = generation.generated(run.model, run.tokenizer, f"run:{info.path}:{info.modified}", prompt, **settings)
     generation.show(run.tokenizer, prompt, out, settings, key="runs_gen")
+    export_section.section(run, info)
     st.header("What it wrote as it learned")
     generation.samples_slider(samples((run.metrics.get("history") or {}).get("evals") or []), key="runs_sample_step")
     show_source(generation.generate, epoch_curves)

@@ -800,3 +800,35 @@ def test_the_attribution_page_takes_apart_a_trained_language_model(app, monkeypa
                                   r"\*\*(-?[\d.]+)\*\*", shown)[0]
         assert total == logit and "the biases and the embedding" in shown
     assert any(c.proto.spec and '"edge"' in c.proto.spec for c in at.get("vega_lite_chart"))
+
+
+def test_the_runs_page_exports_a_language_model_and_shows_it_is_the_same_in_transformers(app, monkeypatch,
+                                                                                          trained_checkpoints):
+    import zipfile
+    from io import BytesIO
+
+    monkeypatch.setenv("MINITX_CHECKPOINTS", str(trained_checkpoints))
+    at = app.run()
+    at.switch_page("app_pages/runs.py").run()
+    at.selectbox(key="predict_run").set_value("lm-tiny").run()
+    assert not at.exception, at.exception
+    labels = [b.label for b in at.get("download_button")]
+    assert any(label.startswith("Hugging Face folder (.zip, 0.") for label in labels), labels
+    assert "GGUF, f32 (0.15 MB)" in labels, labels
+    at.selectbox(key="export_type").set_value("q4_1").run()
+    assert "GGUF, q4_1 (0.03 MB)" in [b.label for b in at.get("download_button")]
+    from ui.export_section import exported
+
+    data, name = exported(str(trained_checkpoints / "lm-tiny"), (trained_checkpoints / "lm-tiny").stat().st_mtime,
+                          "hf", "f32")
+    assert name == "lm-tiny-hf.zip" and sorted(zipfile.ZipFile(BytesIO(data)).namelist()) == [
+        f"lm-tiny/{file}" for file in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                                       "tokenizer_config.json")]
+    at.button(key="same_compare").click().run()
+    assert not at.exception, at.exception
+    difference = next(m for m in at.metric if m.label == "largest logit difference")
+    assert float(difference.value) < 1e-4
+    assert "The same 16 greedy tokens." in _notes(at)
+    monkeypatch.setattr("ui.export_section.transformers_missing", lambda: "pip install transformers==5.25.0")
+    at.run()
+    assert "`pip install transformers==5.25.0` adds it" in _notes(at)

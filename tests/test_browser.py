@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -268,8 +269,8 @@ def test_live_training_run_stop_and_predict(browser, server):
 
 
 def test_a_language_model_trained_from_the_page_writes_on_the_decoder_page(browser, server):
-    """lm-tiny from the Training page to the end, then listed on the Runs page and generating on
-    the Decoder page."""
+    """lm-tiny from the Training page to the end, then listed on the Runs page, exported from there as a
+    Hugging Face folder, and generating on the Decoder page."""
     page, errors = _new_page(browser)
     page.goto(f"{server}/training")
     _settle(page)
@@ -287,6 +288,12 @@ def test_a_language_model_trained_from_the_page_writes_on_the_decoder_page(brows
 
     _nav(page, "11 · Runs & predict", "Runs & predict")
     assert page.get_by_test_id("stMultiSelect").get_by_text("browser-lm").is_visible()
+    page.get_by_role("heading", name="Take your model with you").wait_for(timeout=60_000)   # the newest run's
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Hugging Face folder (.zip").click()
+    assert download.value.suggested_filename == "browser-lm-hf.zip"
+    with zipfile.ZipFile(download.value.path()) as archive:
+        assert "browser-lm/model.safetensors" in archive.namelist() and "browser-lm/tokenizer.json" in archive.namelist()
     _screenshot(page, "lm-2-runs")
 
     _nav(page, "6 · Decoder & generation", "Decoder & generation")
