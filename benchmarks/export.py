@@ -29,7 +29,9 @@ from minitx.export.cli import export  # noqa: E402
 
 REPEATS = 5
 TEXT = ("The film opens on a quiet street, and for the first twenty minutes nothing much happens; then the "
-        "letter arrives, and everything the family believed about their father starts to come apart. The acting")
+        "letter arrives, and everything the family believed about their father starts to come apart. By the "
+        "end I had forgotten the slow start: the last scene, in the empty kitchen, is one of the best I have "
+        "seen this year, and the acting")
 
 
 def exports(run: Path) -> dict:

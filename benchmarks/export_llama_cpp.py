@@ -72,14 +72,13 @@ def main() -> None:
             ours = PROMPT + tokenizer.decode(generate(model, ids, 40, temperature=0, n_top=0, eos_id=None).new_ids)
             simple = subprocess.run([str(binaries / "llama-simple"), "-m", str(file), "-n", "40", PROMPT],
                                     capture_output=True, text=True, timeout=300)
-            theirs = simple.stdout.strip()
+            theirs = simple.stdout.strip().removeprefix(tokenizer.id_to_token(ids[0]))   # it prints the start token
             perplexity = subprocess.run([str(binaries / "llama-perplexity"), "-m", str(file), "-f", str(corpus),
                                          "-c", str(n_ctx), "-t", "2", "-b", str(n_ctx)],
                                         capture_output=True, text=True, timeout=600)
             found = re.search(r"Final estimate: PPL = ([\d.]+)", perplexity.stdout + perplexity.stderr)
             ppl, scored = minitx_perplexity(model, tokenizer, text, n_ctx)
-            results[kind] = {"minitx_text": ours, "llama_cpp_text": theirs, "same_text": theirs.startswith(ours)
-                             or ours.startswith(theirs), "minitx_perplexity": round(ppl, 4),
+            results[kind] = {"minitx_text": ours, "llama_cpp_text": theirs, "same_text": theirs == ours, "minitx_perplexity": round(ppl, 4),
                              "llama_cpp_perplexity": float(found.group(1)) if found else None,
                              "tokens_scored": scored}
             print(kind, results[kind], flush=True)
