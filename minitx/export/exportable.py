@@ -16,7 +16,8 @@ def export_problem(cfg: ModelConfig, tokenizer: Tokenizer, to: str = "hf") -> st
     wrong = [(cfg.pos_encoding != "rope", f"{cfg.pos_encoding} positions (a Llama turns queries and keys by RoPE)"),
              (cfg.norm_position != "pre", "post-norm (a Llama normalises before each branch)"),
              (cfg.norm != "rmsnorm", f"{cfg.norm} (a Llama uses RMSNorm)"),
-             (cfg.ffn == "moe", "a mixture of experts (minitx writes dense Llama files only, so far)"),
+             (cfg.ffn == "moe", "a mixture of experts (minitx writes dense Llama files only: Mixtral's format has no "
+                                "biases, which minitx's runs have by default)"),
              (cfg.ffn not in ("swiglu", "moe"), f"a {cfg.ffn} feed-forward (a Llama's is SwiGLU)"),
              (tokenizer.kind != "bytebpe", f"a {tokenizer.kind} tokenizer (a Llama file's is byte-level BPE)")]
     reasons = [reason for bad, reason in wrong if bad]
