@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The analyses keep every layer's attention weights (L x H x T x T) and form the graph's terms for a
-# few queries at a time: 64 tokens keep both well under 100 MB on SmolLM2.
+# The analyses keep every layer's attention weights (L x H x T x T), which grow with the square of the
+# text: the question is about one prediction, and its last 64 tokens are what a page can draw.
 MAX_TOKENS = 64
 
 

@@ -133,23 +133,25 @@ def _check_parts_add_up(recording: Recording) -> None:
                              "the block does not add its branches to the stream, so it cannot be taken apart.")
 
 
+def head_columns(model: CausalLM, layer: int) -> torch.Tensor:
+    """The output projection split by head: head h's output o_h (Dh,) enters the stream as W_O[:, h] o_h.
+    -> (D, H, Dh)"""
+    attention = model.layers[layer].attention
+    return attention.out_proj.weight.detach().float().view(-1, attention.n_heads, attention.head_dim)
+
+
 def head_outputs(model: CausalLM, recording: Recording, layer: int, position: int) -> torch.Tensor:
     """Every head's output at one position of one layer, through its columns of the output projection.
     -> (H, D); summed over heads, plus the projection's bias, it is what attention added there."""
-    attention, record_ = model.layers[layer].attention, recording.layers[layer]
-    H, Dh = attention.n_heads, attention.head_dim
+    record_ = recording.layers[layer]
     per_head = (record_.weights[:, position, None] @ record_.values).squeeze(1)        # (H, Dh)
-    columns = attention.out_proj.weight.detach().float().view(-1, H, Dh)                 # (D, H, Dh)
-    return torch.einsum("hk,dhk->hd", per_head, columns)                                  # (H, D)
+    return torch.einsum("hk,dhk->hd", per_head, head_columns(model, layer))              # (H, D)
 
 
 def source_terms(model: CausalLM, recording: Recording, layer: int) -> torch.Tensor:
     """What each head moved from each source position, before weighting: v_j W_O^h for every head h and
     position j; head h adds A_h[i, j] times this row to position i.  -> (H, T, D)"""
-    attention, record_ = model.layers[layer].attention, recording.layers[layer]
-    H, Dh = attention.n_heads, attention.head_dim
-    columns = attention.out_proj.weight.detach().float().view(-1, H, Dh)                 # (D, H, Dh)
-    return torch.einsum("hjk,dhk->hjd", record_.values, columns)                          # (H, T, D)
+    return torch.einsum("hjk,dhk->hjd", recording.layers[layer].values, head_columns(model, layer))   # (H, T, D)
 
 
 def attention_bias(model: CausalLM, layer: int) -> torch.Tensor | None:

@@ -214,6 +214,12 @@ def run_path(directory: str | os.PathLike, name: str) -> Path:
     return Path(directory) / check_run_name(name)
 
 
+def named_run(run: str | os.PathLike, directory: str | os.PathLike) -> Path:
+    """The run a command line names: a folder holding a run's config.json, else the run called `run` in directory."""
+    folder = Path(run)
+    return folder if (folder / CONFIG_FILE).is_file() else run_path(directory, str(run))
+
+
 def _existing_run(directory: str | os.PathLike, name: str) -> Path:
     path = run_path(directory, name)
     if not path.is_dir():

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .arguments import OneLineArgumentParser
 from .config import CHOICES, HELP, ModelConfig, TrainConfig
-from .checkpoint import check_run_name, run_path
+from .checkpoint import check_run_name, named_run
 from .data import DataUnavailableError
 from .presets import PRESETS
 from .train import RESUMABLE_CHANGES, check_run, default_run_name, resolve_device, resume_configs, run_training
@@ -169,8 +169,7 @@ def _resume_target(args, parser) -> Path | None:
         flags = ", ".join("--" + name.replace("_", "-") for name in changed)
         parser.error(f"--resume continues a run as it was: {flags} would make it another run "
                      f"(only --epochs, --threads and --device may change)")
-    folder = Path(args.resume)
-    return folder if (folder / "config.json").is_file() else run_path(args.checkpoint_dir, args.resume)
+    return named_run(args.resume, args.checkpoint_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,6 +78,17 @@ def write_hf_folder(folder: Path, model, tokenizer: Tokenizer) -> Path:
     return folder
 
 
+def tiny_checkpoints(folder: Path, ggufs: dict[str, tuple[str, str | None]]) -> tuple:
+    """A random tiny Llama and its tokenizer, written into folder as a Hugging Face folder ("hf") and as GGUF
+    files {file name: (matrices' type, embedding's type or None for the same)}. -> (model, tokenizer)"""
+    tokenizer = tiny_tokenizer()
+    model = tiny_llama(tokenizer.vocab_size)
+    write_hf_folder(folder / "hf", model, tokenizer)
+    for name, (quantization, embedding) in ggufs.items():
+        write_gguf(folder / name, model, tokenizer, quantization, embedding)
+    return model, tokenizer
+
+
 def write_gguf(path: Path, model, tokenizer: Tokenizer, quantization: str = "F32", embedding: str | None = None) -> Path:
     """The model as llama.cpp's converter writes it: matrices in `quantization` (F32, Q8_0, Q4_1, ...), the
     embedding in `embedding` (by default the same), norms in F32."""

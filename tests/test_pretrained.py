@@ -17,7 +17,7 @@ from minitx.generate import generate
 from minitx.pretrained import KNOWN_MODELS, PretrainedUnavailable, load_pretrained, locate, wheel_file
 from minitx.pretrained.cache import cache_folder
 from tests.conftest import skip_or_fail
-from tests.pretrained_support import tiny_llama, tiny_tokenizer, write_gguf, write_hf_folder
+from tests.pretrained_support import tiny_checkpoints
 
 TEXT = "The capital of France is Paris, or so the story goes."
 
@@ -26,11 +26,7 @@ TEXT = "The capital of France is Paris, or so the story goes."
 def tiny(tmp_path_factory):
     """A random tiny Llama in transformers, and the same weights as an HF folder and two GGUF files."""
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = tiny_tokenizer()
-    model = tiny_llama(tokenizer.vocab_size)
-    write_hf_folder(folder / "hf", model, tokenizer)
-    for quantization in ("F32", "Q8_0"):
-        write_gguf(folder / f"tiny-{quantization}.gguf", model, tokenizer, quantization)
+    model, tokenizer = tiny_checkpoints(folder, {f"tiny-{kind}.gguf": (kind, None) for kind in ("F32", "Q8_0")})
     return folder, model, tokenizer
 
 

@@ -15,7 +15,7 @@ from minitx.generate import generate
 from minitx.pretrained import PretrainedUnavailable, load_pretrained
 from minitx.quant.kernels import int4_unavailable
 from minitx.quant.stored import StoredCausalLM
-from tests.pretrained_support import load_smollm2, tiny_llama, tiny_tokenizer, write_gguf, write_hf_folder
+from tests.pretrained_support import load_smollm2, tiny_checkpoints, tiny_llama, write_gguf
 
 pytestmark = pytest.mark.skipif(int4_unavailable() is not None, reason=f"{int4_unavailable()}")
 TEXT = "The capital of France is Paris, or so the story goes."
@@ -25,11 +25,7 @@ TEXT = "The capital of France is Paris, or so the story goes."
 def tiny(tmp_path_factory):
     """A random tiny Llama stored as SmolLM2's file is (matrices Q4_1, embedding Q8_0), in F32, and as a folder."""
     folder = tmp_path_factory.mktemp("tiny-q4")
-    tokenizer = tiny_tokenizer()
-    model = tiny_llama(tokenizer.vocab_size)
-    write_gguf(folder / "tiny-Q4_1.gguf", model, tokenizer, "Q4_1", embedding="Q8_0")
-    write_gguf(folder / "tiny-F32.gguf", model, tokenizer)
-    write_hf_folder(folder / "hf", model, tokenizer)
+    _, tokenizer = tiny_checkpoints(folder, {"tiny-Q4_1.gguf": ("Q4_1", "Q8_0"), "tiny-F32.gguf": ("F32", None)})
     return folder, tokenizer
 
 
@@ -80,8 +76,6 @@ def test_a_model_stored_in_float_is_quantized_on_load_and_says_so(tiny, source):
 
 def test_a_type_kept_only_dequantized_is_said_by_its_name_then_quantized(tiny, tmp_path):
     folder, tokenizer = tiny
-    from tests.pretrained_support import tiny_llama
-
     path = write_gguf(tmp_path / "tiny-Q5_0.gguf", tiny_llama(tokenizer.vocab_size), tokenizer, "Q5_0", embedding="Q8_0")
     loaded = load_pretrained(path, dtype="q4")
     assert any("14 tensors stored as Q5_0 were dequantized to float32" in note for note in loaded.notes), loaded.notes

@@ -15,7 +15,7 @@ import streamlit as st
 from minitx.config import ModelConfig
 from minitx.pretrained import DEFAULT_MODEL, KNOWN_MODELS, Pretrained, PretrainedUnavailable, load_pretrained
 from minitx.quant.stored import weight_count
-from ui.resources import newest_run
+from ui.resources import newest_run, random_model, trained_tokenizer
 
 PRETRAINED, PRETRAINED_Q4, TRAINED, RANDOM = (
     "SmolLM2-135M-Instruct (pretrained)", "SmolLM2 (4-bit, as stored)", "the newest run you trained",
@@ -108,8 +108,6 @@ class DrawnLanguageModel:
 def drawn_language_model(choice: Choice, sidebar_cfg: ModelConfig) -> DrawnLanguageModel | None:
     """SmolLM2, the newest trained language model, or random weights of the sidebar's shape (with a
     byte-level BPE trained on IMDB); None when not even a tokenizer can be had (no IMDB, offline)."""
-    from ui.resources import random_model, trained_tokenizer
-
     if choice.pretrained is not None:
         model = choice.pretrained.model
         return DrawnLanguageModel(model, choice.pretrained.tokenizer, model.cfg,

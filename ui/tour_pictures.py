@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+import torch
 
 from minitx.attribution import attribute, record
 from minitx.contribution_graph import contribution_graph
 from minitx.curves import epoch_curves
-from minitx.heads import attention_maps, logit_lens, previous_token_score
+from minitx.heads import logit_lens, previous_token_score
 from minitx.inspect import rope_pair_path
 from minitx.predict import predict
 from minitx.presets import PRESETS
@@ -30,7 +31,8 @@ def _followed(_model, model_key: str, ids: tuple[int, ...]) -> dict:
     predicted = int(recording.logits[-1].argmax())
     top, probabilities = logit_lens(_model, ids)
     best = recording.logits[-1].softmax(-1).topk(5)
-    return {"maps": attention_maps(_model, ids), "lens": (top, probabilities), "predicted": predicted,
+    maps = torch.stack([layer.weights for layer in recording.layers])          # (L, H, T, T): already recorded
+    return {"maps": maps, "lens": (top, probabilities), "predicted": predicted,
             "top5": [(int(i), float(p)) for p, i in zip(best.values, best.indices)],
             "probability": float(recording.logits[-1].softmax(-1)[predicted]),
             "attribution": attribute(_model, recording, predicted),

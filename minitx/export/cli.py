@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..arguments import OneLineArgumentParser
-from ..checkpoint import load_run
+from ..checkpoint import load_run, named_run
 from .exportable import GGUF_TYPES, export_problem
 from .gguf_file import write_gguf
 from .hf_folder import write_hf_folder
@@ -40,31 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_folder(run: str, checkpoint_dir: str) -> Path:
-    for candidate in (Path(run), Path(checkpoint_dir) / run):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise ValueError(f"no saved run {run!r}: neither a run folder nor a run in {checkpoint_dir}/.")
-
-
 def export(run_path: Path, to: str, target: Path, kind: str = "f32", force: bool = False) -> dict:
     """Write the run to target ("hf": a folder, "gguf": a file), through a temporary name. Returns what was
     written: {"target", "bytes", "seconds", "tensors" (gguf: how many in each type)}."""
     started = time.perf_counter()
-    loaded = load_run(run_path)
-    problem = export_problem(loaded.model_config, loaded.tokenizer, to)
-    if problem:
-        raise ValueError(problem)
     if target.exists() and not force:
         raise ValueError(f"{target} exists; give another name, or --force to replace it.")
     if not target.parent.is_dir():
         raise ValueError(f"{target.parent} is not a folder to write into.")
+    loaded = load_run(run_path)
+    problem = export_problem(loaded.model_config, loaded.tokenizer, to)
+    if problem:
+        raise ValueError(problem)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     except OSError as error:
         raise ValueError(f"cannot write into {target.parent} ({error.strerror}).") from None
     model, name, counts = loaded.model.eval(), run_path.name, {}
-    os.chmod(staging, 0o777 & ~_umask())          # mkdtemp makes it private; an export is an ordinary folder
+    os.chmod(staging, 0o755)                       # mkdtemp makes it private; an export is an ordinary folder
     try:
         if to == "hf":
             write_hf_folder(model, loaded.tokenizer, staging, name)
@@ -81,19 +74,13 @@ def export(run_path: Path, to: str, target: Path, kind: str = "f32", force: bool
     return {"target": str(target), "bytes": size, "seconds": round(time.perf_counter() - started, 3), "tensors": counts}
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.to == "hf" and args.type != "f32":
             raise ValueError("--type is for GGUF files; a Hugging Face folder holds float32 weights.")
-        result = export(run_folder(args.run, args.checkpoint_dir), args.to, Path(args.target), args.type, args.force)
+        result = export(named_run(args.run, args.checkpoint_dir), args.to, Path(args.target), args.type, args.force)
     except (ValueError, OSError) as error:
         parser.error(str(error).rstrip("."))
     what = "a Hugging Face folder" if args.to == "hf" else f"a GGUF file ({args.type})"

@@ -25,6 +25,7 @@ from ..tokenizer import Tokenizer
 from .tensors import llama_tensors
 
 BLOCK_TYPES = {"q8_0": "Q8_0", "q4_1": "Q4_1", "q4_0": "Q4_0"}
+FILE_TYPES = {"f32": 0, "bf16": 32, "q8_0": 7, "q4_1": 3, "q4_0": 2}    # llama.cpp's LLAMA_FTYPE_ numbers
 NORMAL, CONTROL = 1, 3                 # tokenizer.ggml.token_type values
 
 
@@ -41,7 +42,7 @@ def tokenizer_metadata(tokenizer: Tokenizer) -> dict:
     return {"tokens": tokens, "merges": merges, "types": [CONTROL if t in specials else NORMAL for t in tokens]}
 
 
-def gguf_tensor(name: str, tensor: torch.Tensor, kind: str) -> tuple[np.ndarray, object, str]:
+def gguf_tensor(tensor: torch.Tensor, kind: str) -> tuple[np.ndarray, object, str]:
     """(the data as written, its GGML type, the type's name). Matrices take the chosen type; a matrix whose
     rows are not whole blocks of 32, every norm and bias stay float32."""
     from gguf import GGMLQuantizationType
@@ -52,9 +53,6 @@ def gguf_tensor(name: str, tensor: torch.Tensor, kind: str) -> tuple[np.ndarray,
     if tensor.dim() == 2 and kind == "bf16":             # the bfloat16 values' bytes, two a weight
         return tensor.bfloat16().view(torch.uint8).numpy(), GGMLQuantizationType.BF16, "BF16"
     return tensor.float().numpy(), GGMLQuantizationType.F32, "F32"
-
-
-FILE_TYPES = {"f32": 0, "bf16": 32, "q8_0": 7, "q4_1": 3, "q4_0": 2}    # llama.cpp's LLAMA_FTYPE_ numbers
 
 
 def write_gguf(model: CausalLM, tokenizer: Tokenizer, path: str | Path, name: str, kind: str = "f32") -> dict:
@@ -95,7 +93,7 @@ def write_gguf(model: CausalLM, tokenizer: Tokenizer, path: str | Path, name: st
             setter(tokenizer.token_to_id(tokenizer.specials[role]))
     counts: dict[str, int] = {}
     for tensor_name, tensor in llama_tensors(model, "gguf").items():
-        data, ggml_type, type_name = gguf_tensor(tensor_name, tensor, kind)
+        data, ggml_type, type_name = gguf_tensor(tensor, kind)
         writer.add_tensor(tensor_name, data, raw_dtype=ggml_type)
         counts[type_name] = counts.get(type_name, 0) + 1
     writer.write_header_to_file()

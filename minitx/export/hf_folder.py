@@ -23,9 +23,14 @@ from ..tokenizer import Tokenizer
 from .tensors import llama_tensors
 
 
+def start_id(tokenizer: Tokenizer) -> int | None:
+    """The token a text starts with (minitx's language models: the end-of-text token), for bos_token_id."""
+    return tokenizer.start_ids[0] if tokenizer.start_ids else tokenizer.eos_id
+
+
 def llama_config_json(model: CausalLM, tokenizer: Tokenizer, name: str) -> dict:
     cfg = model.cfg
-    bos = tokenizer.start_ids[0] if tokenizer.start_ids else tokenizer.eos_id
+    bos = start_id(tokenizer)
     config = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "_name_or_path": name,
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
@@ -43,14 +48,13 @@ def llama_config_json(model: CausalLM, tokenizer: Tokenizer, name: str) -> dict:
 
 
 def tokenizer_config_json(tokenizer: Tokenizer, max_len: int) -> dict:
-    token = tokenizer.id_to_token
-    settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len, "clean_up_tokenization_spaces": False,
-                "add_bos_token": bool(tokenizer.start_ids), "add_eos_token": False}
+    settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len,
+                "clean_up_tokenization_spaces": False, "add_bos_token": bool(tokenizer.start_ids), "add_eos_token": False}
     for role, key in (("eos", "eos_token"), ("pad", "pad_token"), ("unk", "unk_token")):
         if role in tokenizer.specials:
             settings[key] = tokenizer.specials[role]
     if tokenizer.start_ids:
-        settings["bos_token"] = token(tokenizer.start_ids[0])
+        settings["bos_token"] = tokenizer.id_to_token(tokenizer.start_ids[0])
     return settings
 
 
@@ -63,6 +67,6 @@ def write_hf_folder(model: CausalLM, tokenizer: Tokenizer, folder: str | Path, n
     tokenizer.backend.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(
         json.dumps(tokenizer_config_json(tokenizer, model.cfg.max_len), indent=2) + "\n")
-    generation = {"bos_token_id": tokenizer.start_ids[0] if tokenizer.start_ids else tokenizer.eos_id,
+    generation = {"bos_token_id": start_id(tokenizer),
                   "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id, "do_sample": False}
     (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
