@@ -1,5 +1,6 @@
 """How long a learner waits for a check: the attention lab's right answer through the warm lab worker,
-as the Build it page sends it (median of 5).
+as the Build it page sends it (median of 5), and two wrong ones, whose diagnosis runs
+too: a mistake the lab knows by name, and one it does not.
 
     python benchmarks/lab_check.py              # target: at most 1.5x the check before the sandbox
     python benchmarks/lab_check.py --name NAME  # writes benchmarks/results/NAME.json (default lab-check)
@@ -44,12 +45,23 @@ def main() -> None:
         started = time.perf_counter()
         assert worker.request(request).result["passed"]
         back_to_back.append(time.perf_counter() - started)
+    named = {**request, "source": RIGHT["attention"].replace("/ math.sqrt(d)", "")}            # no 1/sqrt(Dh)
+    unnamed = {**request, "source": RIGHT["attention"].replace("/ math.sqrt(d)", "/ (d + 1)")}  # nobody's mistake
+    wrong = {"named": [], "unnamed": []}
+    for kind, sent in (("named", named), ("unnamed", unnamed)):
+        assert not worker.request(sent).result["passed"]
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            assert not worker.request(sent).result["passed"]
+            wrong[kind].append(time.perf_counter() - started)
     mode = worker.request({"op": "sandbox"}).result
     worker.close()
     write_result(args.name, {"sandbox": mode,
                              "check_after_a_pause_s": {"median": statistics.median(paused), "runs": paused},
                              "check_back_to_back_s": {"median": statistics.median(back_to_back),
-                                                      "runs": back_to_back}})
+                                                      "runs": back_to_back},
+                             **{f"{kind}_mistake_back_to_back_s": {"median": statistics.median(runs), "runs": runs}
+                                for kind, runs in wrong.items()}})
 
 
 if __name__ == "__main__":

@@ -59,13 +59,24 @@ def test_each_lab_passes_minitx_and_a_learner_and_names_each_typical_mistake(nam
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_known_mistake_is_recognised_by_its_own_message(name):
-    """Each wrong answer the lab knows, handed in as the learner's: its own message comes back
-    (not a more general one, nor another mistake's)."""
+    """Each wrong answer the lab knows (ten at least), handed in as the learner's: its own message comes
+    back (not a more general one, nor another mistake's), for a wrong value or a wrong shape alike."""
     lab = get_lab(name)
+    assert len(lab.mistakes) >= 10 and len({m.message for m in lab.mistakes}) == len(lab.mistakes)
     for index, mistake in enumerate(lab.mistakes):
         source = f"from minitx.labs import get_lab\n{lab.function} = get_lab({name!r}).mistakes[{index}].wrong\n"
         report = check(lab, source)
-        assert report.stage == "diagnosis" and report.title == mistake.message, (index, report.title)
+        assert report.stage in ("diagnosis", "shape", "type") and report.title == mistake.message, (index, report.title)
+        assert any(c["case"] == report.case and c["result"] not in ("exact", "within tolerance") for c in report.cases)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_wrong_answer_ends_with_only_how_many_values_differ(name):
+    """Every wrong file of the suite gets a sentence that names its mistake or the shape of its difference."""
+    lab = get_lab(name)
+    for what, source, _ in WRONG[name]:
+        report = check(lab, source, "wrong.py")
+        assert report.stage != "mismatch" and "differs from minitx's in" not in report.title, (what, report.title)
 
 
 ATTENTION_BY = {

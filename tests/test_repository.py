@@ -39,9 +39,10 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 PACKAGES = ("minitx", "ui", "app_pages")
 LIVE_TRAINING = ("minitx/runs.py", "minitx/launch.py", "ui/live.py", "app_pages/training.py", "streamlit_app.py")
-# what labs/ and the sandbox hold: they may shrink, not grow (issue 46's aim, 4,000, is not reached yet);
-# a new lab's exercise is content, not machinery: 4,418 lines, then issue 47's quantize_block lab (108)
-LABS_AND_SANDBOX_LINES = 4_526
+# the machinery of labs/ (how a check runs, confines and explains) and the sandbox may shrink, not grow
+# (issue 46's aim for labs/ and the sandbox together, 4,000, is not reached); the exercises (each lab's task,
+# cases and named mistakes, minitx/labs/exercises) are content, counted apart: they grow with each mistake named
+LABS_MACHINERY_AND_SANDBOX_LINES = 3_474
 
 
 def _modules() -> dict[str, Path]:
@@ -111,6 +112,6 @@ def test_the_live_training_code_stays_under_900_lines():
     assert _lines(ROOT / p for p in LIVE_TRAINING) <= 900
 
 
-def test_the_labs_and_the_sandbox_grow_no_larger():
-    assert _lines([*(ROOT / "minitx" / "labs").rglob("*.py"), *(ROOT / "minitx" / "sandbox").rglob("*.py")]) \
-        <= LABS_AND_SANDBOX_LINES
+def test_the_labs_machinery_and_the_sandbox_grow_no_larger():
+    labs = [p for p in (ROOT / "minitx" / "labs").rglob("*.py") if "exercises" not in p.parts]
+    assert _lines([*labs, *(ROOT / "minitx" / "sandbox").rglob("*.py")]) <= LABS_MACHINERY_AND_SANDBOX_LINES

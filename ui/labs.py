@@ -161,8 +161,8 @@ def show_report(report: Report, key: str) -> None:
     if report.minitx_use:
         st.caption(f":material/info: {report.minitx_use}")
     if report.cases:
-        rows = [{"case": c["case"], "result": c["result"], "largest difference": f"{c['largest difference']:.1e}"}
-                for c in report.cases]
+        rows = [{"case": c["case"], "result": c["result"], "largest difference": "—" if c["largest difference"]
+                 is None else f"{c['largest difference']:.1e}"} for c in report.cases]
         static_table(pd.DataFrame(rows), width="stretch")
     draw_picture(report.picture, key)
     if report.output:

@@ -1,7 +1,9 @@
 """Build it: labs in which the learner writes each piece of the transformer.
 
-    exercises/          each lab: the function to write, minitx's answer, cases, the usual mistakes
+    exercises/          each lab: the function to write, minitx's answer, cases, ten or more named mistakes
     checking.py         the checks, in the order a learner can act on; compare.py, pictures.py: their parts
+    difference.py       what a difference no named mistake explains looks like (a factor, a transpose, T > 1)
+    quote.py            the learner's own line a message points at, from the file's syntax tree
     imports.py          what of minitx a learner's file uses, from its syntax tree
     worker.py           the lab worker: judges (minitx's answers, the comparison, the verdict); LabWorker
     learner_process.py  the learner's process: what runs in it, and the function as the checker calls it

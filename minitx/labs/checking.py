@@ -7,9 +7,11 @@
          it returns the right type, shape and dtype   (expected vs got, named in the notation)
          it leaves its inputs alone         (or writes the ones it must, like a cache)
          it equals minitx's answer          (within the lab's float32 tolerance)
-       and when it does not, why: a NaN where minitx has a number, a known mistake it matches
-       exactly (no 1/sqrt(Dh), RoPE ignoring start, ...), a rule it breaks (a later token
-       changing an earlier output), else where the first difference is and how large.
+       and when it does not, why: a known mistake it matches exactly (no 1/sqrt(Dh), RoPE
+       ignoring start, ...; a wrong shape too), a NaN where minitx has a number, a rule it
+       breaks (a later token changing an earlier output), else what the difference looks like
+       (minitx.labs.difference: a factor, a transpose, some heads only, only when T > 1, ...),
+       with the learner's own line quoted where the mistake names what it computes.
 
 minitx's answers are computed first, on copies of the inputs. The lab worker passes `load=` a
 loader whose function runs in a process of its own in the sandbox (minitx.labs.learner_process), so that
@@ -31,9 +33,11 @@ import torch
 from ..sandbox.job import Stopped
 from ..sandbox.limits import LIMITS, Limits
 from ..sandbox.verdict import Kind, Verdict
+from . import difference
 from .compare import Comparison, compare_tensors, describe, shape_problem
 from .imports import minitx_use
-from .lab import Case, Lab
+from .lab import Case, Lab, Mistake
+from .quote import quoted
 
 
 @dataclass
@@ -191,19 +195,68 @@ def changed_inputs(lab: Lab, case: Case, left: dict) -> list[str]:
             if name not in lab.mutates and not callable(value) and not same_value(value, left[name])]
 
 
-def diagnose(lab: Lab, fn, case: Case, want: tuple, got: tuple) -> str | None:
-    """Why the learner's answer differs, when a known cause fits."""
+class LaterCases:
+    """The learner's outputs on the cases after the one that failed, each computed once when first
+    asked for: a known mistake is named only if these agree with it too, and they fill the cases list."""
+
+    def __init__(self, lab: Lab, fn, cases: list[Case], answers: list[tuple]):
+        self.lab, self.fn, self.cases, self.answers, self.got = lab, fn, cases, answers, {}
+        self.stopped = False                   # the sandbox ended the function: the verdict so far stands
+
+    def output(self, index: int):
+        """The learner's outputs on case `index`, or None where the function raised or was stopped."""
+        if index not in self.got:
+            try:
+                self.got[index] = None if self.stopped else call(self.lab, self.fn, self.cases[index])[0]
+            except Stopped:
+                self.stopped, self.got[index] = True, None
+            except BaseException:
+                self.got[index] = None
+        return self.got[index]
+
+    def agree(self, mistake: Mistake) -> bool:
+        """Whether the learner's outputs equal the mistake's on every later case where the mistake shows
+        (its answer is not minitx's there); elsewhere a second mistake of the learner's may show."""
+        return all(self.output(i) is None or _matches(self.lab, mistake.wrong, case, self.output(i))
+                   or _matches(self.lab, mistake.wrong, case, answer)
+                   for i, (case, answer) in enumerate(zip(self.cases, self.answers)))
+
+    def results(self) -> list[dict]:
+        rows = []
+        for i, (case, want) in enumerate(zip(self.cases, self.answers)):
+            got = self.output(i)
+            if got is None or structure_problem(self.lab, want, got, case):
+                rows.append({"case": case.label, "result": "wrong shape or type" if got is not None else
+                             "stopped by the sandbox" if self.stopped else "raised",
+                             "largest difference": None})
+                continue
+            comparison = compare_outputs(self.lab, want, got)[0]
+            rows.append({"case": case.label, "result": "exact" if comparison.exact else "within tolerance"
+                         if comparison.same else "differs", "largest difference": comparison.largest})
+        return rows
+
+
+def known_mistake(lab: Lab, case: Case, got: tuple, later: LaterCases | None = None) -> Mistake | None:
+    """The first of the lab's known wrong answers whose outputs the learner's equal, here and on the
+    later cases (two mistakes may give the same answer on one case and not on the next)."""
+    return next((m for m in lab.mistakes if _matches(lab, m.wrong, case, got) and (later is None or later.agree(m))),
+                None)
+
+
+def diagnose(lab: Lab, fn, case: Case, want: tuple, got: tuple, later: LaterCases | None = None) -> Mistake | str | None:
+    """Why the learner's answer differs, when a known cause fits: a known mistake, or a sentence."""
+    mistake = known_mistake(lab, case, got, later)
+    if mistake:
+        return mistake
     for spec, w, g in zip(lab.outputs, want, got):
         if spec.kind == "tensor" and w.is_floating_point():
-            bad = ~g.isfinite() & w.isfinite()
+            bad = g.isnan() & ~w.isnan()               # NaN, or inf where minitx's has none at all (top_p's -inf is
+            if w.isfinite().all():                     # a value like any other)
+                bad |= ~g.isfinite()
             if bad.any():
                 where = tuple(bad.nonzero()[0].tolist())
-                nan_message = next((m.message for m in lab.mistakes if _matches(lab, m.wrong, case, got)), None)
-                return nan_message or (f"`{spec.name}` has {int(bad.sum())} NaN or infinite values where minitx's "
-                                       f"has numbers, the first at [{', '.join(map(str, where))}].")
-    for mistake in lab.mistakes:
-        if _matches(lab, mistake.wrong, case, got):
-            return mistake.message
+                return (f"`{spec.name}` has {int(bad.sum())} NaN or infinite values where minitx's has numbers, "
+                        f"the first at [{', '.join(map(str, where))}].")
     for rule in lab.properties:
         try:
             message = rule(fn, case, lambda f, c: call(lab, f, c)[0])
@@ -216,6 +269,26 @@ def diagnose(lab: Lab, fn, case: Case, want: tuple, got: tuple) -> str | None:
     return None
 
 
+def _as_tensor(value):
+    return torch.tensor(float(value), dtype=torch.float64) if isinstance(value, (int, float)) and \
+        not isinstance(value, bool) else value
+
+
+def describe_difference(lab: Lab, case: Case, want: tuple, got: tuple, name: str) -> str | None:
+    """What the difference in output `name` looks like (minitx.labs.difference), or None."""
+    index = [o.name for o in lab.outputs].index(name)
+    spec = lab.outputs[index]
+
+    def answer(args: dict):
+        try:
+            return _as_tensor(minitx_answer(lab, Case(case.label, args, case.dims))[index])
+        except Exception:          # minitx's function refuses that input: no neighbour there
+            return None
+
+    return difference.explain(_as_tensor(want[index]), _as_tensor(got[index]), spec.notation, case,
+                              max(lab.rtol, 1e-9), max(lab.atol, 1e-9), answer)
+
+
 def _matches(lab: Lab, wrong, case: Case, got: tuple) -> bool:
     """Whether the learner's outputs are those of a known wrong answer."""
     try:
@@ -225,9 +298,11 @@ def _matches(lab: Lab, wrong, case: Case, got: tuple) -> bool:
     if len(expected) != len(got):
         return False
     for spec, w, g in zip(lab.outputs, expected, got):
-        if spec.kind == "tensor" and (not isinstance(w, torch.Tensor) or w.shape != g.shape or w.dtype != g.dtype):
+        if isinstance(w, torch.Tensor) != isinstance(g, torch.Tensor) or type(w) is not type(g):
+            return False                   # a wrong answer of another type or shape is another mistake
+        if isinstance(w, torch.Tensor) and (w.shape != g.shape or w.dtype != g.dtype):
             return False
-        if not compare_one(lab, spec, w, g).same:
+        if not (compare_one(lab, spec, w, g).same if isinstance(w, torch.Tensor) or spec.kind != "tensor" else w == g):
             return False
     return True
 
@@ -337,6 +412,10 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
     # 3) case by case
     first_got = None                                  # the first case's answer, for the picture of a pass
     for number, (case, want) in enumerate(zip(cases, answers)):
+        def failed(stage, title, detail="", line=None, picture=None, result="failed"):
+            results.append({"case": case.label, "result": result, "largest difference": None})
+            return report(stage, title, detail, case.label, line, picture)
+
         try:
             got, left = call(lab, fn, case)
         except Stopped:
@@ -344,32 +423,46 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
         except NotImplementedError:
             if number == 0:
                 return report("stub", STUB_TITLE.format(lab.function))
-            return report("error", f"`{lab.function}` raised NotImplementedError on: {case.label}.", case=case.label)
+            return failed("error", f"`{lab.function}` raised NotImplementedError on: {case.label}.", result="raised")
         except BaseException as error:            # SystemExit too: exit() in a function is a mistake
             lines, line = learner_lines(error, filename)
             memory = out_of_memory(error)
             if memory:
-                return report("limit", memory, f"On: {case.label}.\n{lines}".rstrip(), case=case.label, line=line)
-            return report("error", f"{error_text(error)}", f"On: {case.label}.\n{lines}".rstrip(),
-                          case=case.label, line=line)
+                return failed("limit", memory, f"On: {case.label}.\n{lines}".rstrip(), line, result="stopped")
+            return failed("error", f"{error_text(error)}", f"On: {case.label}.\n{lines}".rstrip(), line,
+                          result="raised")
         problem = structure_problem(lab, want, got, case)
         if problem:
-            return report("shape" if "should be (" in problem or "dtype" in problem else "type",
-                          problem, f"On: {case.label}.", case=case.label)
+            stage = "shape" if "should be (" in problem or "dtype" in problem else "type"
+            later = LaterCases(lab, fn, cases[number + 1:], answers[number + 1:])
+            mistake = known_mistake(lab, case, got, later)
+            title, line = quoted(mistake.message, source, mistake.lines, lab.function) if mistake else (problem, None)
+            return failed(stage, title, (problem + "\n" if mistake else "") + f"On: {case.label}.", line,
+                          result=f"wrong {'shape or dtype' if stage == 'shape' else 'type'}")
         changed = changed_inputs(lab, case, left)
         if changed:
             names = ", ".join(f"`{n}`" for n in changed)
-            return report("inputs", f"Your function changed its input {names} in place.",
+            return failed("inputs", f"Your function changed its input {names} in place.",
                           "The caller still needs it as it was: work on a new tensor (`x = x / s`, not "
-                          "`x /= s` or `x.div_(s)`).", case=case.label, picture=_picture(lab, case, want, got))
+                          "`x /= s` or `x.div_(s)`).", picture=_picture(lab, case, want, got),
+                          result="changed its input")
         first_got = got if first_got is None else first_got
         comparison, name = compare_outputs(lab, want, got)
         results.append({"case": case.label, "result": "exact" if comparison.exact else
                         "within tolerance" if comparison.same else "differs", "largest difference": comparison.largest})
         if not comparison.same:
-            why = diagnose(lab, fn, case, want, got)
+            later = LaterCases(lab, fn, cases[number + 1:], answers[number + 1:])
+            why, line = diagnose(lab, fn, case, want, got, later), None
+            if isinstance(why, Mistake):
+                why, line = quoted(why.message, source, why.lines, lab.function)
+            if why is None:
+                why = describe_difference(lab, case, want, got, name)
+            results.extend(later.results())           # every case listed, now that they have run
+            if why is None:
+                why = difference.across_cases(cases, [r["result"] in ("exact", "within tolerance") for r in results]) \
+                    or _spread(lab, case, want, got, name)
             return report("diagnosis" if why else "mismatch", why or comparison.text,
-                          (comparison.text + "\n" if why else "") + f"On: {case.label}.", case=case.label,
+                          (comparison.text + "\n" if why else "") + f"On: {case.label}.", case=case.label, line=line,
                           picture=_picture(lab, case, want, got))
     exact = sum(r["result"] == "exact" for r in results)
     largest = max(r["largest difference"] for r in results)
@@ -379,6 +472,16 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
                                   f"`{lab.function}` yourself for the lab to count it.", picture=picture)
     return report("passed", f"Passed: {len(cases)} cases, {exact} exactly equal to minitx's, the largest "
                             f"difference {largest:.1e}.", picture=picture)
+
+
+def _spread(lab: Lab, case: Case, want: tuple, got: tuple, name: str) -> str | None:
+    index = [o.name for o in lab.outputs].index(name)
+    w, g = _as_tensor(want[index]), _as_tensor(got[index])
+    if isinstance(w, torch.Tensor) and isinstance(g, torch.Tensor) and w.is_floating_point() and w.shape == g.shape:
+        letters = difference.axis_names(lab.outputs[index].notation, w.reshape(-1).shape if w.dim() == 0 else w.shape,
+                                         case.dims)
+        return difference.spread(w.reshape(-1) if w.dim() == 0 else w, g.reshape(-1) if g.dim() == 0 else g, letters)
+    return None
 
 
 def _picture(lab: Lab, case: Case, want: tuple, got: tuple) -> dict | None:

@@ -144,9 +144,9 @@ def format_report(lab, report) -> str:
     if report.cases:
         lines += ["", "cases:"]
         for case in report.cases:
-            mark = "ok  " if case["result"] != "differs" else "FAIL"
-            lines.append(f"  {mark} {case['case']} ({case['result']}, largest difference "
-                         f"{case['largest difference']:.1e})")
+            mark = "ok  " if case["result"] in ("exact", "within tolerance") else "FAIL"
+            largest = "" if case["largest difference"] is None else f", largest difference {case['largest difference']:.1e}"
+            lines.append(f"  {mark} {case['case']} ({case['result']}{largest})")
     if report.output:
         lines += ["", "what your code printed:", *("    " + line for line in printable(report.output).splitlines()[:40])]
     if not report.passed and lab.hints:

@@ -40,10 +40,13 @@ class Case:
 @dataclass(frozen=True)
 class Mistake:
     """A usual wrong answer, written out: when the learner's output equals `wrong`'s (and not
-    minitx's), `message` says what they most likely did."""
+    minitx's), `message` says what they most likely did. `lines` name what the learner's line
+    holding the mistake computes (minitx.labs.quote: "softmax", "@", "write:cache_k"), so the
+    message can quote it."""
 
     message: str
     wrong: Callable
+    lines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

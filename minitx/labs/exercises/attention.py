@@ -106,6 +106,17 @@ def _exp_overflow(q, k, v, mask=None):
     return weights @ v, weights
 
 
+def _scale_multiplied(q, k, v, mask=None):
+    return _finish(_scores(q, k) * math.sqrt(q.size(-1)), v, mask)
+
+
+def _no_softmax(q, k, v, mask=None):
+    scores = _scores(q, k) / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, 0.0)
+    return scores @ v, scores
+
+
 def _causal_leak(fn, case: Case, call) -> str | None:
     """With a causal mask, changing the last key and value must not move any earlier query."""
     mask = case.args["mask"]
@@ -182,24 +193,28 @@ ATTENTION = Lab(
     answer=(explicit_attention,),
     mistakes=(
         Mistake("No 1/√Dh: divide the scores q kᵀ by math.sqrt(Dh) (Dh = q.size(-1)) before the softmax, "
-                "or the softmax saturates as heads grow.", _no_scale),
-        Mistake("The scores were divided by Dh, not by its square root: math.sqrt(q.size(-1)).", _scale_by_dh),
+                "or the softmax saturates as heads grow.", _no_scale, ("@", "matmul", "einsum")),
+        Mistake("The scores were divided by Dh, not by its square root: math.sqrt(q.size(-1)).", _scale_by_dh, ("/",)),
+        Mistake("The scores were multiplied by √Dh: divide them by it, so that their spread stays near 1 whatever "
+                "the head size.", _scale_multiplied, ("sqrt", "*")),
         Mistake("The scores were divided by the square root of the number of tokens, q.size(-2); "
-                "the scale is √Dh, the head size, q.size(-1).", _scale_by_tokens),
+                "the scale is √Dh, the head size, q.size(-1).", _scale_by_tokens, ("sqrt", "/")),
         Mistake("The softmax ran over the queries (dim -2): each query's weights over the keys, the last "
-                "dimension, must sum to 1 (softmax(dim=-1)).", _softmax_over_queries),
+                "dimension, must sum to 1 (softmax(dim=-1)).", _softmax_over_queries, ("softmax",)),
+        Mistake("No softmax: the scores themselves weighted the values. softmax(dim=-1) turns each query's scores "
+                "into weights that are positive and sum to 1.", _no_softmax),
         Mistake("The mask is the wrong way round: True means may look. Fill -inf where the mask is "
-                "False: scores.masked_fill(~mask, float('-inf')).", _mask_inverted),
+                "False: scores.masked_fill(~mask, float('-inf')).", _mask_inverted, ("masked_fill", "where")),
         Mistake("The mask was ignored: hidden keys got weight. Fill their scores with -inf before the softmax.",
                 _mask_ignored),
         Mistake("The mask was applied after the softmax, so the rows no longer sum to 1: hide the scores "
-                "(-inf) before it.", _mask_after_softmax),
+                "(-inf) before it.", _mask_after_softmax, ("softmax",)),
         Mistake("Hidden scores were set to 0, not -inf: exp(0) = 1 still gives a hidden key weight. "
-                "Use scores.masked_fill(~mask, float('-inf')).", _masked_to_zero),
+                "Use scores.masked_fill(~mask, float('-inf')).", _masked_to_zero, ("masked_fill", "where", "*")),
         Mistake("NaN from 0 × -inf: multiplying the mask by -inf gives NaN where the mask allows. "
-                "Use scores.masked_fill(~mask, float('-inf')).", _mask_times_inf),
+                "Use scores.masked_fill(~mask, float('-inf')).", _mask_times_inf, ("*",)),
         Mistake("exp overflowed: with large scores exp(scores) is inf, and inf / inf is NaN. Subtract each "
-                "row's max before exp (the answer does not change), or use torch.softmax.", _exp_overflow),
+                "row's max before exp (the answer does not change), or use torch.softmax.", _exp_overflow, ("exp",)),
     ),
     properties=(_hidden_keys_weighted, _causal_leak),
     rtol=1e-4, atol=1e-5, picture=attention_picture,
@@ -235,6 +250,19 @@ def _tiled(x, n_rep):
     return x.repeat(1, n_rep, 1, 1)
 
 
+def _expanded_after(x, n_rep, axis):
+    """A new axis of n_rep copies after `axis` (1: right, after G; 2: after S; 3: after Dh), then (B, G * n_rep, S, Dh)."""
+    B, G, S, Dh = x.shape
+    sizes = [B, G, S, Dh]
+    sizes.insert(axis + 1, n_rep)
+    return x.unsqueeze(axis + 1).expand(*sizes).reshape(B, G * n_rep, S, Dh)
+
+
+def _head_zero(x, n_rep):
+    B, G, S, Dh = x.shape
+    return x[:, :1].expand(B, G * n_rep, S, Dh)
+
+
 def repeat_kv_cases() -> list[Case]:
     def case(label, B, G, S, Dh, n_rep, seed):
         x = randn(B, G, S, Dh, seed=seed) + torch.arange(G).view(1, G, 1, 1) * 10.0   # head g near 10 g
@@ -265,7 +293,29 @@ REPEAT_KV = Lab(
     mistakes=(
         Mistake("The heads came out in the wrong order, 0, 1, 0, 1: `x.repeat` tiles the whole set of heads. "
                 "Query head h reads key/value head h // n_rep, so they must come out 0, 0, 1, 1 "
-                "(`repeat_interleave` on dim 1, or expand a new dimension after G).", _tiled),
+                "(`repeat_interleave` on dim 1, or expand a new dimension after G).", _tiled, ("repeat", "expand", "cat")),
+        Mistake("The copies went in after the tokens (a new axis after S) and the reshape mixed tokens into heads: "
+                "put the new axis right after G, `x[:, :, None]`, then expand and reshape.",
+                lambda x, n_rep: _expanded_after(x, n_rep, 2), ("expand", "unsqueeze")),
+        Mistake("The copies went in after Dh (a new axis at the end) and the reshape mixed dimensions into heads "
+                "and tokens: the new axis belongs right after G, `x[:, :, None]`.",
+                lambda x, n_rep: _expanded_after(x, n_rep, 3), ("expand", "unsqueeze")),
+        Mistake("Every query head reads key/value head 0: `x[:, :1]` keeps only the first. Query head h reads "
+                "key/value head h // n_rep.", _head_zero, ("expand",)),
+        Mistake("The tokens were repeated (dim 2), not the heads: the result needs G * n_rep heads on dim 1.",
+                lambda x, n_rep: x.repeat_interleave(n_rep, dim=2), ("repeat_interleave", "repeat")),
+        Mistake("The batch was repeated (dim 0), not the heads: the result needs G * n_rep heads on dim 1.",
+                lambda x, n_rep: x.repeat_interleave(n_rep, dim=0), ("repeat_interleave", "repeat")),
+        Mistake("The head size was repeated (the last dim), not the heads: the result needs G * n_rep heads on dim 1.",
+                lambda x, n_rep: x.repeat_interleave(n_rep, dim=-1), ("repeat_interleave", "repeat")),
+        Mistake("x came back as it was: with n_rep > 1 each key/value head must appear n_rep times, for the "
+                "query heads that read it.", lambda x, n_rep: x),
+        Mistake("Each head was repeated G times (the number of key/value heads): repeat it n_rep times, the "
+                "number of query heads that read it.",
+                lambda x, n_rep: x.repeat_interleave(x.size(1), dim=1), ("repeat_interleave",)),
+        Mistake("Each head was repeated G * n_rep times, once per query head: repeat it n_rep times, so that "
+                "there are G * n_rep heads in all.",
+                lambda x, n_rep: x.repeat_interleave(x.size(1) * n_rep, dim=1), ("repeat_interleave",)),
     ),
     rtol=0.0, atol=0.0, picture=repeat_kv_picture,
     hints=(
@@ -306,6 +356,14 @@ def _strict(T, S):
     return torch.ones(T, S, dtype=torch.bool).tril(S - T - 1)
 
 
+def _float_mask(T, S):
+    return causal_mask(T, S).float()
+
+
+def _additive(T, S):
+    return torch.zeros(T, S).masked_fill(~causal_mask(T, S), float("-inf"))
+
+
 def _sees_the_future(fn, case: Case, call) -> str | None:
     got = call(fn, case)[0]
     T, S = case.dims["T"], case.dims["S"]
@@ -340,10 +398,27 @@ CAUSAL_MASK = Lab(
     outputs=(Output("the mask", "(T, S)", dtype=torch.bool),), answer=(causal_mask,),
     mistakes=(
         Mistake("The diagonal is in the wrong place when T < S: query t stands at position S - T + t, so it may "
-                "look at keys 0 ... S - T + t (`tril(diagonal=S - T)`).", _no_offset),
+                "look at keys 0 ... S - T + t (`tril(diagonal=S - T)`).", _no_offset, ("tril",)),
+        Mistake("The diagonal moved the wrong way: query t stands at position S - T + t, so the diagonal moves "
+                "right by S - T, `tril(S - T)`, not `tril(T - S)`.",
+                lambda T, S: torch.ones(T, S, dtype=torch.bool).tril(T - S), ("tril",)),
         Mistake("True and False are swapped: True means may look (itself and the past), False hides "
                 "the future.", _inverted),
-        Mistake("A token must see itself: the diagonal belongs to what it may look at.", _strict),
+        Mistake("A token must see itself: the diagonal belongs to what it may look at.", _strict, ("tril", "triu")),
+        Mistake("`triu` keeps the upper triangle, the future: `tril` keeps a query's own position and the past.",
+                lambda T, S: torch.ones(T, S, dtype=torch.bool).triu(), ("triu",)),
+        Mistake("Each query may look one key ahead: `tril(S - T)` stops at its own position; one more is the future.",
+                lambda T, S: torch.ones(T, S, dtype=torch.bool).tril(S - T + 1), ("tril",)),
+        Mistake("A mask of 0.0 and 1.0: the attention lab fills the scores where the mask is False, so it needs "
+                "a bool tensor (`torch.ones(T, S, dtype=torch.bool)`).", _float_mask, ("ones", "tril")),
+        Mistake("An additive mask, 0 where a query may look and -inf where not (as some code adds to the scores): "
+                "here the mask is bool, True where a query may look.", _additive, ("masked_fill", "full", "zeros")),
+        Mistake("The mask is (S, T), keys down and queries across: a row per query, (T, S).",
+                lambda T, S: torch.ones(S, T, dtype=torch.bool).tril(S - T), ("ones",)),
+        Mistake("The whole (S, S) mask came back: the queries are the last T positions, its last T rows, `[-T:]`.",
+                lambda T, S: causal_mask(S, S), ("ones", "tril")),
+        Mistake("A (T, T) mask: the queries look at all S keys, the T new ones and the S - T in the cache.",
+                lambda T, S: causal_mask(T, T), ("ones", "tril")),
     ),
     properties=(_sees_the_future,),
     rtol=0.0, atol=0.0, picture=causal_picture,

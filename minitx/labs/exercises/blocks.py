@@ -80,19 +80,34 @@ RMS_NORM = Lab(
     mistakes=(
         Mistake("eps is outside the square root, sqrt(mean(x²)) + eps; it belongs inside, "
                 "sqrt(mean(x²) + eps). The two differ when the vector is small.",
-                _weighted(lambda x, w, eps: _rms(x, eps_inside=False, eps=eps))),
+                _weighted(lambda x, w, eps: _rms(x, eps_inside=False, eps=eps)), ("sqrt", "rsqrt")),
         Mistake("The mean was subtracted first: that is LayerNorm. RMSNorm only divides by the root mean square.",
                 _weighted(lambda x, w, eps: _rms(x, eps=eps, subtract_mean=True))),
         Mistake("The squares were summed, not averaged: the mean over the D dimensions (`.mean(-1)`).",
-                _weighted(lambda x, w, eps: _rms(x, eps=eps, reduce="sum"))),
+                _weighted(lambda x, w, eps: _rms(x, eps=eps, reduce="sum")), ("sum",)),
         Mistake("x was divided by the mean of the squares, not by its square root.",
-                _weighted(lambda x, w, eps: _rms(x, eps=eps, root=False))),
+                _weighted(lambda x, w, eps: _rms(x, eps=eps, root=False)), ("/",)),
         Mistake("The gain `weight` was not applied: multiply the normalised x by it.",
                 lambda x, w, eps: _rms(x, eps=eps)),
         Mistake("NaN for a vector of zeros: 0 / sqrt(0) is 0 / 0. Add eps inside the square root.",
                 _weighted(lambda x, w, eps: _rms(x, eps=0.0))),
         Mistake("The mean ran over the wrong dimension: each vector is normalised over its own D values, "
-                "the last dimension (`dim=-1`).", _weighted(lambda x, w, eps: _rms(x, eps=eps, dim=0))),
+                "the last dimension (`dim=-1`).", _weighted(lambda x, w, eps: _rms(x, eps=eps, dim=0)), ("mean",)),
+        Mistake("The gain was added, not multiplied: x / rms * weight.", lambda x, w, eps: _rms(x, eps=eps) + w, ("+",)),
+        Mistake("The gain was applied as (1 + weight), as Gemma stores it: minitx's weight is the gain itself, "
+                "x / rms * weight.", lambda x, w, eps: _rms(x, eps=eps) * (1 + w), ("+",)),
+        Mistake("The variance (`x.var`) is not the mean of the squares: it subtracts the mean first (and "
+                "divides by D - 1). Use `x.pow(2).mean(-1, keepdim=True)`.",
+                _weighted(lambda x, w, eps: x / (x.var(-1, keepdim=True) + eps).sqrt()), ("var", "std")),
+        Mistake("The mean of |x| is not the root mean square: square, average, then take the square root.",
+                _weighted(lambda x, w, eps: x / (x.abs().mean(-1, keepdim=True) + eps)), ("abs",)),
+        Mistake("One mean over the whole tensor: each vector is normalised by its own root mean square, "
+                "`mean(-1, keepdim=True)`.", _weighted(lambda x, w, eps: x / (x.pow(2).mean() + eps).sqrt()),
+                ("mean",)),
+        Mistake("The mean was squared, (mean x)², not the squares averaged, mean(x²): square first.",
+                _weighted(lambda x, w, eps: x / (x.mean(-1, keepdim=True).pow(2) + eps).sqrt()), ("mean",)),
+        Mistake("The gain went in before the norm, so it was normalised away: normalise x first, then multiply "
+                "by weight.", lambda x, w, eps: _rms(x * w, eps=eps), ("*",)),
     ),
     rtol=1e-4, atol=1e-5, picture=rms_picture,
     hints=(
@@ -158,6 +173,34 @@ def _ffn_without_norm(x, attention_norm, attention, ffn_norm, feed_forward):
     return x + feed_forward(x)
 
 
+def _feed_forward_first(x, attention_norm, attention, ffn_norm, feed_forward):
+    x = x + feed_forward(ffn_norm(x))
+    return x + attention(attention_norm(x))
+
+
+def _no_feed_forward(x, attention_norm, attention, ffn_norm, feed_forward):
+    return x + attention(attention_norm(x))
+
+
+def _feed_forward_replaces(x, attention_norm, attention, ffn_norm, feed_forward):
+    x = x + attention(attention_norm(x))
+    return feed_forward(ffn_norm(x))
+
+
+def _final_norm(x, attention_norm, attention, ffn_norm, feed_forward):
+    return ffn_norm(block_reference(x, attention_norm, attention, ffn_norm, feed_forward))
+
+
+def _attention_without_norm(x, attention_norm, attention, ffn_norm, feed_forward):
+    x = x + attention(x)
+    return x + feed_forward(ffn_norm(x))
+
+
+def _feed_forward_reads_the_branch(x, attention_norm, attention, ffn_norm, feed_forward):
+    a = attention(attention_norm(x))
+    return x + a + feed_forward(ffn_norm(a))
+
+
 def block_parts(D: int, seed: int):
     """Four different functions of the right shapes: two norms with their own gains, an
     attention that mixes tokens, a two-layer feed-forward network."""
@@ -214,7 +257,20 @@ BLOCK = Lab(
                 "network reads the stream after attention's output has been added.", _parallel),
         Mistake("attention_norm and ffn_norm are swapped: attention reads attention_norm(x).", _norms_swapped),
         Mistake("The feed-forward branch read x without ffn_norm: x = x + feed_forward(ffn_norm(x)).",
-                _ffn_without_norm),
+                _ffn_without_norm, ("feed_forward",)),
+        Mistake("The branches ran in the wrong order: attention first (tokens gather from each other), then the "
+                "feed-forward network on what they gathered.", _feed_forward_first, ("feed_forward",)),
+        Mistake("The feed-forward branch is missing: after attention, x = x + feed_forward(ffn_norm(x)).",
+                _no_feed_forward, ("attention",)),
+        Mistake("The feed-forward branch replaced the residual stream instead of adding to it: "
+                "x = x + feed_forward(ffn_norm(x)).", _feed_forward_replaces, ("feed_forward",)),
+        Mistake("A norm was applied to the block's output: in a pre-norm block the stream leaves unnormalised "
+                "(the model's one final norm comes after the last block).", _final_norm, ("ffn_norm",)),
+        Mistake("The attention branch read x without attention_norm: x = x + attention(attention_norm(x)).",
+                _attention_without_norm, ("attention",)),
+        Mistake("The feed-forward network read attention's output alone, not the stream it was added to: "
+                "x = x + attention(...) first, then feed_forward(ffn_norm(x)).", _feed_forward_reads_the_branch,
+                ("feed_forward",)),
     ),
     rtol=1e-4, atol=1e-5, picture=block_picture,
     hints=(

@@ -48,10 +48,10 @@ def kv_reference(cache_k, cache_v, k, v, q, position):
     return explicit_attention(q, keys, values)[0]                        # (B, H, 1, Dh)
 
 
-def _attend(q, keys, values, scale=True):
+def _attend(q, keys, values, divide_by=None):
     n_rep = q.size(1) // keys.size(1)
     keys, values = repeat_kv(keys, n_rep), repeat_kv(values, n_rep)
-    scores = q @ keys.transpose(-2, -1) / (math.sqrt(q.size(-1)) if scale else 1.0)
+    scores = q @ keys.transpose(-2, -1) / (math.sqrt(q.size(-1)) if divide_by is None else divide_by)
     return scores.softmax(-1) @ values
 
 
@@ -80,7 +80,53 @@ def _written_one_later(cache_k, cache_v, k, v, q, position):
 
 def _kv_no_scale(cache_k, cache_v, k, v, q, position):
     cache_k[:, :, position:position + 1], cache_v[:, :, position:position + 1] = k, v
-    return _attend(q, cache_k[:, :, :position + 1], cache_v[:, :, :position + 1], scale=False)
+    return _attend(q, cache_k[:, :, :position + 1], cache_v[:, :, :position + 1], divide_by=1.0)
+
+
+def _written(cache_k, cache_v, k, v, q, position, where=None, write_v=True, swapped=False):
+    """k and v written at `where` (a slice of slots; `position` by default), then attention over 0 ... position."""
+    where = slice(position, position + 1) if where is None else where
+    cache_k[:, :, where] = v if swapped else k
+    if write_v:
+        cache_v[:, :, where] = k if swapped else v
+    return cache_k[:, :, :position + 1], cache_v[:, :, :position + 1]
+
+
+def _attend_tiled(q, keys, values):
+    n_rep = q.size(1) // keys.size(1)
+    keys, values = keys.repeat(1, n_rep, 1, 1), values.repeat(1, n_rep, 1, 1)
+    return (q @ keys.transpose(-2, -1) / math.sqrt(q.size(-1))).softmax(-1) @ values
+
+
+def _swapped(cache_k, cache_v, k, v, q, position):
+    return _attend(q, *_written(cache_k, cache_v, k, v, q, position, swapped=True))
+
+
+def _only_k_written(cache_k, cache_v, k, v, q, position):
+    return _attend(q, *_written(cache_k, cache_v, k, v, q, position, write_v=False))
+
+
+def _heads_tiled(cache_k, cache_v, k, v, q, position):
+    return _attend_tiled(q, *_written(cache_k, cache_v, k, v, q, position))
+
+
+def _softmax_over_the_query(cache_k, cache_v, k, v, q, position):
+    _, values = _written(cache_k, cache_v, k, v, q, position)
+    return repeat_kv(values, q.size(1) // values.size(1)).sum(2, keepdim=True)   # every weight 1
+
+
+def _written_one_early(cache_k, cache_v, k, v, q, position):
+    before = slice(position - 1, position) if position else slice(-1, None)     # position -1: the last slot
+    _written(cache_k, cache_v, k, v, q, position, where=before)
+    return _attend(q, cache_k[:, :, :position + 1], cache_v[:, :, :position + 1])
+
+
+def _written_to_the_end(cache_k, cache_v, k, v, q, position):
+    return _attend(q, *_written(cache_k, cache_v, k, v, q, position, where=slice(position, None)))
+
+
+def _kv_scale_by_dh(cache_k, cache_v, k, v, q, position):
+    return _attend(q, *_written(cache_k, cache_v, k, v, q, position), divide_by=q.size(-1))
 
 
 def kv_cases() -> list[Case]:
@@ -117,13 +163,25 @@ KV_STEP = Lab(
     mutates=("cache_k", "cache_v"), answer=(LayerCache.update, kv_reference, explicit_attention),
     mistakes=(
         Mistake("The cache was not written: the next step would not find this token's key and value. Write "
-                "them in place: `cache_k[:, :, position] = k[:, :, 0]` (and the same for v).", _not_written),
+                "them in place: `cache_k[:, :, position] = k[:, :, 0]` (and the same for v).", _not_written, ("cat",)),
         Mistake("The query attended over all L slots, the ones after `position` too, which hold nothing yet "
                 "(or an earlier text): use positions 0 ... position, `cache_k[:, :, :position + 1]`.",
-                _whole_cache),
+                _whole_cache, ("write:cache_k",)),
         Mistake("The new token did not attend to itself: positions 0 ... position, inclusive.", _without_itself),
-        Mistake("k and v were written one slot too late, at position + 1.", _written_one_later),
-        Mistake("No 1/√Dh: divide the scores by math.sqrt(Dh) before the softmax.", _kv_no_scale),
+        Mistake("k and v were written one slot too late, at position + 1.", _written_one_later, ("write:cache_k",)),
+        Mistake("No 1/√Dh: divide the scores by math.sqrt(Dh) before the softmax.", _kv_no_scale, ("@", "matmul")),
+        Mistake("k went into the value cache and v into the key cache: `cache_k[:, :, position] = k[:, :, 0]`, "
+                "`cache_v[:, :, position] = v[:, :, 0]`.", _swapped, ("write:cache_k",)),
+        Mistake("Only the key cache was written: the value cache needs the new value too, "
+                "`cache_v[:, :, position] = v[:, :, 0]`.", _only_k_written, ("write:cache_k",)),
+        Mistake("Query head h read key/value head h % G (`repeat` tiles the heads): it reads h // n_rep, so each "
+                "key/value head is repeated in place (`repeat_interleave` on dim 1).", _heads_tiled, ("repeat",)),
+        Mistake("The softmax ran over the query's dimension (dim -2, of size 1), so every weight is 1: the "
+                "weights run over the positions, softmax(dim=-1).", _softmax_over_the_query, ("softmax",)),
+        Mistake("k and v were written one slot too early, at position - 1: the new token stands at `position`.", _written_one_early, ("write:cache_k",)),
+        Mistake("k and v were written into every slot from `position` on (`cache_k[:, :, position:] = k` "
+                "broadcasts): write the one slot, `cache_k[:, :, position] = k[:, :, 0]`.", _written_to_the_end, ("write:cache_k",)),
+        Mistake("The scores were divided by Dh, not by its square root: math.sqrt(Dh).", _kv_scale_by_dh, ("/",)),
     ),
     rtol=1e-4, atol=1e-5, picture=kv_picture,
     hints=(
@@ -194,6 +252,19 @@ def _half_nucleus(logits, p):
     return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
+def _nucleus_drop(logits, p, ascending=False, dim=-1):
+    """The drop flags in vocabulary order: sorted by probability (most likely first unless `ascending`)."""
+    probs, order = logits.softmax(dim).sort(dim=-1, descending=not ascending, stable=True)
+    drop = probs.cumsum(-1) - probs >= p
+    drop[..., 0] = False
+    return drop.scatter(-1, order, drop)
+
+
+def _sorted_logits_returned(logits, p):
+    ordered, order = logits.sort(dim=-1, descending=True, stable=True)
+    return ordered.masked_fill(_nucleus_drop(logits, p).gather(-1, order), float("-inf"))
+
+
 def top_p_cases() -> list[Case]:
     def case(label, logits, p):
         return Case(label, {"logits": logits, "p": p}, dict(zip(("B", "T"), logits.shape[:-1]), V=logits.size(-1)))
@@ -216,12 +287,13 @@ def top_p_cases() -> list[Case]:
 
 def top_p_compare(spec, want, got) -> Comparison | None:
     """Equal, or equal up to which of equally likely tokens were kept: each row keeps the same
-    number of logits with the same values."""
+    number of logits with the same values, each at its own token."""
     exact = compare_tensors(want, got, 0.0, 0.0, "the filtered logits")
     if exact.same:
         return exact
     kept_same = compare_tensors(want.sort(-1).values, got.sort(-1).values, 0.0, 0.0).same
-    if kept_same:
+    both_kept = want.isfinite() & got.isfinite()                   # a kept token keeps its own logit
+    if kept_same and bool((want[both_kept] == got[both_kept]).all()):
         return Comparison(True, False, 0.0, "the filtered logits keep the same logits as minitx's; of equally "
                                             "likely tokens, yours kept others.")
     return exact
@@ -244,12 +316,12 @@ TOP_P = Lab(
     outputs=(Output("the filtered logits", "(..., V)"),), answer=(top_p_filter, allowed_logits),
     mistakes=(
         Mistake("The probabilities were summed in float16: it rounds 0.49993 to 0.5, and a token just under p "
-                "is dropped. Keep them in float32, as softmax gives them.", _half_nucleus),
+                "is dropped. Keep them in float32, as softmax gives them.", _half_nucleus, ("half",)),
         Mistake("The token that crosses p was dropped: keep a token while the probability *before* it is "
                 "below p (`cumsum - probs < p`), so that what is kept reaches p.",
-                lambda logits, p: _nucleus(logits, p, keep_crossing=False)),
+                lambda logits, p: _nucleus(logits, p, keep_crossing=False), ("cumsum",)),
         Mistake("A token was kept where the mass before it equals p exactly: the kept ones already reach p "
-                "there, so drop where the mass before is at least p (`>= p`, not `> p`).", _keeps_at_p),
+                "there, so drop where the mass before is at least p (`>= p`, not `> p`).", _keeps_at_p, ("cumsum",)),
         Mistake("Every token was dropped at p = 0: the most likely token always stays (never drop the first "
                 "in sorted order).", lambda logits, p: _nucleus(logits, p, keep_best=False)),
         Mistake("The filter was applied in sorted order: map the drop flags back to the vocabulary's order "
@@ -258,7 +330,21 @@ TOP_P = Lab(
         Mistake("The running sum was over logits, not probabilities: take the softmax first.",
                 lambda logits, p: _nucleus(logits, p, of_logits=True)),
         Mistake("exp overflowed: exp(logits) is inf for logits near 100, and inf / inf is NaN. Use "
-                "`logits.softmax(-1)`, which takes each row's max off first.", _naive_softmax_nucleus),
+                "`logits.softmax(-1)`, which takes each row's max off first.", _naive_softmax_nucleus, ("exp",)),
+        Mistake("The dropped logits were set to 0, not -inf: a logit of 0 still has probability exp(0) / Z, so "
+                "sampling could pick it. `logits.masked_fill(drop, float('-inf'))`.",
+                lambda logits, p: logits.masked_fill(_nucleus_drop(logits, p), 0.0), ("masked_fill", "where")),
+        Mistake("Probabilities came back, not logits: keep the logits as they were and set the dropped ones to -inf.",
+                lambda logits, p: logits.softmax(-1).masked_fill(_nucleus_drop(logits, p), float("-inf")),
+                ("masked_fill", "where")),
+        Mistake("The tokens were sorted least likely first: the nucleus is the most likely tokens, "
+                "`sort(descending=True)`.", lambda logits, p: logits.masked_fill(
+                    _nucleus_drop(logits, p, ascending=True), float("-inf")), ("sort", "argsort")),
+        Mistake("The softmax ran over dim 0, across the rows: each row is one distribution over the vocabulary, "
+                "`softmax(dim=-1)`.", lambda logits, p: logits.masked_fill(
+                    _nucleus_drop(logits, p, dim=0), float("-inf")), ("softmax",)),
+        Mistake("The sorted logits came back: the filtered logits stay in the vocabulary's order, token i at "
+                "index i.", _sorted_logits_returned, ("sort",)),
     ),
     rtol=0.0, atol=0.0, compare=top_p_compare, picture=top_p_picture,
     hints=(
@@ -303,6 +389,39 @@ def _route(probs, k, renormalise="sum", scale_by_e=True, per_choice=True, larges
     routed = F.one_hot(chosen, E).sum(1).float().mean(0) / (k if per_choice else 1)
     aux = (routed * probs.mean(0)).sum() * (E if scale_by_e else 1)
     return weights, chosen, aux
+
+
+def _aux(probs, chosen, share, mean_probs=None):
+    """E * sum_e f_e * P_e, with f_e from `share` (N, k, E one-hot choices -> (E,)) and P_e minitx's mean."""
+    E = probs.size(-1)
+    f = share(F.one_hot(chosen, E).float())
+    return E * (f * (probs.mean(0) if mean_probs is None else mean_probs)).sum()
+
+
+def _aux_from_counts(probs, k):
+    weights, chosen, _ = _route(probs, k)
+    return weights, chosen, _aux(probs, chosen, lambda hot: hot.sum((0, 1)))
+
+
+def _aux_from_weights(probs, k):
+    weights, chosen, _ = _route(probs, k)
+    kept = torch.zeros_like(probs).scatter(-1, chosen, weights)            # (N, E): the renormalised weights
+    return weights, chosen, _aux(probs, chosen, lambda hot: hot.sum(1).mean(0) / k, kept.mean(0))
+
+
+def _aux_first_choice(probs, k):
+    weights, chosen, _ = _route(probs, k)
+    return weights, chosen, _aux(probs, chosen, lambda hot: hot[:, 0].mean(0))
+
+
+def _aux_as_a_float(probs, k):
+    weights, chosen, aux = _route(probs, k)
+    return weights, chosen, aux.item()
+
+
+def _experts_choose_tokens(probs, k):
+    weights, chosen = probs.topk(k, dim=0)                                  # (k, E): tokens per expert
+    return weights / weights.sum(0, keepdim=True), chosen, _route(probs, k)[2]
 
 
 def _worst_first(probs, k):
@@ -369,7 +488,18 @@ MOE_ROUTE = Lab(
         Mistake("The right experts, worst first: each token's experts and weights go best first, as `topk` "
                 "returns them (the model reads the first as the token's favourite).", _worst_first),
         Mistake("These are the k *least* likely experts: `topk` keeps the largest by default.",
-                lambda probs, k: _route(probs, k, largest=False)),
+                lambda probs, k: _route(probs, k, largest=False), ("topk",)),
+        Mistake("f_e counts the choices: it is their share, the count divided by all N * k choices.",
+                _aux_from_counts, ("one_hot", "bincount")),
+        Mistake("P_e came from the renormalised weights of the chosen experts: it is the router's mean probability "
+                "over all tokens, `probs.mean(0)`, which reaches every expert's gradient.", _aux_from_weights,
+                ("mean",)),
+        Mistake("f_e counted only each token's first choice (the Switch Transformer's k = 1): with k experts per "
+                "token every one of the N * k choices counts.", _aux_first_choice, ("one_hot", "bincount")),
+        Mistake("aux_loss came back as a Python float (`.item()`): keep the 0-d tensor, which training "
+                "backpropagates through.", _aux_as_a_float, ("item",)),
+        Mistake("topk ran over dim 0, the tokens: each expert chose its k tokens (expert-choice routing). Here each "
+                "token chooses its k experts, `topk(k, dim=-1)`.", _experts_choose_tokens, ("topk",)),
     ),
     rtol=1e-5, atol=1e-6, compare=moe_compare, picture=moe_picture,
     hints=(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...positional import apply_rope, rope, rope_angles, sinusoidal_table
@@ -44,6 +46,20 @@ def _pairs(d_model):
     return torch.arange(0, d_model, 2, dtype=torch.float32)               # 2i
 
 
+def _with_frequencies(max_len, d_model, sine, cosine, cosine_also_sine=False):
+    """sin(p * sine[i]) at 2i and cos(p * cosine[i]) at 2i + 1 (or sin again)."""
+    position = torch.arange(max_len, dtype=torch.float32)[:, None]
+    table = torch.zeros(max_len, d_model)
+    table[:, 0::2] = (position * sine).sin()
+    table[:, 1::2] = (position * cosine).sin() if cosine_also_sine else (position * cosine).cos()
+    return table
+
+
+def _own_index(T, D):
+    """Dimension j's frequency from j itself: the cosine at 2i + 1 gets 10000^(-(2i + 1) / D)."""
+    return _with_frequencies(T, D, 10_000.0 ** (-_pairs(D) / D), 10_000.0 ** (-(_pairs(D) + 1) / D))
+
+
 def sinusoidal_cases() -> list[Case]:
     return [Case(label, {"max_len": T, "d_model": D}, {"max_len": T, "D": D}) for label, T, D in (
         ("10 positions, D 16", 10, 16),
@@ -73,7 +89,25 @@ SINUSOIDAL = Lab(
                 "so with i = 0, 1, 2, ... the exponent is 0, 2/D, 4/D, ...",
                 lambda T, D: _table(T, D, torch.arange(D // 2, dtype=torch.float32))),
         Mistake("The positions start at 1: the first row is position 0 (sin 0 = 0, cos 0 = 1).",
-                lambda T, D: _table(T, D, _pairs(D), first_position=1)),
+                lambda T, D: _table(T, D, _pairs(D), first_position=1), ("arange",)),
+        Mistake("The exponent has the wrong sign: the frequencies fall, 10000^(-2i / D), from 1 for the first pair "
+                "to nearly 1/10000; yours grow (the position is multiplied by 10000^(2i / D)).",
+                lambda T, D: _table(T, D, -_pairs(D)), ("**", "pow", "exp")),
+        Mistake("The exponent is 2i, not 2i / D: from the second pair on 10000^(-2i) is 0 in float32, so those "
+                "dimensions hold sin 0 and cos 0. Divide by d_model.", lambda T, D: _table(T, D, _pairs(D) * D),
+                ("**", "pow", "exp")),
+        Mistake("Each dimension took a frequency of its own (j for dimension j): a sine and its cosine share one, "
+                "10000^(-2i / D) for both 2i and 2i + 1.", _own_index, ("**", "pow", "exp")),
+        Mistake("math.log10 where the formula needs the natural logarithm: exp(-ln(10000) · 2i / D) is "
+                "10000^(-2i / D); with log10 the frequencies fall too slowly.",
+                lambda T, D: _with_frequencies(T, D, *[torch.exp(-math.log10(10_000.0) * _pairs(D) / D)] * 2),
+                ("log10",)),
+        Mistake("Every pair has frequency 1: `2i // D` is an integer division, 0 for every pair below D. "
+                "Divide as floats: `torch.arange(0, D, 2).float() / D`.", lambda T, D: _table(T, D, _pairs(D) * 0),
+                ("//",)),
+        Mistake("Sines in every dimension: the odd dimensions take the cosine of the same angle.",
+                lambda T, D: _with_frequencies(T, D, *[10_000.0 ** (-_pairs(D) / D)] * 2, cosine_also_sine=True),
+                ("sin",)),
     ),
     rtol=0.0, atol=2e-4, picture=sinusoidal_picture,
     hints=(
@@ -124,6 +158,20 @@ def _theta(Dh):
     return 10_000.0 ** (-torch.arange(0, Dh, 2, dtype=torch.float32) / Dh)
 
 
+def _pairs_then_halves(x, start, split="pairs", put="halves", swap=False, positions=None, theta=_theta):
+    """A RoPE whose pairs are read one way and written back another (`split`, `put`), with sin and cos
+    swapped, or with other positions (a tensor of T positions)."""
+    T, Dh = x.size(-2), x.size(-1)
+    position = torch.arange(start, start + T, dtype=torch.float32) if positions is None else positions(start, T)
+    angle = position[:, None] * theta(Dh)                                            # (T, Dh/2)
+    cos, sin = (angle.sin(), angle.cos()) if swap else (angle.cos(), angle.sin())
+    a, b = (x[..., 0::2], x[..., 1::2]) if split == "pairs" else (x[..., : Dh // 2], x[..., Dh // 2:])
+    first, second = a * cos - b * sin, a * sin + b * cos
+    if put == "halves":
+        return torch.cat([first, second], dim=-1)
+    return torch.stack([first, second], dim=-1).flatten(-2)
+
+
 def rope_cases() -> list[Case]:
     def case(label, B, H, T, Dh, start, seed, scale=1.0):
         return Case(label, {"x": randn(B, H, T, Dh, seed=seed, scale=scale), "start": start},
@@ -153,7 +201,7 @@ ROPE = Lab(
     outputs=(Output("the rotated x", "(B, H, T, Dh)"),), answer=(rope_angles, apply_rope, rope),
     mistakes=(
         Mistake("RoPE ignored `start`: your output equals minitx's for start = 0. Token t of x is at "
-                "position start + t.", lambda x, start: rope(x, 0)),
+                "position start + t.", lambda x, start: rope(x, 0), ("arange",)),
         Mistake("Dimension i was paired with i + Dh/2 (the layout of GPT-NeoX and Hugging Face's Llama); "
                 "minitx pairs neighbours, 2i with 2i + 1: `x[..., 0::2]` and `x[..., 1::2]`.",
                 lambda x, start: _rope_with(x, start, _theta, "halves")),
@@ -163,7 +211,28 @@ ROPE = Lab(
                 lambda x, start: _rope_with(x, start, lambda Dh: 10_000.0 ** (
                     -torch.arange(Dh // 2, dtype=torch.float32) / Dh))),
         Mistake("The positions are off by one: token t is at position start + t, the first at `start` itself.",
-                lambda x, start: rope(x, start + 1)),
+                lambda x, start: rope(x, start + 1), ("arange",)),
+        Mistake("cos and sin are swapped: the pair (a, b) turns to (a cos − b sin, a sin + b cos).",
+                lambda x, start: _pairs_then_halves(x, start, put="pairs", swap=True), ("cos", "sin")),
+        Mistake("The exponent has the wrong sign: theta_i = base^(-2i / Dh) falls from 1 for the first pair; "
+                "yours grows.", lambda x, start: _rope_with(x, start, lambda Dh: 1 / _theta(Dh)), ("**", "pow", "exp")),
+        Mistake("The neighbours (2i, 2i + 1) were rotated but written back as two halves: put each rotated pair "
+                "back side by side, `torch.stack([..., ...], dim=-1).flatten(-2)`.",
+                lambda x, start: _pairs_then_halves(x, start), ("cat",)),
+        Mistake("The halves (i, i + Dh/2) were rotated but written back as neighbours: minitx pairs neighbours on "
+                "both sides, `x[..., 0::2]` and `x[..., 1::2]`.",
+                lambda x, start: _pairs_then_halves(x, start, split="halves", put="pairs"), ("stack", "flatten")),
+        Mistake("Every token was turned by the angle of position `start`: token t stands at start + t.",
+                lambda x, start: _pairs_then_halves(x, start, put="pairs", positions=lambda s, T: torch.full((T,), float(s))),
+                ("arange", "full")),
+        Mistake("The angle did not grow with the position: every token turned by theta_i, as if at position 1. "
+                "The angle is m * theta_i for the token at position m.",
+                lambda x, start: _pairs_then_halves(x, start, put="pairs", positions=lambda s, T: torch.ones(T)),
+                ("cos", "sin")),
+        Mistake("Every pair turned at the same speed (theta_i = 1, the angle the position itself): theta_i = "
+                "base^(-2i / Dh) slows the later pairs down.",
+                lambda x, start: _pairs_then_halves(x, start, put="pairs", theta=lambda Dh: torch.ones(Dh // 2)),
+                ("**", "pow", "cos")),
     ),
     rtol=1e-4, atol=2e-4, picture=rope_picture,
     hints=(

@@ -36,18 +36,22 @@ def quantize_block(w: torch.Tensor):
     return q.scale[:, 0], q.minimum[:, 0], packed, q.dequantize()
 
 
-def _wrong(w, levels=15, rounding="half up", minimum=True, pack="split", half_scales=True):
+def _wrong(w, levels=15, rounding="half up", minimum=True, pack="split", half_scales=True, subtract=True,
+           rebuild_minimum=True, swap_ends=False, scale_type=torch.float16, code_type=torch.uint8):
     low, high = w.amin(1, keepdim=True), w.amax(1, keepdim=True)
+    if swap_ends:
+        low, high = high, low
     m = low if minimum else torch.zeros_like(low)
     d = ((high - low) if minimum else high) / levels
-    scaled = (w - m) * torch.where(d == 0, 0.0, 1 / d)
+    scaled = ((w - m) if subtract else w) * torch.where(d == 0, 0.0, 1 / d)
     q = {"half up": torch.trunc(scaled + 0.5), "down": torch.trunc(scaled), "even": torch.round(scaled)}[rounding]
-    q = q.clamp(0, 15).to(torch.uint8)
+    q = q.clamp(0, 15).to(code_type)
     packed = {"split": q[:, :16] | (q[:, 16:] << 4), "swapped": (q[:, :16] << 4) | q[:, 16:],
-              "neighbours": q[:, 0::2] | (q[:, 1::2] << 4)}[pack]
+              "neighbours": q[:, 0::2] | (q[:, 1::2] << 4), "byte apart": q[:, :16] | (q[:, 16:] << 8)}[pack]
     d16, m16 = d[:, 0].half(), m[:, 0].half()
     scale, shift = (d16.float(), m16.float()) if half_scales else (d[:, 0], m[:, 0])
-    return d16, m16, packed, q.float() * scale[:, None] + shift[:, None]
+    weights = q.float() * scale[:, None] + (shift[:, None] if rebuild_minimum else 0.0)
+    return d16.to(scale_type), m16.to(scale_type), packed, weights
 
 
 def cases() -> list[Case]:
@@ -84,19 +88,31 @@ QUANTIZE_BLOCK = Lab(
     mistakes=(
         Mistake("The scale comes from the maximum alone (d = max / 15, no minimum): Q4_1 spreads its 16 codes from "
                 "the block's minimum to its maximum, d = (max - min) / 15 and m = min.",
-                lambda w: _wrong(w, minimum=False)),
+                lambda w: _wrong(w, minimum=False), ("amax", "max")),
         Mistake("16 steps where there are 15: codes 0..15 make 15 steps from the minimum to the maximum, so "
-                "d = (max - min) / 15.", lambda w: _wrong(w, levels=16)),
+                "d = (max - min) / 15.", lambda w: _wrong(w, levels=16), ("/",)),
         Mistake("The codes are rounded down: ggml adds 0.5 before truncating, so each weight takes its nearest code.",
-                lambda w: _wrong(w, rounding="down")),
+                lambda w: _wrong(w, rounding="down"), ("trunc", "floor")),
         Mistake("Halves are rounded to the even code (torch.round): ggml takes trunc(x + 0.5), so a weight exactly "
-                "between two codes takes the upper one.", lambda w: _wrong(w, rounding="even")),
+                "between two codes takes the upper one.", lambda w: _wrong(w, rounding="even"), ("round",)),
         Mistake("The nibbles are swapped: code j goes in the low 4 bits of byte j, code j + 16 in the high 4 bits.",
-                lambda w: _wrong(w, pack="swapped")),
+                lambda w: _wrong(w, pack="swapped"), ("<<",)),
         Mistake("Neighbouring codes share a byte (2j and 2j + 1): GGUF pairs code j with code j + 16.",
-                lambda w: _wrong(w, pack="neighbours")),
+                lambda w: _wrong(w, pack="neighbours"), ("<<",)),
         Mistake("The weights are rebuilt from the float32 d and m: the file keeps them in float16, so rebuild "
                 "from d.half() and m.half(), as the reader will.", lambda w: _wrong(w, half_scales=False)),
+        Mistake("The codes were taken from w itself, not from w - min: a code counts steps of d up from the "
+                "block's minimum, q = trunc((w - min) / d + 0.5).", lambda w: _wrong(w, subtract=False), ("trunc", "round")),
+        Mistake("The weights were rebuilt without the minimum: w ≈ d × q + m.", lambda w: _wrong(w, rebuild_minimum=False),
+                ("*",)),
+        Mistake("The minimum and maximum are swapped: d = (max - min) / 15 is positive and m is the minimum.",
+                lambda w: _wrong(w, swap_ends=True), ("amin", "min")),
+        Mistake("d and m stayed float32: the file keeps each as float16 (`.half()`), 2 bytes each.",
+                lambda w: _wrong(w, scale_type=torch.float32), ("half",)),
+        Mistake("The packed codes are int64: a byte is uint8, `q.to(torch.uint8)` before packing.",
+                lambda w: _wrong(w, code_type=torch.int64), ("to", "long")),
+        Mistake("Code j + 16 was shifted by 8 bits, out of its byte: a byte holds two 4-bit codes, so the high "
+                "one is shifted by 4, `q[:, 16:] << 4`.", lambda w: _wrong(w, pack="byte apart"), ("<<",)),
     ),
     rtol=0.0, atol=0.0, picture=picture,
     hints=(

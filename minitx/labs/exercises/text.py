@@ -89,6 +89,30 @@ def _first_only(word, pair):
     return word
 
 
+def _counted_then(words, pick):
+    """minitx's counting, then the pair that `pick` takes from the counts, merged everywhere."""
+    pairs = bpe.pair_counts(words)
+    return _merge_with(words, pick(pairs), bpe.merge_pair)
+
+
+def _last_of_the_most_frequent(pairs):
+    most = max(pairs.values())
+    return [pair for pair, count in pairs.items() if count == most][-1]
+
+
+def _merged_as_a_tuple(word, pair):
+    """word[i:i + 2] is a tuple: the new symbol came out as ("l", "o"), not "lo"."""
+    merged, i = [], 0
+    while i < len(word):
+        if i < len(word) - 1 and (word[i], word[i + 1]) == pair:
+            merged.append(word[i:i + 2])
+            i += 2
+        else:
+            merged.append(word[i])
+            i += 1
+    return tuple(merged)
+
+
 def _tie_broken_otherwise(fn, case: Case, call) -> str | None:
     """The learner's pair is as frequent as minitx's, but another one: a tie broken another way."""
     pairs = bpe.pair_counts(case.args["words"])
@@ -178,6 +202,16 @@ BPE_MERGE = Lab(
                                                                               _right_to_left)),
         Mistake("Only the first place the pair stands in a word was merged: merge it everywhere, left to right.",
                 lambda words: _merge_with(words, bpe.bpe_merge(words)[1], _first_only)),
+        Mistake("The least frequent pair was merged: BPE merges the most frequent, `max(pairs, key=pairs.get)`.",
+                lambda words: _counted_then(words, lambda pairs: min(pairs, key=pairs.get)), ("min",)),
+        Mistake("A tie went to the pair counted last (a loop that takes a count >= the best so far): minitx keeps the "
+                "first counted, as `max(pairs, key=pairs.get)` does (or `>` in your loop).",
+                lambda words: _counted_then(words, _last_of_the_most_frequent), (">=",)),
+        Mistake("The pair came back as one string, like \"lo\": return it as the two symbols, (\"l\", \"o\").",
+                lambda words: (bpe.bpe_merge(words)[0], "".join(bpe.bpe_merge(words)[1])), ("join",)),
+        Mistake("The merged symbol is a tuple, (\"l\", \"o\"): `word[i:i + 2]` slices a tuple. Join the two "
+                "strings, `word[i] + word[i + 1]`.", lambda words: _merge_with(words, bpe.bpe_merge(words)[1],
+                                                                                  _merged_as_a_tuple)),
     ),
     properties=(_tie_broken_otherwise,),
     compare=bpe_compare, picture=bpe_picture,
@@ -245,6 +279,16 @@ BITS_PER_CHAR = Lab(
                 lambda n, t, c: n * t / c / math.log(10)),
         Mistake("Tokens and characters are the wrong way round: total nats (per token × tokens) over characters.",
                 lambda n, t, c: n * c / t / math.log(2)),
+        Mistake("The number of tokens was left out: all the nats are nats_per_token × n_tokens.",
+                lambda n, t, c: n / c / math.log(2)),
+        Mistake("n_tokens - 1: n_tokens already counts the predicted tokens; multiply by it as it is.",
+                lambda n, t, c: n * (t - 1) / c / math.log(2), ("-",)),
+        Mistake("The answer was rounded: return the whole float (round only where you print it).",
+                lambda n, t, c: round(n * t / c / math.log(2), 2), ("round",)),
+        Mistake("math.log2 of the nats is not their conversion: a number of nats becomes bits by dividing by "
+                "ln 2, not by taking a logarithm.", lambda n, t, c: math.log2(n) * t / c if n else 0.0, ("log2",)),
+        Mistake("That is characters per bit, upside down: bits (all the nats / ln 2) over characters.",
+                lambda n, t, c: c * math.log(2) / (n * t) if n else math.inf, ("/",)),
     ),
     rtol=1e-9, atol=1e-12, picture=bpc_picture,
     hints=(
