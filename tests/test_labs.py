@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from minitx.labs import LABS, get_lab
-from minitx.labs.checking import check, load_function
+from minitx.labs.checking import Report, check, load_function
 from minitx.labs.cli import main as labs_cli
 from ui.lab_files import LearnerFiles
 from minitx.labs.swap_in import swaps_for
@@ -218,6 +218,9 @@ def test_the_worker_stays_warm_through_runaway_code_and_leaves_nothing_behind():
                        "import time\n\ndef attention(*a):\n    time.sleep(100)\n"):
             answer = worker.request({"op": "check", "lab": "attention", "source": source})
             assert answer.verdict.stopped, answer
+            report = Report.stopped("attention", answer.verdict.message, answer.result)   # as the page shows it
+            assert report.cases == [{"case": get_lab("attention").cases()[0].label, "result": "stopped by the sandbox",
+                                     "largest difference": None}] and report.case == report.cases[0]["case"]
             # the job's processes, its own child included, are gone: what is left is the fork server the
             # next job's process is forked from, the same one all along
             assert len(server) == 1 and _children_of(pid) == server

@@ -75,8 +75,8 @@ def check_and_record(name: str, source: str) -> Report:
         report = Report.from_dict(answer.result) if answer.verdict.ok else None
     except TypeError:                    # it came from the worker: check, not trust
         report = None
-    report = report or Report(lab.name, False, "limit", answer.verdict.message if not answer.verdict.ok
-                              else "The check did not finish.")
+    report = report or Report.stopped(lab.name, answer.verdict.message if not answer.verdict.ok
+                                      else "The check did not finish.", answer.result)
     report.output = answer.output
     lab_book().record(name, source, report)
     return report

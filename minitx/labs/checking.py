@@ -65,6 +65,14 @@ class Report:
     def from_dict(cls, data: dict) -> "Report":
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
+    @classmethod
+    def stopped(cls, lab: str, message: str, found: object = None) -> "Report":
+        """The sandbox stopped the check: its verdict, and the cases up to the one it stopped on (from
+        the worker's `found`, {"cases": [...]}, when it says)."""
+        cases = found.get("cases") if isinstance(found, dict) else None
+        cases = cases if isinstance(cases, list) and all(isinstance(c, dict) for c in cases) else []
+        return cls(lab, False, "limit", message, case=cases[-1].get("case") if cases else None, cases=cases)
+
 
 def clone(value):
     """A deep copy of an argument; tensors are cloned (the learner may change what it gets)."""
@@ -225,15 +233,18 @@ class LaterCases:
         rows = []
         for i, (case, want) in enumerate(zip(self.cases, self.answers)):
             got = self.output(i)
-            if got is None or structure_problem(self.lab, want, got, case):
-                rows.append({"case": case.label, "result": "wrong shape or type" if got is not None else
-                             "stopped by the sandbox" if self.stopped else "raised",
-                             "largest difference": None})
-                continue
-            comparison = compare_outputs(self.lab, want, got)[0]
-            rows.append({"case": case.label, "result": "exact" if comparison.exact else "within tolerance"
-                         if comparison.same else "differs", "largest difference": comparison.largest})
+            failed = ("stopped by the sandbox" if self.stopped else "raised") if got is None else \
+                "wrong shape or type" if structure_problem(self.lab, want, got, case) else None
+            rows.append(case_row(case, failed or compare_outputs(self.lab, want, got)[0]))
         return rows
+
+
+def case_row(case: Case, result: Comparison | str) -> dict:
+    """One line of the cases list: how the case compared, or how it failed before it could."""
+    if isinstance(result, str):
+        return {"case": case.label, "result": result, "largest difference": None}
+    return {"case": case.label, "result": "exact" if result.exact else "within tolerance" if result.same
+            else "differs", "largest difference": result.largest}
 
 
 def known_mistake(lab: Lab, case: Case, got: tuple, later: LaterCases | None = None) -> Mistake | None:
@@ -274,10 +285,10 @@ def _as_tensor(value):
         not isinstance(value, bool) else value
 
 
-def describe_difference(lab: Lab, case: Case, want: tuple, got: tuple, name: str) -> str | None:
-    """What the difference in output `name` looks like (minitx.labs.difference), or None."""
+def describe_difference(lab: Lab, case: Case, want: tuple, got: tuple, name: str, last_word: bool = False) -> str | None:
+    """What the difference in output `name` looks like (minitx.labs.difference); with `last_word`, how it
+    is spread when no pattern fits. None for outputs that are not float tensors."""
     index = [o.name for o in lab.outputs].index(name)
-    spec = lab.outputs[index]
 
     def answer(args: dict):
         try:
@@ -285,8 +296,8 @@ def describe_difference(lab: Lab, case: Case, want: tuple, got: tuple, name: str
         except Exception:          # minitx's function refuses that input: no neighbour there
             return None
 
-    return difference.explain(_as_tensor(want[index]), _as_tensor(got[index]), spec.notation, case,
-                              max(lab.rtol, 1e-9), max(lab.atol, 1e-9), answer)
+    return difference.explain(_as_tensor(want[index]), _as_tensor(got[index]), lab.outputs[index].notation, case,
+                              max(lab.rtol, 1e-9), max(lab.atol, 1e-9), answer, last_word)
 
 
 def _matches(lab: Lab, wrong, case: Case, got: tuple) -> bool:
@@ -413,12 +424,13 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
     first_got = None                                  # the first case's answer, for the picture of a pass
     for number, (case, want) in enumerate(zip(cases, answers)):
         def failed(stage, title, detail="", line=None, picture=None, result="failed"):
-            results.append({"case": case.label, "result": result, "largest difference": None})
+            results.append(case_row(case, result))
             return report(stage, title, detail, case.label, line, picture)
 
         try:
             got, left = call(lab, fn, case)
-        except Stopped:
+        except Stopped as stop:                   # the worker reports the sandbox's verdict, and this case
+            stop.cases = [*results, case_row(case, "stopped by the sandbox")]
             raise
         except NotImplementedError:
             if number == 0:
@@ -448,8 +460,7 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
                           result="changed its input")
         first_got = got if first_got is None else first_got
         comparison, name = compare_outputs(lab, want, got)
-        results.append({"case": case.label, "result": "exact" if comparison.exact else
-                        "within tolerance" if comparison.same else "differs", "largest difference": comparison.largest})
+        results.append(case_row(case, comparison))
         if not comparison.same:
             later = LaterCases(lab, fn, cases[number + 1:], answers[number + 1:])
             why, line = diagnose(lab, fn, case, want, got, later), None
@@ -460,7 +471,7 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
             results.extend(later.results())           # every case listed, now that they have run
             if why is None:
                 why = difference.across_cases(cases, [r["result"] in ("exact", "within tolerance") for r in results]) \
-                    or _spread(lab, case, want, got, name)
+                    or describe_difference(lab, case, want, got, name, last_word=True)
             return report("diagnosis" if why else "mismatch", why or comparison.text,
                           (comparison.text + "\n" if why else "") + f"On: {case.label}.", case=case.label, line=line,
                           picture=_picture(lab, case, want, got))
@@ -472,16 +483,6 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
                                   f"`{lab.function}` yourself for the lab to count it.", picture=picture)
     return report("passed", f"Passed: {len(cases)} cases, {exact} exactly equal to minitx's, the largest "
                             f"difference {largest:.1e}.", picture=picture)
-
-
-def _spread(lab: Lab, case: Case, want: tuple, got: tuple, name: str) -> str | None:
-    index = [o.name for o in lab.outputs].index(name)
-    w, g = _as_tensor(want[index]), _as_tensor(got[index])
-    if isinstance(w, torch.Tensor) and isinstance(g, torch.Tensor) and w.is_floating_point() and w.shape == g.shape:
-        letters = difference.axis_names(lab.outputs[index].notation, w.reshape(-1).shape if w.dim() == 0 else w.shape,
-                                         case.dims)
-        return difference.spread(w.reshape(-1) if w.dim() == 0 else w, g.reshape(-1) if g.dim() == 0 else g, letters)
-    return None
 
 
 def _picture(lab: Lab, case: Case, want: tuple, got: tuple) -> dict | None:

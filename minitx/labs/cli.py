@@ -122,7 +122,7 @@ def check(name: str, file: str) -> int:
         finally:
             servers.close()
     report = Report.from_dict(answer.result) if answer.verdict.ok else \
-        Report(lab.name, False, "limit", answer.verdict.message)
+        Report.stopped(lab.name, answer.verdict.message, answer.result)
     report.output = answer.output
     print(format_report(lab, report))
     print(f"\n(sandbox: {confinement().name})")

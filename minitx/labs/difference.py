@@ -110,17 +110,15 @@ def rearranged(want: torch.Tensor, got: torch.Tensor, letters: list[str], rtol: 
                 return (f"Yours is minitx's with two axes swapped, {letters[i]} and {letters[j]} (a transpose): "
                         f"check which dimension each index runs over.")
     for i in range(n):
-        size = want.size(i)
-        if size > 2 and _close(want.flip(i), got, rtol, atol).all():
-            return f"Yours is minitx's reversed along {letters[i]}: {_word(letters[i])} 0 is minitx's last."
-        if size > 2:
-            for step, where in ((1, "before"), (-1, "after")):
-                ahead, behind = (slice(step, None), slice(None, -step)) if step > 0 else (slice(None, step), slice(-step, None))
-                index = [slice(None)] * n
-                if _close(got[(*index[:i], ahead)], want[(*index[:i], behind)], rtol, atol).all():
-                    return (f"Yours is minitx's shifted by one along {letters[i]}: your {_word(letters[i])} t holds "
-                            f"minitx's {_word(letters[i])} t {'-' if step > 0 else '+'} 1 (the one {where} it): "
-                            "an off-by-one in the positions or the index.")
+        size, word = want.size(i), _word(letters[i])
+        if size <= 2:
+            continue
+        if _close(want.flip(i), got, rtol, atol).all():
+            return f"Yours is minitx's reversed along {letters[i]}: {word} 0 is minitx's last."
+        for sign, yours, theirs, where in (("-", 1, 0, "before"), ("+", 0, 1, "after")):   # got[t] = want[t -/+ 1]
+            if _close(got.narrow(i, yours, size - 1), want.narrow(i, theirs, size - 1), rtol, atol).all():
+                return (f"Yours is minitx's shifted by one along {letters[i]}: your {word} t holds minitx's {word} "
+                        f"t {sign} 1 (the one {where} it): an off-by-one in the positions or the index.")
     return None
 
 
@@ -203,9 +201,10 @@ def _padded_rows(case: Case) -> list[int] | None:
 
 # -- another input, another case -----------------------------------------------------------------
 
-def neighbouring_input(case: Case, got: torch.Tensor, answer: Callable[[dict], torch.Tensor | None],
-                       rtol: float, atol: float) -> str | None:
-    """Yours is minitx's answer to a neighbouring input: an integer argument one off, or a float argument 0."""
+def neighbouring_input(case: Case, want: torch.Tensor, got: torch.Tensor,
+                       answer: Callable[[dict], torch.Tensor | None], rtol: float, atol: float) -> str | None:
+    """Yours is minitx's answer to a neighbouring input (and that answer is not minitx's to this one): an
+    integer argument one off, or a float argument 0."""
     for name, value in case.args.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
@@ -213,8 +212,10 @@ def neighbouring_input(case: Case, got: torch.Tensor, answer: Callable[[dict], t
         for other in tries:
             if isinstance(value, int) and other < 0:
                 continue
-            want = answer({**case.args, name: other})
-            if want is not None and want.numel() == got.numel() and _close(want.flatten(), got.flatten(), rtol, atol).all():
+            there = answer({**case.args, name: other})
+            if there is None or there.numel() != got.numel() or _close(there.flatten(), want.flatten(), rtol, atol).all():
+                continue
+            if _close(there.flatten(), got.flatten(), rtol, atol).all():
                 return (f"Yours equals minitx's answer for {name} = {other} (this case has {name} = {value}): "
                         f"{'an off-by-one in' if isinstance(value, int) else 'left out'} `{name}`?")
     return None
@@ -280,9 +281,10 @@ def spread(want: torch.Tensor, got: torch.Tensor, letters: list[str]) -> str:
 
 
 def explain(want: torch.Tensor, got: torch.Tensor, notation: str, case: Case, rtol: float, atol: float,
-            answer: Callable[[dict], torch.Tensor | None]) -> str | None:
-    """The first pattern that fits the difference between one wrong output and minitx's, in a sentence.
-    answer(args) is minitx's same output for other arguments. None for outputs that are not float tensors."""
+            answer: Callable[[dict], torch.Tensor | None], last_word: bool = False) -> str | None:
+    """The first pattern that fits the difference between one wrong output and minitx's, in a sentence
+    (with `last_word`, how the difference is spread if none fits). answer(args) is minitx's same output
+    for other arguments. None for outputs that are not float tensors."""
     if not (isinstance(want, torch.Tensor) and isinstance(got, torch.Tensor) and want.is_floating_point()
             and want.shape == got.shape and got.is_floating_point()):
         return None
@@ -292,9 +294,10 @@ def explain(want: torch.Tensor, got: torch.Tensor, notation: str, case: Case, rt
     wrong = ~_close(want, got, rtol, atol)
     if not got.any() and want.any():
         return "Yours is all zeros: the result is never written into the tensor you return?"
-    return (neighbouring_input(case, got, answer, rtol, atol)
+    return (neighbouring_input(case, want, got, answer, rtol, atol)
             or constant_factor(want, got, case, rtol, atol)
             or rearranged(want, got, letters, rtol, atol)
             or small_values(want, got, case, wrong)
             or masked_only(want, case, wrong)
-            or slices(want, case, wrong, letters))
+            or slices(want, case, wrong, letters)
+            or (spread(want, got, letters) if last_word else None))

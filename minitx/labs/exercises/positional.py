@@ -158,9 +158,9 @@ def _theta(Dh):
     return 10_000.0 ** (-torch.arange(0, Dh, 2, dtype=torch.float32) / Dh)
 
 
-def _pairs_then_halves(x, start, split="pairs", put="halves", swap=False, positions=None, theta=_theta):
-    """A RoPE whose pairs are read one way and written back another (`split`, `put`), with sin and cos
-    swapped, or with other positions (a tensor of T positions)."""
+def _rope_variant(x, start, split="pairs", put="pairs", swap=False, positions=None, theta=_theta):
+    """RoPE with one thing changed: pairs read one way and written back another (`split`, `put`: "pairs"
+    of neighbours or "halves"), sin and cos swapped, other positions (positions(start, T)), or other theta."""
     T, Dh = x.size(-2), x.size(-1)
     position = torch.arange(start, start + T, dtype=torch.float32) if positions is None else positions(start, T)
     angle = position[:, None] * theta(Dh)                                            # (T, Dh/2)
@@ -213,25 +213,25 @@ ROPE = Lab(
         Mistake("The positions are off by one: token t is at position start + t, the first at `start` itself.",
                 lambda x, start: rope(x, start + 1), ("arange",)),
         Mistake("cos and sin are swapped: the pair (a, b) turns to (a cos − b sin, a sin + b cos).",
-                lambda x, start: _pairs_then_halves(x, start, put="pairs", swap=True), ("cos", "sin")),
+                lambda x, start: _rope_variant(x, start, swap=True), ("cos", "sin")),
         Mistake("The exponent has the wrong sign: theta_i = base^(-2i / Dh) falls from 1 for the first pair; "
                 "yours grows.", lambda x, start: _rope_with(x, start, lambda Dh: 1 / _theta(Dh)), ("**", "pow", "exp")),
         Mistake("The neighbours (2i, 2i + 1) were rotated but written back as two halves: put each rotated pair "
                 "back side by side, `torch.stack([..., ...], dim=-1).flatten(-2)`.",
-                lambda x, start: _pairs_then_halves(x, start), ("cat",)),
+                lambda x, start: _rope_variant(x, start, put="halves"), ("cat",)),
         Mistake("The halves (i, i + Dh/2) were rotated but written back as neighbours: minitx pairs neighbours on "
                 "both sides, `x[..., 0::2]` and `x[..., 1::2]`.",
-                lambda x, start: _pairs_then_halves(x, start, split="halves", put="pairs"), ("stack", "flatten")),
+                lambda x, start: _rope_variant(x, start, split="halves"), ("stack", "flatten")),
         Mistake("Every token was turned by the angle of position `start`: token t stands at start + t.",
-                lambda x, start: _pairs_then_halves(x, start, put="pairs", positions=lambda s, T: torch.full((T,), float(s))),
+                lambda x, start: _rope_variant(x, start, positions=lambda s, T: torch.full((T,), float(s))),
                 ("arange", "full")),
         Mistake("The angle did not grow with the position: every token turned by theta_i, as if at position 1. "
                 "The angle is m * theta_i for the token at position m.",
-                lambda x, start: _pairs_then_halves(x, start, put="pairs", positions=lambda s, T: torch.ones(T)),
+                lambda x, start: _rope_variant(x, start, positions=lambda s, T: torch.ones(T)),
                 ("cos", "sin")),
         Mistake("Every pair turned at the same speed (theta_i = 1, the angle the position itself): theta_i = "
                 "base^(-2i / Dh) slows the later pairs down.",
-                lambda x, start: _pairs_then_halves(x, start, put="pairs", theta=lambda Dh: torch.ones(Dh // 2)),
+                lambda x, start: _rope_variant(x, start, theta=lambda Dh: torch.ones(Dh // 2)),
                 ("**", "pow", "cos")),
     ),
     rtol=1e-4, atol=2e-4, picture=rope_picture,
