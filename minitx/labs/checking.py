@@ -205,7 +205,8 @@ def changed_inputs(lab: Lab, case: Case, left: dict) -> list[str]:
 
 class LaterCases:
     """The learner's outputs on the cases after the one that failed, each computed once when first
-    asked for: a known mistake is named only if these agree with it too, and they fill the cases list."""
+    asked for: a known mistake is named only if the next ones agree with it too, and they join the
+    cases list."""
 
     def __init__(self, lab: Lab, fn, cases: list[Case], answers: list[tuple]):
         self.lab, self.fn, self.cases, self.answers, self.got = lab, fn, cases, answers, {}
@@ -222,16 +223,20 @@ class LaterCases:
                 self.got[index] = None
         return self.got[index]
 
-    def agree(self, mistake: Mistake) -> bool:
-        """Whether the learner's outputs equal the mistake's on every later case where the mistake shows
-        (its answer is not minitx's there); elsewhere a second mistake of the learner's may show."""
-        return all(self.output(i) is None or _matches(self.lab, mistake.wrong, case, self.output(i))
-                   or _matches(self.lab, mistake.wrong, case, answer)
-                   for i, (case, answer) in enumerate(zip(self.cases, self.answers)))
+    def agree(self, mistake: Mistake, cases: int = 2) -> bool:
+        """Whether the learner's outputs equal the mistake's on the next `cases` later cases where the
+        mistake shows (its answer is not minitx's there; elsewhere a second mistake of theirs may show)."""
+        showing = (i for i, (case, answer) in enumerate(zip(self.cases, self.answers))
+                   if not _matches(self.lab, mistake.wrong, case, answer))
+        return all(self.output(i) is None or _matches(self.lab, mistake.wrong, self.cases[i], self.output(i))
+                   for i in itertools.islice(showing, cases))
 
-    def results(self) -> list[dict]:
+    def results(self, every: bool = False) -> list[dict]:
+        """The cases list's rows for the later cases that ran (`every`: all of them, run now)."""
         rows = []
         for i, (case, want) in enumerate(zip(self.cases, self.answers)):
+            if not every and i not in self.got:
+                continue
             got = self.output(i)
             failed = ("stopped by the sandbox" if self.stopped else "raised") if got is None else \
                 "wrong shape or type" if structure_problem(self.lab, want, got, case) else None
@@ -468,7 +473,7 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
                 why, line = quoted(why.message, source, why.lines, lab.function)
             if why is None:
                 why = describe_difference(lab, case, want, got, name)
-            results.extend(later.results())           # every case listed, now that they have run
+            results.extend(later.results(every=why is None))      # what tells the cases apart needs them all
             if why is None:
                 why = difference.across_cases(cases, [r["result"] in ("exact", "within tolerance") for r in results]) \
                     or describe_difference(lab, case, want, got, name, last_word=True)
