@@ -311,6 +311,18 @@ def sinusoidal(max_len, d_model):
     pe[:, 0::2], pe[:, 1::2] = np.sin(pos * freq), np.cos(pos * freq)
     return torch.from_numpy(pe)
 ''', "dtype float32"),
+        ("the cosine at twice the angle: no mistake the lab names", '''
+import math
+import torch
+
+def sinusoidal(max_len, d_model):
+    pos = torch.arange(max_len).float()[:, None]
+    div = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(max_len, d_model)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div * 2)
+    return pe
+''', "only odd dimensions of D"),
     ],
     "rope": [
         ("ignored start", '''
@@ -357,6 +369,16 @@ def apply_rope(x, start):
     x[..., 1::2] = a * angle.sin() + b * angle.cos()
     return x
 ''', "changed its input `x` in place"),
+        ("a sign slip in the second of each pair: no mistake the lab names", '''
+import torch
+
+def apply_rope(x, start):
+    T, D = x.shape[-2:]
+    theta = 10000 ** (-torch.arange(0, D, 2).float() / D)
+    ang = torch.arange(start, start + T).float()[:, None] * theta
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.stack([a * ang.cos() - b * ang.sin(), a * ang.sin() - b * ang.cos()], -1).flatten(-2)
+''', "only odd dimensions of Dh"),
     ],
     "attention": [
         ("no 1/sqrt(Dh)", '''
@@ -581,6 +603,19 @@ def kv_step(cache_k, cache_v, k, v, q, position):
     w = (q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1)
     return w @ values
 ''', "must match the size"),
+        ("scaled by the square root of the positions: no mistake the lab names", '''
+import math
+import torch
+
+def kv_step(cache_k, cache_v, k, v, q, position):
+    cache_k[:, :, position] = k[:, :, 0]
+    cache_v[:, :, position] = v[:, :, 0]
+    n = q.size(1) // k.size(1)
+    keys = cache_k[:, :, :position + 1].repeat_interleave(n, 1)
+    values = cache_v[:, :, :position + 1].repeat_interleave(n, 1)
+    w = (q @ keys.transpose(-2, -1) / math.sqrt(keys.size(-2))).softmax(-1)
+    return w @ values
+''', "every case with position ≤ 0 and differs on every case with position ≥ 2"),
     ],
     "top_p": [
         ("kept the token where the mass before it equals p", '''
@@ -688,6 +723,16 @@ def moe_route(probs, k):
     f = torch.bincount(e.flatten(), minlength=E).float() / (N * k)
     return w / w.sum(-1, keepdim=True), e, float(E * (f * probs.mean(0)).sum())
 ''', "should be a tensor"),
+        ("the loss times E twice: no mistake the lab names", '''
+import torch
+import torch.nn.functional as F
+
+def moe_route(probs, k):
+    w, e = probs.topk(k, -1)
+    E = probs.size(-1)
+    f = F.one_hot(e, E).float().sum(1).mean(0) / k
+    return w / w.sum(-1, keepdim=True), e, (f * probs.mean(0)).sum() * E * E
+''', "times 4 (= E, with E = 4)"),
     ],
     "quantize_block": [
         ("divided by 16 steps", '''

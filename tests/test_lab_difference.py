@@ -88,6 +88,15 @@ def test_a_difference_only_where_the_mask_hides_is_named():
     text = explain(want, got, "(B, H, T, S)", case, 1e-4, 1e-5, lambda args: None)
     assert "only where `mask` is False" in text, text
 
+    padding = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    padding[1, ..., 3:] = False                                   # review 1 ends in two [PAD]
+    out = torch.randn(2, 3, 5, 4)
+    wrong = out.clone()
+    wrong[1] += 0.5
+    case = Case("padding", {"mask": padding}, {"B": 2, "H": 3, "T": 5, "S": 5, "Dh": 4})
+    text = explain(out, wrong, "(B, H, T, Dh)", case, 1e-4, 1e-5, lambda args: None)
+    assert "only batch row 1 of 2 (the ones with [PAD] positions)" in text, text
+
 
 def test_an_answer_to_a_neighbouring_input_is_named():
     report = checked("top_p", lambda logits, p: reference("top_p")(logits, 0.0))

@@ -174,12 +174,13 @@ def slices(want, case: Case, wrong: torch.Tensor, letters: list[str]) -> str | N
         return None
     _, axis, letter, indices, size = best
     last = axis == want.dim() - 1
-    if last and indices == list(range(size // 2, size)):
-        which = f"only the second half of {letter} ({size // 2} ... {size - 1})"
-    elif last and indices == list(range(size // 2)):
-        which = f"only the first half of {letter} (0 ... {size // 2 - 1})"
-    elif last and indices in (list(range(0, size, 2)), list(range(1, size, 2))):
-        which = f"only the {'even' if indices[0] == 0 else 'odd'} {letter} ({_list(indices[:4])}{', ...' * (len(indices) > 4)})"
+    shown = ", ".join(map(str, indices[:4])) + ", ..." if len(indices) > 4 else _list(indices)
+    if last and indices[0] >= size // 2:
+        which = f"only the second half of {letter} ({'all of it' if len(indices) == size - size // 2 else shown})"
+    elif last and indices[-1] < size // 2:
+        which = f"only the first half of {letter} ({'all of it' if len(indices) == size // 2 else shown})"
+    elif last and len({i % 2 for i in indices}) == 1:
+        which = f"only {'even' if indices[0] % 2 == 0 else 'odd'} dimensions of {letter} ({shown})"
     else:
         word = _word(letter)
         which = f"only {word}{'s' * (len(indices) > 1)} {_list(indices)} of {size}"
