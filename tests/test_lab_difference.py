@@ -255,3 +255,21 @@ def apply_rope(x, start, base=10000.0):
     for name, source in (("rms_norm", rms), ("rope", rope)):
         report = check(get_lab(name), source, "mine.py")
         assert report.passed, (name, report.title, report.detail)
+
+
+def test_the_quoted_line_is_found_by_what_it_computes_never_by_its_text():
+    from minitx.labs.quote import find_line
+    source = ("def helper(v):\n    return v.softmax(-1)\n\n"
+              "def f(x, cache_k, best):\n"
+              "    # x >= best, x // 2 and cache_k[0] = x are only words here\n"
+              "    note = 'softmax(x) // 2'\n"
+              "    for count in range(x // 2):\n"
+              "        if count >= best:\n"
+              "            cache_k[0] = (\n"
+              "                count)\n"
+              "    return x\n")
+    assert find_line(source, (">=",), "f") == (8, "if count >= best:")
+    assert find_line(source, ("//",), "f") == (7, "for count in range(x // 2):")
+    assert find_line(source, ("write:cache_k",), "f") == (9, "cache_k[0] = ( count)")
+    assert find_line(source, ("softmax",), "f") == (2, "return v.softmax(-1)")         # a helper, when f has none
+    assert find_line(source, ("sqrt",), "f") is None and find_line("def f(:", ("sqrt",), "f") is None

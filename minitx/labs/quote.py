@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ast
 
-OPERATORS = {"@": ast.MatMult, "/": ast.Div, "*": ast.Mult, "**": ast.Pow, "<<": ast.LShift, "|": ast.BitOr}
+OPERATORS = {"@": ast.MatMult, "/": ast.Div, "//": ast.FloorDiv, "*": ast.Mult, "**": ast.Pow, "+": ast.Add,
+             "-": ast.Sub, "<<": ast.LShift, "|": ast.BitOr}
+COMPARISONS = {">=": ast.GtE, ">": ast.Gt, "<=": ast.LtE, "<": ast.Lt}
 WRITING_METHODS = {"copy_", "index_copy_", "index_put_", "scatter_", "masked_scatter_", "fill_"}
 
 
@@ -24,7 +26,7 @@ def _subscripted(node: ast.AST) -> str | None:
 
 
 def _is(anchor: str, node: ast.AST) -> bool:
-    """Whether `node` is what the anchor names: a call's name ("softmax"), an operator ("@", "/"),
+    """Whether `node` is what the anchor names: a call's name ("softmax"), an operator ("@", "/", ">="),
     or a write into an argument ("write:cache_k": cache_k[...] = ..., cache_k.copy_(...))."""
     if anchor.startswith("write:"):
         target = anchor[len("write:"):]
@@ -35,7 +37,9 @@ def _is(anchor: str, node: ast.AST) -> bool:
         return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and node.func.attr in WRITING_METHODS and _subscripted(node.func.value) == target)
     if anchor in OPERATORS:
-        return isinstance(node, ast.BinOp) and isinstance(node.op, OPERATORS[anchor])
+        return isinstance(node, (ast.BinOp, ast.AugAssign)) and isinstance(node.op, OPERATORS[anchor])
+    if anchor in COMPARISONS:
+        return isinstance(node, ast.Compare) and any(isinstance(op, COMPARISONS[anchor]) for op in node.ops)
     return _called(node) == anchor
 
 
@@ -47,15 +51,27 @@ def find_line(source: str, anchors: tuple[str, ...], function: str | None = None
     except (SyntaxError, ValueError):
         return None
     scope = next((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function), tree)
+    lines = source.splitlines()
     for anchor in anchors:
         for where in (scope, tree):                        # the function first, then its helpers
-            simple = [n for n in ast.walk(where) if isinstance(n, ast.stmt) and not hasattr(n, "body")]
-            found = sorted((n for n in simple if any(_is(anchor, part) for part in ast.walk(n))),
-                           key=lambda n: n.lineno)
+            found = sorted((statement for statement in ast.walk(where) if isinstance(statement, ast.stmt)
+                            and any(_is(anchor, part) for part in _own_parts(statement))), key=lambda n: n.lineno)
             if found:
-                text = " ".join(line.strip() for line in (ast.get_source_segment(source, found[0]) or "").splitlines())
-                return found[0].lineno, text if len(text) <= 100 else text[:97] + "..."
+                first = found[0]
+                segment = lines[first.lineno - 1] if hasattr(first, "body") else ast.get_source_segment(source, first)
+                text = " ".join(line.strip() for line in (segment or "").splitlines())
+                return first.lineno, text if len(text) <= 100 else text[:97] + "..."
     return None
+
+
+def _own_parts(statement: ast.stmt):
+    """The nodes a statement holds itself: a simple one whole, a compound one (if, while, for, with)
+    only its header, not the statements in its body."""
+    if not hasattr(statement, "body"):
+        return ast.walk(statement)
+    header = [getattr(statement, name) for name in ("test", "iter", "target") if hasattr(statement, name)]
+    header += [item.context_expr for item in getattr(statement, "items", [])]
+    return (node for part in header for node in ast.walk(part))
 
 
 def quoted(message: str, source: str, anchors: tuple[str, ...], function: str) -> tuple[str, int | None]:
