@@ -4,7 +4,7 @@ A learner told "48 of 48 values differ" learns little. The shape of the differen
 yours may be minitx's times a constant (a missing sqrt(Dh)), transposed, shifted by one position,
 wrong in some heads only, only where the values are small (an eps), only where the mask hides,
 only on the cases with several tokens, or minitx's answer to a neighbouring input (position + 1).
-Each test below looks for one such shape and says it in a sentence; `explain` tries them in order.
+Each function below looks for one such shape and says it in a sentence; `explain` tries them in order.
 Everything here runs where the learner's code never ran: on tensors already returned.
 """
 
