@@ -88,18 +88,21 @@ st.markdown(lab.task)
 st.caption(f"Write `{lab.function}` and press **Check** (or Ctrl+Enter). It is saved in `{book.path(name)}` "
            f"each time you check it; from a terminal: `python -m minitx.labs check {name} {book.path(name)}`.")
 
+report = st.session_state.get(f"build_report_{name}")
+# the line the last check points at (a syntax error, an exception, the line of a named mistake), marked in the gutter
+marked = [{"row": report["line"] - 1, "column": 0, "type": "error", "text": report["title"]}] \
+    if report and not report["passed"] and report.get("line") else []
 response = code_editor(book.source(name), lang="python", key=editor_key(name), height=[16, 40],
                        buttons=CHECK_BUTTON, options={"showLineNumbers": True, "tabSize": 4, "useSoftTabs": True},
                        # no scroll margin: with one, Ace draws the line numbers 15 px below their lines
                        props={"enableLiveAutocompletion": False, "enableBasicAutocompletion": False,
-                              "enableSnippets": False, "scrollMargin": [0, 0, 0, 0]})
+                              "enableSnippets": False, "scrollMargin": [0, 0, 0, 0], "annotations": marked})
 seen = f"build_seen_{name}"
 if response and response.get("type") == "submit" and response.get("id") != st.session_state.get(seen):
     st.session_state[seen] = response.get("id")
     st.session_state[f"build_report_{name}"] = check_and_record(name, response["text"]).to_dict()
     st.rerun()                      # the progress above counts this check too
 
-report = st.session_state.get(f"build_report_{name}")
 if report is not None:
     show_report(Report.from_dict(report), key=f"build-{name}")
 elif statuses[name] != "new":

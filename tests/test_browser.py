@@ -347,6 +347,10 @@ def test_build_attention_in_the_editor_and_draw_the_attention_page_with_it(brows
     _type_into_editor(page, WRONG["attention"][0][1])                      # no 1/sqrt(Dh)
     page.get_by_text("No 1/√Dh").wait_for(timeout=30_000)
     _settle(page)
+    assert page.get_by_text("Your line 5: scores = torch.matmul(q, k.transpose(-1, -2))").is_visible()
+    gutter = page.frame_locator("iframe[title*=code_editor]").locator(".ace_gutter-cell.ace_error")
+    gutter.first.wait_for(timeout=10_000)
+    assert gutter.count() == 1 and gutter.inner_text().strip() == "5"    # the line the message quotes
     assert _heatmaps(page) == 3                                             # target, yours, difference
     _screenshot(page, "build-2-attention-no-scale")
 
