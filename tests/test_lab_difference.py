@@ -156,7 +156,8 @@ def kv_step(cache_k, cache_v, k, v, q, position):
 def test_the_message_quotes_the_learner_s_line_found_in_the_syntax_tree():
     report = check(get_lab("attention"), ATTENTION_OVER_QUERIES, "mine.py")
     assert report.title.startswith("The softmax ran over the queries")
-    assert report.title.endswith("Your line 9: `weights = torch.softmax( scores, dim=-2)`") and report.line == 9, report.title
+    assert report.title.endswith("Your line 9: `weights = torch.softmax( scores, dim=-2)`"), report.title
+    assert report.line == 9
     report = check(get_lab("kv_step"), KV_WRITE_TOO_LATE, "mine.py")
     assert "one slot too late" in report.title and report.line == 7, report.title
     assert "`cache_k[:, :, position + 1] = k[:, :, 0]`" in report.title

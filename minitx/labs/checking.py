@@ -259,7 +259,8 @@ def known_mistake(lab: Lab, case: Case, got: tuple, later: LaterCases | None = N
                 None)
 
 
-def diagnose(lab: Lab, fn, case: Case, want: tuple, got: tuple, later: LaterCases | None = None) -> Mistake | str | None:
+def diagnose(lab: Lab, fn, case: Case, want: tuple, got: tuple,
+             later: LaterCases | None = None) -> Mistake | str | None:
     """Why the learner's answer differs, when a known cause fits: a known mistake, or a sentence."""
     mistake = known_mistake(lab, case, got, later)
     if mistake:
@@ -290,7 +291,8 @@ def _as_tensor(value):
         not isinstance(value, bool) else value
 
 
-def describe_difference(lab: Lab, case: Case, want: tuple, got: tuple, name: str, last_word: bool = False) -> str | None:
+def describe_difference(lab: Lab, case: Case, want: tuple, got: tuple, name: str,
+                        last_word: bool = False) -> str | None:
     """What the difference in output `name` looks like (minitx.labs.difference); with `last_word`, how it
     is spread when no pattern fits. None for outputs that are not float tensors."""
     index = [o.name for o in lab.outputs].index(name)

@@ -145,7 +145,8 @@ def format_report(lab, report) -> str:
         lines += ["", "cases:"]
         for case in report.cases:
             mark = "ok  " if case["result"] in ("exact", "within tolerance") else "FAIL"
-            largest = "" if case["largest difference"] is None else f", largest difference {case['largest difference']:.1e}"
+            largest = case["largest difference"]
+            largest = "" if largest is None else f", largest difference {largest:.1e}"
             lines.append(f"  {mark} {case['case']} ({case['result']}{largest})")
     if report.output:
         lines += ["", "what your code printed:", *("    " + line for line in printable(report.output).splitlines()[:40])]

@@ -90,7 +90,8 @@ def constant_factor(want: torch.Tensor, got: torch.Tensor, case: Case, rtol: flo
     c = float(w @ g / (w @ w))
     if abs(c - 1) > 1e-4 and _close(c * w, g, 10 * rtol, 10 * atol + 1e-6 * scale).all():
         if abs(c + 1) < 1e-4:
-            return "Yours is minitx's with the sign flipped, everywhere: a minus sign, or a subtraction the wrong way round."
+            return ("Yours is minitx's with the sign flipped, everywhere: a minus sign, or a subtraction the "
+                    "wrong way round.")
         return (f"Yours is minitx's times {c:.4g}{_what_constant(c, case)}, everywhere: a factor missing, applied "
                 "twice or upside down (a division where a multiplication belongs?).")
     shift = float((g - w).mean())
@@ -140,7 +141,8 @@ def small_values(want, got, case: Case, wrong: torch.Tensor) -> str | None:
         return None
     size = _magnitudes(case, want)
     if size[bad].max() < size[~bad].min():
-        return (f"Only the vectors whose values are small differ (root mean square at most {float(size[bad].max()):.2g}; "
+        return (f"Only the vectors whose values are small differ (root mean square at most "
+                f"{float(size[bad].max()):.2g}; "
                 f"the others, from {float(size[~bad].min()):.2g}, match): an eps in the wrong place or of the "
                 "wrong size?")
     return None
@@ -214,7 +216,8 @@ def neighbouring_input(case: Case, want: torch.Tensor, got: torch.Tensor,
             if isinstance(value, int) and other < 0:
                 continue
             there = answer({**case.args, name: other})
-            if there is None or there.numel() != got.numel() or _close(there.flatten(), want.flatten(), rtol, atol).all():
+            if there is None or there.numel() != got.numel() or \
+                    _close(there.flatten(), want.flatten(), rtol, atol).all():
                 continue
             if _close(there.flatten(), got.flatten(), rtol, atol).all():
                 return (f"Yours equals minitx's answer for {name} = {other} (this case has {name} = {value}): "

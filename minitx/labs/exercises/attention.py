@@ -251,7 +251,8 @@ def _tiled(x, n_rep):
 
 
 def _expanded_after(x, n_rep, axis):
-    """A new axis of n_rep copies after `axis` (1: right, after G; 2: after S; 3: after Dh), then (B, G * n_rep, S, Dh)."""
+    """A new axis of n_rep copies after `axis` (1: right, after G; 2: after S; 3: after Dh), then
+    (B, G * n_rep, S, Dh)."""
     B, G, S, Dh = x.shape
     sizes = [B, G, S, Dh]
     sizes.insert(axis + 1, n_rep)
@@ -293,7 +294,8 @@ REPEAT_KV = Lab(
     mistakes=(
         Mistake("The heads came out in the wrong order, 0, 1, 0, 1: `x.repeat` tiles the whole set of heads. "
                 "Query head h reads key/value head h // n_rep, so they must come out 0, 0, 1, 1 "
-                "(`repeat_interleave` on dim 1, or expand a new dimension after G).", _tiled, ("repeat", "expand", "cat")),
+                "(`repeat_interleave` on dim 1, or expand a new dimension after G).", _tiled,
+                ("repeat", "expand", "cat")),
         Mistake("The copies went in after the tokens (a new axis after S) and the reshape mixed tokens into heads: "
                 "put the new axis right after G, `x[:, :, None]`, then expand and reshape.",
                 lambda x, n_rep: _expanded_after(x, n_rep, 2), ("expand", "unsqueeze")),

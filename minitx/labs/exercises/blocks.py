@@ -93,7 +93,8 @@ RMS_NORM = Lab(
                 _weighted(lambda x, w, eps: _rms(x, eps=0.0))),
         Mistake("The mean ran over the wrong dimension: each vector is normalised over its own D values, "
                 "the last dimension (`dim=-1`).", _weighted(lambda x, w, eps: _rms(x, eps=eps, dim=0)), ("mean",)),
-        Mistake("The gain was added, not multiplied: x / rms * weight.", lambda x, w, eps: _rms(x, eps=eps) + w, ("+",)),
+        Mistake("The gain was added, not multiplied: x / rms * weight.", lambda x, w, eps: _rms(x, eps=eps) + w,
+                ("+",)),
         Mistake("The gain was applied as (1 + weight), as Gemma stores it: minitx's weight is the gain itself, "
                 "x / rms * weight.", lambda x, w, eps: _rms(x, eps=eps) * (1 + w), ("+",)),
         Mistake("The variance (`x.var`) is not the mean of the squares: it subtracts the mean first (and "

@@ -178,9 +178,11 @@ KV_STEP = Lab(
                 "key/value head is repeated in place (`repeat_interleave` on dim 1).", _heads_tiled, ("repeat",)),
         Mistake("The softmax ran over the query's dimension (dim -2, of size 1), so every weight is 1: the "
                 "weights run over the positions, softmax(dim=-1).", _softmax_over_the_query, ("softmax",)),
-        Mistake("k and v were written one slot too early, at position - 1: the new token stands at `position`.", _written_one_early, ("write:cache_k",)),
+        Mistake("k and v were written one slot too early, at position - 1: the new token stands at `position`.",
+                _written_one_early, ("write:cache_k",)),
         Mistake("k and v were written into every slot from `position` on (`cache_k[:, :, position:] = k` "
-                "broadcasts): write the one slot, `cache_k[:, :, position] = k[:, :, 0]`.", _written_to_the_end, ("write:cache_k",)),
+                "broadcasts): write the one slot, `cache_k[:, :, position] = k[:, :, 0]`.", _written_to_the_end,
+                ("write:cache_k",)),
         Mistake("The scores were divided by Dh, not by its square root: math.sqrt(Dh).", _kv_scale_by_dh, ("/",)),
     ),
     rtol=1e-4, atol=1e-5, picture=kv_picture,

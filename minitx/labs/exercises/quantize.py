@@ -102,9 +102,10 @@ QUANTIZE_BLOCK = Lab(
         Mistake("The weights are rebuilt from the float32 d and m: the file keeps them in float16, so rebuild "
                 "from d.half() and m.half(), as the reader will.", lambda w: _wrong(w, half_scales=False)),
         Mistake("The codes were taken from w itself, not from w - min: a code counts steps of d up from the "
-                "block's minimum, q = trunc((w - min) / d + 0.5).", lambda w: _wrong(w, subtract=False), ("trunc", "round")),
-        Mistake("The weights were rebuilt without the minimum: w ≈ d × q + m.", lambda w: _wrong(w, rebuild_minimum=False),
-                ("*",)),
+                "block's minimum, q = trunc((w - min) / d + 0.5).", lambda w: _wrong(w, subtract=False),
+                ("trunc", "round")),
+        Mistake("The weights were rebuilt without the minimum: w ≈ d × q + m.",
+                lambda w: _wrong(w, rebuild_minimum=False), ("*",)),
         Mistake("The minimum and maximum are swapped: d = (max - min) / 15 is positive and m is the minimum.",
                 lambda w: _wrong(w, swap_ends=True), ("amin", "min")),
         Mistake("d and m stayed float32: the file keeps each as float16 (`.half()`), 2 bytes each.",
