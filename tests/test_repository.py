@@ -42,7 +42,7 @@ LIVE_TRAINING = ("minitx/runs.py", "minitx/launch.py", "ui/live.py", "app_pages/
 # the machinery of labs/ (how a check runs, confines and explains) and the sandbox may shrink, not grow
 # (issue 46's aim for labs/ and the sandbox together, 4,000, is not reached); the exercises (each lab's task,
 # cases and named mistakes, minitx/labs/exercises) are content, counted apart: they grow with each mistake named
-LABS_MACHINERY_AND_SANDBOX_LINES = 3_506
+LABS_MACHINERY_AND_SANDBOX_LINES = 3_504
 
 
 def _modules() -> dict[str, Path]:

@@ -58,27 +58,25 @@ def _list(indices: list[int]) -> str:
 
 # -- constants -----------------------------------------------------------------------------------
 
-def named_constants(case: Case) -> dict[str, float]:
-    """Numbers a factor may be: the case's sizes and numeric arguments, their roots, and the usual suspects."""
-    found = {}
+def named_constants(case: Case) -> list[tuple[str, float, str]]:
+    """Numbers a factor may be, as (how it reads, its value, what it is made of): the case's sizes and
+    numeric arguments, their roots, and the usual suspects."""
     sizes = {**case.dims, **{k: v for k, v in case.args.items()
                              if isinstance(v, (int, float)) and not isinstance(v, bool)}}
+    found = []
     for name, n in sizes.items():
-        if n and n not in (0, 1) and math.isfinite(n):
-            found.update({name: n, f"1/{name}": 1 / n})
+        if n not in (0, 1) and math.isfinite(n):
+            given = f", with {name} = {n}"
+            found += [(name, n, given), (f"1/{name}", 1 / n, given)]
             if n > 0:
-                found.update({f"√{name}": math.sqrt(n), f"1/√{name}": 1 / math.sqrt(n)})
-    return {**found, "2": 2.0, "1/2": 0.5, "ln 2": math.log(2), "1/ln 2": 1 / math.log(2), "ln 10": math.log(10)}
+                found += [(f"√{name}", math.sqrt(n), given), (f"1/√{name}", 1 / math.sqrt(n), given)]
+    return found + [("2", 2.0, ""), ("1/2", 0.5, ""), ("ln 2", math.log(2), ""), ("1/ln 2", 1 / math.log(2), ""),
+                    ("ln 10", math.log(10), "")]
 
 
 def _what_constant(c: float, case: Case) -> str:
-    for name, value in named_constants(case).items():
-        if abs(c - value) <= 1e-3 * abs(value):
-            sizes = {**case.dims, **case.args}
-            letter = name.lstrip("1/√")
-            given = f", with {letter} = {sizes[letter]}" if letter in sizes else ""
-            return f" (= {name}{given})"
-    return ""
+    return next((f" (= {name}{given})" for name, value, given in named_constants(case)
+                 if abs(c - value) <= 1e-3 * abs(value)), "")
 
 
 def constant_factor(want: torch.Tensor, got: torch.Tensor, case: Case, rtol: float, atol: float) -> str | None:

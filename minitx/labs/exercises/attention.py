@@ -9,7 +9,7 @@ import torch
 from ...attention import causal_mask, explicit_attention, repeat_kv
 from .. import pictures
 from ..lab import Case, Lab, Mistake, Output
-from .common import header, randn
+from .common import header, randn, tile_heads
 
 # -- attention -----------------------------------------------------------------------------
 
@@ -246,10 +246,6 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
 '''
 
 
-def _tiled(x, n_rep):
-    return x.repeat(1, n_rep, 1, 1)
-
-
 def _expanded_after(x, n_rep, axis):
     """A new axis of n_rep copies after `axis` (1: right, after G; 2: after S; 3: after Dh), then
     (B, G * n_rep, S, Dh)."""
@@ -294,7 +290,7 @@ REPEAT_KV = Lab(
     mistakes=(
         Mistake("The heads came out in the wrong order, 0, 1, 0, 1: `x.repeat` tiles the whole set of heads. "
                 "Query head h reads key/value head h // n_rep, so they must come out 0, 0, 1, 1 "
-                "(`repeat_interleave` on dim 1, or expand a new dimension after G).", _tiled,
+                "(`repeat_interleave` on dim 1, or expand a new dimension after G).", tile_heads,
                 ("repeat", "expand", "cat")),
         Mistake("The copies went in after the tokens (a new axis after S) and the reshape mixed tokens into heads: "
                 "put the new axis right after G, `x[:, :, None]`, then expand and reshape.",

@@ -12,5 +12,10 @@ def randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
 
 
+def tile_heads(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """The usual wrong repeat of key/value heads: `x.repeat` tiles the whole set, 0, 1, 0, 1, ..."""
+    return x.repeat(1, n_rep, 1, 1)
+
+
 def header(name: str, title: str) -> str:
     return f'"""Lab {name}: {title}.\n\n{CHECK_LINE.format(name=name)}\n"""\n'

@@ -14,7 +14,7 @@ from ...moe import route
 from .. import pictures
 from ..compare import Comparison, compare_tensors
 from ..lab import Case, Lab, Mistake, Output
-from .common import header, randn
+from .common import header, randn, tile_heads
 
 # -- kv_step -------------------------------------------------------------------------------
 
@@ -48,9 +48,9 @@ def kv_reference(cache_k, cache_v, k, v, q, position):
     return explicit_attention(q, keys, values)[0]                        # (B, H, 1, Dh)
 
 
-def _attend(q, keys, values, divide_by=None):
+def _attend(q, keys, values, divide_by=None, repeat=repeat_kv):
     n_rep = q.size(1) // keys.size(1)
-    keys, values = repeat_kv(keys, n_rep), repeat_kv(values, n_rep)
+    keys, values = repeat(keys, n_rep), repeat(values, n_rep)
     scores = q @ keys.transpose(-2, -1) / (math.sqrt(q.size(-1)) if divide_by is None else divide_by)
     return scores.softmax(-1) @ values
 
@@ -92,12 +92,6 @@ def _written(cache_k, cache_v, k, v, q, position, where=None, write_v=True, swap
     return cache_k[:, :, :position + 1], cache_v[:, :, :position + 1]
 
 
-def _attend_tiled(q, keys, values):
-    n_rep = q.size(1) // keys.size(1)
-    keys, values = keys.repeat(1, n_rep, 1, 1), values.repeat(1, n_rep, 1, 1)
-    return (q @ keys.transpose(-2, -1) / math.sqrt(q.size(-1))).softmax(-1) @ values
-
-
 def _swapped(cache_k, cache_v, k, v, q, position):
     return _attend(q, *_written(cache_k, cache_v, k, v, q, position, swapped=True))
 
@@ -107,7 +101,7 @@ def _only_k_written(cache_k, cache_v, k, v, q, position):
 
 
 def _heads_tiled(cache_k, cache_v, k, v, q, position):
-    return _attend_tiled(q, *_written(cache_k, cache_v, k, v, q, position))
+    return _attend(q, *_written(cache_k, cache_v, k, v, q, position), repeat=tile_heads)
 
 
 def _softmax_over_the_query(cache_k, cache_v, k, v, q, position):
