@@ -115,3 +115,10 @@ def test_the_live_training_code_stays_under_900_lines():
 def test_the_labs_machinery_and_the_sandbox_grow_no_larger():
     labs = [p for p in (ROOT / "minitx" / "labs").rglob("*.py") if "exercises" not in p.parts]
     assert _lines([*labs, *(ROOT / "minitx" / "sandbox").rglob("*.py")]) <= LABS_MACHINERY_AND_SANDBOX_LINES
+
+
+def test_the_readme_stays_a_front_page_of_at_most_200_lines():
+    # what does not fit (the sandbox's threat model, the benchmarks' story) lives in docs/ and benchmarks/
+    assert _lines([ROOT / "README.md"]) <= 200
+    for link in re.findall(r"\]\(([^)#]+)\)", (ROOT / "README.md").read_text()):
+        assert (ROOT / link).exists(), link
