@@ -62,11 +62,24 @@ def server(tmp_path_factory, imdb):
         pytest.fail("the server did not exit within 45 s of SIGTERM")
 
 
+def _drawn(page) -> None:
+    """Every chart has drawn (Vega puts a canvas or an svg in it, a moment after the page), then two frames
+    painted. Bounded: a chart with nothing to draw must not hold the test up."""
+    from playwright.sync_api import TimeoutError as StillDrawing
+
+    try:
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stVegaLiteChart]')]"
+                               ".every(chart => chart.querySelector('canvas, svg'))", timeout=3_000)
+    except StillDrawing:
+        pass
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
 def _settle(page, timeout_ms: int = 60_000) -> None:
-    """The page has rendered, the shared sidebar is there, and the charts have had time to draw."""
+    """The page has rendered, the shared sidebar is there, and the charts have drawn."""
     settle(page, timeout_ms)
     page.wait_for_selector("[data-testid=stSidebar] >> text=Your model", timeout=timeout_ms)
-    page.wait_for_timeout(400)
+    _drawn(page)
 
 
 def _screenshot(page, name: str) -> None:
@@ -74,7 +87,7 @@ def _screenshot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     height = page.evaluate("Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))")
     page.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 16_000)})
-    page.wait_for_timeout(500)
+    _drawn(page)        # the charts redrawn at the new size
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     page.set_viewport_size({"width": 1400, "height": 900})
 
