@@ -63,12 +63,14 @@ def server(tmp_path_factory, imdb):
 
 
 def _drawn(page) -> None:
-    """Every chart has drawn (Vega puts a canvas or an svg in it, a moment after the page), then two frames
-    painted. Bounded: a chart with nothing to draw must not hold the test up."""
+    """Every element has its code (Streamlit shows a skeleton until a chart's is loaded) and every chart has
+    drawn (Vega puts a canvas or an svg in it a moment later), then two frames painted. Bounded: a chart
+    with nothing to draw must not hold the test up."""
     from playwright.sync_api import TimeoutError as StillDrawing
 
     try:
-        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stVegaLiteChart]')]"
+        page.wait_for_function("() => !document.querySelector('[data-testid=stSkeleton]') && "
+                               "[...document.querySelectorAll('[data-testid=stVegaLiteChart]')]"
                                ".every(chart => chart.querySelector('canvas, svg'))", timeout=3_000)
     except StillDrawing:
         pass
