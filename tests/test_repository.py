@@ -122,3 +122,9 @@ def test_the_readme_stays_a_front_page_of_at_most_200_lines():
     assert _lines([ROOT / "README.md"]) <= 200
     for link in re.findall(r"\]\(([^)#]+)\)", (ROOT / "README.md").read_text()):
         assert (ROOT / link).exists(), link
+
+
+def test_the_slow_files_conftest_hands_out_first_exist():
+    from tests.conftest import SLOW_FILES
+
+    assert [name for name in SLOW_FILES if not (ROOT / "tests" / name).exists()] == []
