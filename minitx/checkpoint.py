@@ -217,7 +217,11 @@ def run_path(directory: str | os.PathLike, name: str) -> Path:
 def named_run(run: str | os.PathLike, directory: str | os.PathLike) -> Path:
     """The run a command line names: a folder holding a run's config.json, else the run called `run` in directory."""
     folder = Path(run)
-    return folder if (folder / CONFIG_FILE).is_file() else run_path(directory, str(run))
+    if (folder / CONFIG_FILE).is_file():
+        return folder
+    if len(folder.parts) > 1:           # a path, not a name: say so, not that the name is not allowed
+        raise ValueError(f"there is no run folder at {folder} (no {CONFIG_FILE} in it).")
+    return run_path(directory, str(run))
 
 
 def _existing_run(directory: str | os.PathLike, name: str) -> Path:

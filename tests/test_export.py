@@ -4,6 +4,7 @@ transformers to the same numbers, the quantized files byte-equal to gguf.quants,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -144,6 +145,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_is_left_half_written(run, tmp_
             main(argv)
         error = capsys.readouterr().err
         assert stop.value.code == 2 and error.count("\n") == 1 and "Traceback" not in error, (argv, error)
+        if "no-such-run" in argv[0]:
+            assert f"there is no run folder at {argv[0]}" in error, error       # a path, not a bad name
     assert target.read_bytes() == written
     import minitx.export.cli as cli
 
@@ -158,3 +161,12 @@ def test_bad_input_is_one_line_exit_2_and_nothing_is_left_half_written(run, tmp_
     assert main([str(run), "--to", "hf", str(tmp_path / "hf"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert result["bytes"] == sum(f.stat().st_size for f in (tmp_path / "hf").iterdir())
+
+
+def test_an_exported_folder_is_made_as_the_user_s_umask_says(run, tmp_path):
+    old = os.umask(0o027)
+    try:
+        export(run, "hf", tmp_path / "hf")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "hf").stat().st_mode & 0o777 == 0o750

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import secrets
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,12 +51,12 @@ def export(run_path: Path, to: str, target: Path, kind: str = "f32", force: bool
     problem = export_problem(loaded.model_config, loaded.tokenizer, to)
     if problem:
         raise ValueError(problem)
+    staging = target.parent / f".{target.name}.{secrets.token_hex(6)}"
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        staging.mkdir()             # an ordinary folder, as the user's umask makes them (mkdtemp's is private)
     except OSError as error:
         raise ValueError(f"cannot write into {target.parent} ({error.strerror}).") from None
     model, name, counts = loaded.model.eval(), run_path.name, {}
-    os.chmod(staging, 0o755)                       # mkdtemp makes it private; an export is an ordinary folder
     try:
         if to == "hf":
             write_hf_folder(model, loaded.tokenizer, staging, name)
