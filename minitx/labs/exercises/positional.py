@@ -142,32 +142,23 @@ def rope_reference(x, start):
     return rope(x, start)
 
 
-def _rope_with(x, start, angle_of_pair, layout="pairs", direction=1.0):
-    T, Dh = x.size(-2), x.size(-1)
-    position = torch.arange(start, start + T, dtype=torch.float32)[:, None]          # (T, 1)
-    angle = position * angle_of_pair(Dh)                                              # (T, Dh/2)
-    cos, sin = angle.cos(), direction * angle.sin()
-    if layout == "halves":               # GPT-NeoX / Hugging Face Llama: i pairs with i + Dh/2
-        first, second = x[..., : Dh // 2], x[..., Dh // 2:]
-        return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
-    first, second = x[..., 0::2], x[..., 1::2]
-    return torch.stack([first * cos - second * sin, first * sin + second * cos], dim=-1).flatten(-2)
-
-
 def _theta(Dh):
     return 10_000.0 ** (-torch.arange(0, Dh, 2, dtype=torch.float32) / Dh)
 
 
-def _rope_variant(x, start, split="pairs", put="pairs", swap=False, positions=None, theta=_theta):
-    """RoPE with one thing changed: pairs read one way and written back another (`split`, `put`: "pairs"
-    of neighbours or "halves"), sin and cos swapped, other positions (positions(start, T)), or other theta."""
+def _rope_with(x, start, theta=_theta, split="pairs", put=None, swap=False, direction=1.0, positions=None):
+    """RoPE with one thing changed: the pairs read one way and written back another (`split`, `put`:
+    "pairs" of neighbours, 2i with 2i + 1, or "halves", i with i + Dh/2 as GPT-NeoX and Hugging Face's
+    Llama lay them out), sin and cos swapped, the turn reversed, other positions (positions(start, T)),
+    or another theta."""
     T, Dh = x.size(-2), x.size(-1)
     position = torch.arange(start, start + T, dtype=torch.float32) if positions is None else positions(start, T)
     angle = position[:, None] * theta(Dh)                                            # (T, Dh/2)
-    cos, sin = (angle.sin(), angle.cos()) if swap else (angle.cos(), angle.sin())
+    cos, sin = angle.cos(), direction * angle.sin()
+    cos, sin = (sin, cos) if swap else (cos, sin)
     a, b = (x[..., 0::2], x[..., 1::2]) if split == "pairs" else (x[..., : Dh // 2], x[..., Dh // 2:])
     first, second = a * cos - b * sin, a * sin + b * cos
-    if put == "halves":
+    if (put or split) == "halves":
         return torch.cat([first, second], dim=-1)
     return torch.stack([first, second], dim=-1).flatten(-2)
 
@@ -204,34 +195,34 @@ ROPE = Lab(
                 "position start + t.", lambda x, start: rope(x, 0), ("arange",)),
         Mistake("Dimension i was paired with i + Dh/2 (the layout of GPT-NeoX and Hugging Face's Llama); "
                 "minitx pairs neighbours, 2i with 2i + 1: `x[..., 0::2]` and `x[..., 1::2]`.",
-                lambda x, start: _rope_with(x, start, _theta, "halves")),
+                lambda x, start: _rope_with(x, start, split="halves")),
         Mistake("The rotation goes the wrong way: (a, b) turns to (a cos − b sin, a sin + b cos).",
-                lambda x, start: _rope_with(x, start, _theta, direction=-1.0)),
+                lambda x, start: _rope_with(x, start, direction=-1.0)),
         Mistake("theta_i uses i where it should use 2i: theta_i = 10000^(-2i / Dh) for pairs i = 0, 1, ...",
                 lambda x, start: _rope_with(x, start, lambda Dh: 10_000.0 ** (
                     -torch.arange(Dh // 2, dtype=torch.float32) / Dh))),
         Mistake("The positions are off by one: token t is at position start + t, the first at `start` itself.",
                 lambda x, start: rope(x, start + 1), ("arange",)),
         Mistake("cos and sin are swapped: the pair (a, b) turns to (a cos − b sin, a sin + b cos).",
-                lambda x, start: _rope_variant(x, start, swap=True), ("cos", "sin")),
+                lambda x, start: _rope_with(x, start, swap=True), ("cos", "sin")),
         Mistake("The exponent has the wrong sign: theta_i = base^(-2i / Dh) falls from 1 for the first pair; "
                 "yours grows.", lambda x, start: _rope_with(x, start, lambda Dh: 1 / _theta(Dh)), ("**", "pow", "exp")),
         Mistake("The neighbours (2i, 2i + 1) were rotated but written back as two halves: put each rotated pair "
                 "back side by side, `torch.stack([..., ...], dim=-1).flatten(-2)`.",
-                lambda x, start: _rope_variant(x, start, put="halves"), ("cat",)),
+                lambda x, start: _rope_with(x, start, put="halves"), ("cat",)),
         Mistake("The halves (i, i + Dh/2) were rotated but written back as neighbours: minitx pairs neighbours on "
                 "both sides, `x[..., 0::2]` and `x[..., 1::2]`.",
-                lambda x, start: _rope_variant(x, start, split="halves"), ("stack", "flatten")),
+                lambda x, start: _rope_with(x, start, split="halves", put="pairs"), ("stack", "flatten")),
         Mistake("Every token was turned by the angle of position `start`: token t stands at start + t.",
-                lambda x, start: _rope_variant(x, start, positions=lambda s, T: torch.full((T,), float(s))),
+                lambda x, start: _rope_with(x, start, positions=lambda s, T: torch.full((T,), float(s))),
                 ("arange", "full")),
         Mistake("The angle did not grow with the position: every token turned by theta_i, as if at position 1. "
                 "The angle is m * theta_i for the token at position m.",
-                lambda x, start: _rope_variant(x, start, positions=lambda s, T: torch.ones(T)),
+                lambda x, start: _rope_with(x, start, positions=lambda s, T: torch.ones(T)),
                 ("cos", "sin")),
         Mistake("Every pair turned at the same speed (theta_i = 1, the angle the position itself): theta_i = "
                 "base^(-2i / Dh) slows the later pairs down.",
-                lambda x, start: _rope_variant(x, start, theta=lambda Dh: torch.ones(Dh // 2)),
+                lambda x, start: _rope_with(x, start, theta=lambda Dh: torch.ones(Dh // 2)),
                 ("**", "pow", "cos")),
     ),
     rtol=1e-4, atol=2e-4, picture=rope_picture,
