@@ -215,45 +215,27 @@ def top_p_reference(logits, p):
     return allowed_logits(logits, top_p=p)
 
 
-def _nucleus(logits, p, keep_crossing=True, keep_best=True, unsort=True, of_logits=False):
-    probs, order = (logits if of_logits else logits.softmax(-1)).sort(dim=-1, descending=True, stable=True)
+def _nucleus_drop(logits, p, probs=None, at_p=True, keep_crossing=True, keep_best=True, unsort=True,
+                  ascending=False):
+    """The tokens top-p drops, in vocabulary order, with one thing changed: `probs` made otherwise than
+    logits.softmax(-1), a token at exactly p kept (`at_p` False), the crossing token dropped, the best
+    one too, the flags left in sorted order, or the least likely sorted first."""
+    probs = logits.softmax(-1) if probs is None else probs
+    probs, order = probs.sort(dim=-1, descending=not ascending, stable=True)
     mass = probs.cumsum(-1)
-    drop = (mass - probs >= p) if keep_crossing else (mass > p)
+    drop = (mass - probs >= p if at_p else mass - probs > p) if keep_crossing else mass > p
     if keep_best:
         drop[..., 0] = False
-    if unsort:
-        drop = drop.scatter(-1, order, drop)
-    return logits.masked_fill(drop, float("-inf"))
+    return drop.scatter(-1, order, drop) if unsort else drop
+
+
+def _nucleus(logits, p, **changed):
+    return logits.masked_fill(_nucleus_drop(logits, p, **changed), float("-inf"))
 
 
 def _naive_softmax_nucleus(logits, p):
     exp = logits.exp()
-    probs, order = (exp / exp.sum(-1, keepdim=True)).sort(dim=-1, descending=True, stable=True)
-    drop = probs.cumsum(-1) - probs >= p
-    drop[..., 0] = False
-    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-
-
-def _keeps_at_p(logits, p):
-    probs, order = logits.softmax(-1).sort(dim=-1, descending=True, stable=True)
-    drop = probs.cumsum(-1) - probs > p
-    drop[..., 0] = False
-    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-
-
-def _half_nucleus(logits, p):
-    probs, order = logits.softmax(-1).half().sort(dim=-1, descending=True, stable=True)
-    drop = probs.cumsum(-1) - probs >= p
-    drop[..., 0] = False
-    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-
-
-def _nucleus_drop(logits, p, ascending=False, dim=-1):
-    """The drop flags in vocabulary order: sorted by probability (most likely first unless `ascending`)."""
-    probs, order = logits.softmax(dim).sort(dim=-1, descending=not ascending, stable=True)
-    drop = probs.cumsum(-1) - probs >= p
-    drop[..., 0] = False
-    return drop.scatter(-1, order, drop)
+    return _nucleus(logits, p, probs=exp / exp.sum(-1, keepdim=True))
 
 
 def _sorted_logits_returned(logits, p):
@@ -312,19 +294,21 @@ TOP_P = Lab(
     outputs=(Output("the filtered logits", "(..., V)"),), answer=(top_p_filter, allowed_logits),
     mistakes=(
         Mistake("The probabilities were summed in float16: it rounds 0.49993 to 0.5, and a token just under p "
-                "is dropped. Keep them in float32, as softmax gives them.", _half_nucleus, ("half",)),
+                "is dropped. Keep them in float32, as softmax gives them.",
+                lambda logits, p: _nucleus(logits, p, probs=logits.softmax(-1).half()), ("half",)),
         Mistake("The token that crosses p was dropped: keep a token while the probability *before* it is "
                 "below p (`cumsum - probs < p`), so that what is kept reaches p.",
                 lambda logits, p: _nucleus(logits, p, keep_crossing=False), ("cumsum",)),
         Mistake("A token was kept where the mass before it equals p exactly: the kept ones already reach p "
-                "there, so drop where the mass before is at least p (`>= p`, not `> p`).", _keeps_at_p, ("cumsum",)),
+                "there, so drop where the mass before is at least p (`>= p`, not `> p`).",
+                lambda logits, p: _nucleus(logits, p, at_p=False), ("cumsum",)),
         Mistake("Every token was dropped at p = 0: the most likely token always stays (never drop the first "
                 "in sorted order).", lambda logits, p: _nucleus(logits, p, keep_best=False)),
         Mistake("The filter was applied in sorted order: map the drop flags back to the vocabulary's order "
                 "(`drop.scatter(-1, order, drop)`, order from the sort).",
                 lambda logits, p: _nucleus(logits, p, unsort=False)),
         Mistake("The running sum was over logits, not probabilities: take the softmax first.",
-                lambda logits, p: _nucleus(logits, p, of_logits=True)),
+                lambda logits, p: _nucleus(logits, p, probs=logits)),
         Mistake("exp overflowed: exp(logits) is inf for logits near 100, and inf / inf is NaN. Use "
                 "`logits.softmax(-1)`, which takes each row's max off first.", _naive_softmax_nucleus, ("exp",)),
         Mistake("The dropped logits were set to 0, not -inf: a logit of 0 still has probability exp(0) / Z, so "
@@ -334,11 +318,11 @@ TOP_P = Lab(
                 lambda logits, p: logits.softmax(-1).masked_fill(_nucleus_drop(logits, p), float("-inf")),
                 ("masked_fill", "where")),
         Mistake("The tokens were sorted least likely first: the nucleus is the most likely tokens, "
-                "`sort(descending=True)`.", lambda logits, p: logits.masked_fill(
-                    _nucleus_drop(logits, p, ascending=True), float("-inf")), ("sort", "argsort")),
+                "`sort(descending=True)`.", lambda logits, p: _nucleus(logits, p, ascending=True),
+                ("sort", "argsort")),
         Mistake("The softmax ran over dim 0, across the rows: each row is one distribution over the vocabulary, "
-                "`softmax(dim=-1)`.", lambda logits, p: logits.masked_fill(
-                    _nucleus_drop(logits, p, dim=0), float("-inf")), ("softmax",)),
+                "`softmax(dim=-1)`.", lambda logits, p: _nucleus(logits, p, probs=logits.softmax(0)),
+                ("softmax",)),
         Mistake("The sorted logits came back: the filtered logits stay in the vocabulary's order, token i at "
                 "index i.", _sorted_logits_returned, ("sort",)),
     ),
