@@ -437,7 +437,7 @@ def check(lab: Lab, source: str, filename: str = "your_code.py", load=None) -> R
         try:
             got, left = call(lab, fn, case)
         except Stopped as stop:                   # the worker reports the sandbox's verdict, and this case
-            stop.cases = [*results, case_row(case, "stopped by the sandbox")]
+            stop.found = {"cases": [*results, case_row(case, "stopped by the sandbox")]}
             raise
         except NotImplementedError:
             if number == 0:

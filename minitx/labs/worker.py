@@ -110,7 +110,7 @@ def run_job(request: dict, servers: ForkServers, limits: Limits) -> Answer:
     except NotImplementedError:
         answer = Answer(Verdict(Kind.RAISED, {"text": f"NotImplementedError: `{lab.function}` is not written yet."}))
     except Stopped as stop:
-        answer = Answer(stop.verdict, {"cases": stop.cases} if hasattr(stop, "cases") else None)
+        answer = Answer(stop.verdict, stop.found)
     finally:
         output = job.end() if job is not None else ""
     answer.output = output

@@ -38,12 +38,12 @@ FORK_TIMEOUT, START_TIMEOUT, WATCH_SECONDS = 10.0, 90.0, 0.1
 
 
 class Stopped(BaseException):
-    """The job's process was stopped, or ended without answering: not the learner's exception, so no
-    check catches it as one. `verdict` says why."""
+    """The job's process was stopped, or ended without answering: not the learner's exception, so no check
+    catches it as one. `verdict` says why; `found` (a check's cases so far) goes back beside it."""
 
     def __init__(self, verdict: Verdict):
         super().__init__(verdict.message)
-        self.verdict = verdict
+        self.verdict, self.found = verdict, None
 
 
 class Job(Confined):
