@@ -39,8 +39,8 @@ def _keep_to_my_share_of_the_cores() -> None:
 _keep_to_my_share_of_the_cores()
 
 
-# the files that take ten seconds or more, longest first (as measured on a 2-core machine): the last
-# files handed out are then short ones, and neither worker waits long for the other at the end
+# the files that take ten seconds or more, longest first: the last files handed out are then short
+# ones, and neither worker waits long for the other at the end
 SLOW_FILES = ("test_browser.py", "test_app.py", "test_pretrained_pages.py", "test_runs.py", "test_build_page.py",
               "test_distributed.py", "test_pretrained.py", "test_hostile_training.py", "test_hostile_verdicts.py",
               "test_labs.py", "test_resume.py", "test_hostile_lingering.py", "test_cli.py", "test_inside.py",
